@@ -1,0 +1,175 @@
+"""Flax (linen) encoders, decoders and the auxiliary Q network for 28x28x1 images.
+
+Two families share one interface:
+
+* ``'mlp'``: dense layers (e.g. 784-512-512 -> heads).
+* ``'conv'``: strided 4x4 convolutions then dense layers. With channels (64, 128),
+  dense (512,), BatchNorm and LeakyReLU(0.2) it is the architecture of the authors'
+  PyTorch code (encoder and Q), and its transpose-convolution mirror is their decoder.
+
+Images are NHWC ``[B, 28, 28, 1]``. BatchNorm statistics are averaged over the
+``batch_norm_axis`` mesh axis when it is set, so a data-parallel step normalises
+with global-batch statistics, exactly as a single device would.
+"""
+
+from collections.abc import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from vmivae_jax import latents
+
+IMAGE_SHAPE = (28, 28, 1)
+_ACTIVATIONS = {
+    'relu': nn.relu,
+    'leaky_relu': lambda x: nn.leaky_relu(x, negative_slope=0.2),
+    'elu': nn.elu,
+    'gelu': nn.gelu,
+    'tanh': jnp.tanh,
+}
+FAMILIES = ('mlp', 'conv')
+NORMS = ('none', 'batch', 'layer')
+
+
+def _normalise(norm: str, batch_norm_axis: str | None, train: bool, name: str):
+  if norm == 'batch':
+    return nn.BatchNorm(use_running_average=not train, momentum=0.9, axis_name=batch_norm_axis,
+                        name=name)
+  if norm == 'layer':
+    return nn.LayerNorm(name=name)
+  return lambda x: x
+
+
+class FeatureExtractor(nn.Module):
+  """Image -> feature vector: the shared trunk of the encoder and of Q."""
+  family: str = 'mlp'
+  hidden: Sequence[int] = (512, 512)          # dense widths after the convs (or the MLP)
+  conv_channels: Sequence[int] = (64, 128)    # conv family only
+  norm: str = 'none'
+  activation: str = 'relu'
+  batch_norm_axis: str | None = None
+
+  @nn.compact
+  def __call__(self, images: jax.Array, *, train: bool) -> jax.Array:
+    act = _ACTIVATIONS[self.activation]
+    x = images
+    if self.family == 'conv':
+      for i, channels in enumerate(self.conv_channels):
+        x = nn.Conv(channels, (4, 4), strides=(2, 2), padding=((1, 1), (1, 1)),
+                    use_bias=(i == 0 or self.norm == 'none'), name=f'conv_{i}')(x)
+        # The authors (like DCGAN/InfoGAN) leave the first conv un-normalised.
+        if i > 0:
+          x = _normalise(self.norm, self.batch_norm_axis, train, f'conv_norm_{i}')(x)
+        x = act(x)
+    x = x.reshape(x.shape[0], -1)
+    for i, width in enumerate(self.hidden):
+      x = nn.Dense(width, name=f'dense_{i}')(x)
+      if self.family == 'conv' or self.norm == 'layer':
+        x = _normalise(self.norm, self.batch_norm_axis, train, f'dense_norm_{i}')(x)
+      x = act(x)
+    return x
+
+
+def _gaussian_head(features: jax.Array, dims: int) -> jax.Array:
+  """[B, 2 * dims] means then log-variances ([B, 0] when there are no Gaussian dims)."""
+  if not dims:
+    return jnp.zeros((features.shape[0], 0), features.dtype)
+  return nn.Dense(2 * dims, name='gaussian_head')(features)
+
+
+class Encoder(nn.Module):
+  """q(z, c | x): Gaussian mean/log-variance heads and one logits head per code."""
+  spec: latents.LatentSpec
+  trunk: FeatureExtractor
+
+  @nn.compact
+  def __call__(self, images: jax.Array, *, train: bool) -> latents.PosteriorParams:
+    features = self.trunk(images, train=train)
+    d = self.spec.gaussian_dims
+    gaussian = _gaussian_head(features, d)
+    logits = tuple(nn.Dense(k, name=f'categorical_head_{i}')(features)
+                   for i, k in enumerate(self.spec.categorical_sizes))
+    return latents.PosteriorParams(mean=gaussian[:, :d], logvar=gaussian[:, d:], logits=logits)
+
+
+class Decoder(nn.Module):
+  """p(x | z, c): latent code -> raw image output [B, 28, 28, 1] (logits or pre-mean)."""
+  family: str = 'mlp'
+  hidden: Sequence[int] = (512, 512)        # dense widths, in order from the code
+  conv_channels: Sequence[int] = (128, 64)  # conv family: channels at 7x7, 14x14
+  norm: str = 'none'
+  activation: str = 'relu'
+  batch_norm_axis: str | None = None
+
+  @nn.compact
+  def __call__(self, code: jax.Array, *, train: bool) -> jax.Array:
+    act = _ACTIVATIONS[self.activation]
+    norm_dense = self.family == 'conv' or self.norm == 'layer'
+    x = code
+    for i, width in enumerate(self.hidden):
+      x = nn.Dense(width, name=f'dense_{i}')(x)
+      if norm_dense:
+        x = _normalise(self.norm, self.batch_norm_axis, train, f'dense_norm_{i}')(x)
+      x = act(x)
+    if self.family == 'mlp':
+      x = nn.Dense(IMAGE_SHAPE[0] * IMAGE_SHAPE[1] * IMAGE_SHAPE[2], name='output')(x)
+      return x.reshape((-1,) + IMAGE_SHAPE)
+    side = IMAGE_SHAPE[0] // 2 ** len(self.conv_channels)
+    x = nn.Dense(side * side * self.conv_channels[0], name='to_grid')(x)
+    x = _normalise(self.norm, self.batch_norm_axis, train, 'to_grid_norm')(x)
+    x = act(x).reshape(-1, side, side, self.conv_channels[0])
+    out_channels = tuple(self.conv_channels[1:]) + (IMAGE_SHAPE[2],)
+    for i, channels in enumerate(out_channels):
+      x = nn.ConvTranspose(channels, (4, 4), strides=(2, 2), padding='SAME', name=f'deconv_{i}')(x)
+      if i < len(out_channels) - 1:
+        x = act(_normalise(self.norm, self.batch_norm_axis, train, f'deconv_norm_{i}')(x))
+    return x
+
+
+class QNetwork(nn.Module):
+  """Q(z_sel | x'): reads the decoder output x' and predicts the selected latents.
+
+  Outputs a mean and log-variance for each selected Gaussian dim and logits for
+  each selected categorical code.
+  """
+  num_gaussian: int
+  categorical_sizes: tuple[int, ...]
+  trunk: FeatureExtractor
+
+  @nn.compact
+  def __call__(self, images: jax.Array, *, train: bool
+               ) -> tuple[jax.Array, jax.Array, tuple[jax.Array, ...]]:
+    features = self.trunk(images, train=train)
+    n = self.num_gaussian
+    gaussian = _gaussian_head(features, n)
+    logits = tuple(nn.Dense(k, name=f'categorical_head_{i}')(features)
+                   for i, k in enumerate(self.categorical_sizes))
+    return gaussian[:, :n], gaussian[:, n:], logits
+
+
+class VAE(nn.Module):
+  """Encoder + decoder; ``__call__`` is one stochastic pass x -> (q(z|x), z, p(x|z))."""
+  encoder: Encoder
+  decoder: Decoder
+  learn_output_logvar: bool = False  # a learned shared pixel log-variance (Gaussian likelihood)
+
+  def encode(self, images: jax.Array, *, train: bool) -> latents.PosteriorParams:
+    return self.encoder(images, train=train)
+
+  def decode(self, code: jax.Array, *, train: bool) -> jax.Array:
+    return self.decoder(code, train=train)
+
+  def output_logvar(self) -> jax.Array | None:
+    if not self.learn_output_logvar:
+      return None
+    return self.param('output_logvar', nn.initializers.zeros, ())
+
+  def __call__(self, images: jax.Array, noise: latents.LatentNoise, *,
+               temperature: jax.Array | float, hard: bool, train: bool
+               ) -> tuple[latents.PosteriorParams, latents.LatentSample, jax.Array, jax.Array | None]:
+    """Returns the posterior, the reparameterised sample, the raw decoder output
+    [B, 28, 28, 1] and the learned output log-variance (or None)."""
+    posterior = self.encode(images, train=train)
+    sample = latents.sample(posterior, noise, temperature=temperature, hard=hard)
+    return posterior, sample, self.decode(sample.code(), train=train), self.output_logvar()

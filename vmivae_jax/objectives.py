@@ -1,0 +1,144 @@
+"""Training objectives, each returning ``(loss, aux)`` for ``jax.value_and_grad(has_aux=True)``.
+
+* :func:`vae_objective`: -ELBO - lambda * MI (thesis eq 4.11/4.22), with beta-weighted
+  or JointVAE capacity-controlled KL terms per latent group, minimised over the VAE.
+* :func:`q_objective`: -E[log Q(z_sel | x')], minimised over Q with the VAE fixed.
+
+``vae_objective`` is ``vae_loss_from_forward`` after ``VMIModel.forward``; the train
+step uses the two halves separately so that one forward pass of the VAE serves both
+the Q update and the VAE update (the Q update does not change the VAE, so the
+second pass would recompute exactly the same values).
+
+Gradient flow in the MI term: log Q(z_sel | x') is differentiated through x' (the
+decoder mean, and through it the decoder and encoder) and through the reparameterised
+target z_sel into the encoder, unless ``stop_target_gradient`` is set; H(z_sel) is
+differentiated where it depends on the encoder (the categorical aggregate entropy and
+the Monte Carlo Gaussian estimate; the prior entropy is a constant).
+"""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+
+from vmivae_jax import latents
+from vmivae_jax import vmi
+
+
+@dataclasses.dataclass(frozen=True)
+class Capacity:
+  """JointVAE capacity control: gamma * |KL_group - C(t)|, C(t) rising linearly to max_nats."""
+  gamma: float
+  max_nats: float
+  steps: int
+
+
+@dataclasses.dataclass(frozen=True)
+class ObjectiveWeights:
+  """Hyper-parameters of the VAE objective.
+
+  Attributes:
+    mi_weight: lambda, weight of the MI bound (0 = ELBO only).
+    beta: weight of every KL term without a capacity target (1 = ELBO).
+    capacity: per latent group name ('gaussian', 'categorical_0', ...), a Capacity
+      that replaces beta * KL for that group.
+    gaussian_entropy_kind: entropy term for Gaussian MI targets (vmi.GAUSSIAN_ENTROPY_KINDS).
+    stop_target_gradient: do not differentiate log Q through the sampled target z_sel.
+  """
+  mi_weight: float = 0.0
+  beta: float = 1.0
+  capacity: tuple[tuple[str, Capacity], ...] = ()
+  gaussian_entropy_kind: str = 'gaussian_prior'
+  stop_target_gradient: bool = False
+
+
+def capacity_target(step: jax.Array, *, max_nats: float, steps: int) -> jax.Array:
+  """C(t) = max_nats * min(1, t / steps): the JointVAE capacity schedule."""
+  progress = jnp.minimum(1.0, jnp.asarray(step, jnp.float32) / max(steps, 1))
+  return max_nats * progress
+
+
+def _global_mean(x: jax.Array, axis_name: str | None) -> jax.Array:
+  mean = jnp.mean(x)
+  return jax.lax.pmean(mean, axis_name) if axis_name else mean
+
+
+def vae_loss_from_forward(forward: vmi.Forward, images: jax.Array, *, model: vmi.VMIModel,
+                          q_vars: dict, step: jax.Array, weights: ObjectiveWeights,
+                          axis_name: str | None = None) -> tuple[jax.Array, dict]:
+  """-ELBO (beta/capacity weighted) - lambda * MI for one forward pass.
+
+  Args:
+    forward: the VAE's pass over ``images`` (see ``VMIModel.forward``).
+    images: [B, 28, 28, 1] the batch.
+    model: the VMI model.
+    q_vars: Q's variables (held fixed here).
+    step: training step, for capacity schedules.
+    weights: objective hyper-parameters.
+    axis_name: data-parallel axis; batch-level statistics (aggregate entropy, the
+      KL inside a capacity term) are then taken over the global batch.
+
+  Returns:
+    (loss, metrics): the local-batch mean loss and a dict of scalar metrics.
+  """
+  reconstruction = model.reconstruction(forward, images)                # [B]
+  kls = model.kl_per_group(forward.posterior)                          # {group: [B]}
+  capacities = dict(weights.capacity)
+  penalty = jnp.zeros((), jnp.float32)
+  metrics = {}
+  for group, kl in kls.items():
+    metrics[f'kl/{group}'] = jnp.mean(kl)
+    if group in capacities:
+      cap = capacities[group]
+      target = capacity_target(step, max_nats=cap.max_nats, steps=cap.steps)
+      penalty += cap.gamma * jnp.abs(_global_mean(kl, axis_name) - target)
+      metrics[f'capacity/{group}'] = target
+    else:
+      penalty += weights.beta * jnp.mean(kl)
+  kl_total = sum(kls.values())
+  elbo = reconstruction - kl_total
+  loss = -jnp.mean(reconstruction) + penalty
+  metrics.update(reconstruction=jnp.mean(reconstruction), kl_total=jnp.mean(kl_total),
+                 elbo=jnp.mean(elbo))
+  if model.has_mi_targets:
+    targets = model.mi_targets(forward.sample)
+    if weights.stop_target_gradient:
+      targets = jax.lax.stop_gradient(targets)
+    log_q, _ = model.log_q(q_vars, forward.x_prime, targets)
+    entropy = model.mi_entropy(forward.posterior, forward.sample,
+                               gaussian_kind=weights.gaussian_entropy_kind, axis_name=axis_name)
+    mi_bound = jnp.mean(log_q) + entropy
+    if weights.mi_weight:
+      loss -= weights.mi_weight * mi_bound
+    metrics.update(mi_bound=mi_bound, log_q=jnp.mean(log_q), mi_entropy=entropy)
+  metrics['loss'] = loss
+  return loss, metrics
+
+
+def vae_objective(vae_params: dict, *, vae_state: dict, q_vars: dict, model: vmi.VMIModel,
+                  images: jax.Array, noise: latents.LatentNoise, temperature: jax.Array | float,
+                  step: jax.Array, weights: ObjectiveWeights, hard: bool = False,
+                  axis_name: str | None = None) -> tuple[jax.Array, dict]:
+  """The VAE objective as a function of the VAE parameters (for value_and_grad).
+
+  Returns:
+    (loss, aux) with aux = {'metrics': {...}, 'vae_state': updated BatchNorm stats}.
+  """
+  forward, new_state = model.forward({'params': vae_params, **vae_state}, images, noise,
+                                     temperature=temperature, hard=hard, train=True)
+  loss, metrics = vae_loss_from_forward(forward, images, model=model, q_vars=q_vars, step=step,
+                                        weights=weights, axis_name=axis_name)
+  return loss, {'metrics': metrics, 'vae_state': new_state}
+
+
+def q_objective(q_params: dict, *, q_state: dict, model: vmi.VMIModel, x_prime: jax.Array,
+                targets: vmi.MITargets) -> tuple[jax.Array, dict]:
+  """-E[log Q(z_sel | x')] over the batch; x' and z_sel are constants (the VAE is fixed).
+
+  Returns:
+    (loss, aux) with aux = {'metrics': {'q_loss': ...}, 'q_state': updated BatchNorm stats}.
+  """
+  x_prime, targets = jax.lax.stop_gradient((x_prime, targets))
+  log_q, new_state = model.log_q({'params': q_params, **q_state}, x_prime, targets)
+  loss = -jnp.mean(log_q)
+  return loss, {'metrics': {'q_loss': loss}, 'q_state': new_state}

@@ -1,0 +1,52 @@
+"""Device mesh and placement for data parallelism over a 1-D 'data' axis.
+
+The per-device code is written in the pmap style (local batch, explicit
+``lax.pmean`` over ``DATA_AXIS``) and run with ``jax.shard_map``; parameters and the
+dataset are replicated, each device works on its slice of the global batch.
+"""
+
+import jax
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+DATA_AXIS = 'data'
+
+
+def make_mesh(num_devices: int | None = None) -> jax.sharding.Mesh:
+  """A 1-D mesh over the first ``num_devices`` local devices (default: all)."""
+  devices = jax.local_devices()
+  n = len(devices) if num_devices is None else num_devices
+  if not 1 <= n <= len(devices):
+    raise ValueError(f'num_devices={n}: this process has {len(devices)} local devices')
+  return jax.make_mesh((n,), (DATA_AXIS,), devices=devices[:n])
+
+
+def replicate(tree, mesh: jax.sharding.Mesh):
+  """Places every array of ``tree`` on all devices of ``mesh``."""
+  return jax.device_put(tree, NamedSharding(mesh, P()))
+
+
+def local_batch_size(global_batch_size: int, mesh: jax.sharding.Mesh) -> int:
+  n = mesh.shape[DATA_AXIS]
+  if global_batch_size % n:
+    raise ValueError(f'batch_size={global_batch_size} is not divisible by the {n} devices')
+  return global_batch_size // n
+
+
+def local_slice(global_array: jax.Array, local_size: int) -> jax.Array:
+  """This device's rows of an array computed identically on every device.
+
+  Random draws for the global batch are made in full on each device and sliced, so
+  every example sees the same noise whatever the device count.
+  """
+  start = jax.lax.axis_index(DATA_AXIS) * local_size
+  return jax.lax.dynamic_slice_in_dim(global_array, start, local_size, axis=0)
+
+
+def is_varying(x: jax.Array) -> bool:
+  """Whether ``x`` may differ between devices of the 'data' axis (inside shard_map)."""
+  aval = jax.typeof(x)
+  varying = getattr(aval, 'vma', None)
+  if varying is None:  # jax >= 0.10 keeps it on the manual-axis type
+    varying = aval.mat.varying
+  return DATA_AXIS in varying

@@ -1,0 +1,179 @@
+"""The jitted, data-parallel VMI-VAE train step and its on-device multi-step loop.
+
+One step (thesis Algorithm 1, lines 3-5):
+
+1. take the next minibatch of the epoch's permutation of the on-device dataset;
+2. run the VAE forward once: x -> q(z|x) -> z -> x' (noise from fold_in(key, step));
+3. update Q on -E log Q(z_sel | x') with the VAE fixed (optimizer 1);
+4. update the VAE on -ELBO - lambda * MI with the *updated* Q fixed (optimizer 2).
+
+Both updates evaluate the VAE at the same parameters and noise, so step 4 reuses
+the forward pass of step 2 through its VJP instead of running the VAE twice.
+
+Per-device code in the pmap style runs under ``jax.shard_map`` over the 'data' axis:
+losses are ``pmean``-ed across devices before differentiation, so gradients are
+global-batch means; parameters stay replicated. Random draws are made for the global
+batch and sliced per device, so results do not depend on the device count.
+"""
+
+import dataclasses
+import functools
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+from jax.sharding import PartitionSpec as P
+
+from vmivae_jax import distributions
+from vmivae_jax import latents
+from vmivae_jax import models
+from vmivae_jax import objectives
+from vmivae_jax import parallel
+from vmivae_jax import train_state as train_state_lib
+from vmivae_jax import vmi
+
+TrainState = train_state_lib.TrainState
+
+
+@dataclasses.dataclass(frozen=True)
+class TemperatureSchedule:
+  initial: float = 1.0
+  floor: float = 0.5
+  anneal_rate: float = 0.0
+  hard: bool = False
+
+  def __call__(self, step: jax.Array) -> jax.Array:
+    return distributions.annealed_temperature(step, initial=self.initial, floor=self.floor,
+                                              anneal_rate=self.anneal_rate)
+
+
+@dataclasses.dataclass(frozen=True)
+class StepConfig:
+  """Everything static the train step needs (hashable: part of the compiled function)."""
+  model: vmi.VMIModel
+  weights: objectives.ObjectiveWeights
+  vae_tx: optax.GradientTransformation
+  q_tx: optax.GradientTransformation
+  temperature: TemperatureSchedule
+  batch_size: int                 # global
+  num_examples: int               # size of the on-device training set
+  pixel_range: tuple[float, float] = (0.0, 1.0)
+  binarize: bool = False
+
+  @property
+  def steps_per_epoch(self) -> int:
+    return self.num_examples // self.batch_size
+
+
+def _pmean_varying(tree):
+  """pmean over the data axis of the leaves that differ per device (others already agree)."""
+  def reduce(x):
+    return jax.lax.pmean(x, parallel.DATA_AXIS) if parallel.is_varying(x) else x
+  return jax.tree.map(reduce, tree)
+
+
+def scale_images(images_uint8: jax.Array, pixel_range: tuple[float, float]) -> jax.Array:
+  """uint8 [0, 255] -> float32 in ``pixel_range``."""
+  low, high = pixel_range
+  return low + (high - low) * images_uint8.astype(jnp.float32) / 255.0
+
+
+def epoch_permutation(data_key: jax.Array, epoch: jax.Array, num_examples: int) -> jax.Array:
+  """The example order of one epoch, a function of the run's data key only."""
+  return jax.random.permutation(jax.random.fold_in(data_key, epoch), num_examples)
+
+
+def _train_step(cfg: StepConfig, local_batch: int, state: TrainState, perm: jax.Array,
+                images: jax.Array, step_key: jax.Array, data_key: jax.Array):
+  """One step on one device; returns the new state, the epoch permutation and metrics."""
+  model, b = cfg.model, cfg.batch_size
+  step = state.step
+  epoch, position = jnp.divmod(step, cfg.steps_per_epoch)
+  perm = jax.lax.cond(position == 0,
+                      lambda: epoch_permutation(data_key, epoch, cfg.num_examples),
+                      lambda: perm)
+  batch_index = jax.lax.dynamic_slice_in_dim(perm, position * b, b)
+  x = scale_images(images[parallel.local_slice(batch_index, local_batch)], cfg.pixel_range)
+
+  noise_key, binarize_key = jax.random.split(jax.random.fold_in(step_key, step))
+  noise = jax.tree.map(lambda n: parallel.local_slice(n, local_batch),
+                       latents.draw_noise(noise_key, model.latent, b))
+  if cfg.binarize:
+    u = jax.random.uniform(binarize_key, (b,) + models.IMAGE_SHAPE)
+    x = (parallel.local_slice(u, local_batch) < x).astype(jnp.float32)
+  temperature = cfg.temperature(step)
+
+  def forward_fn(vae_params):
+    return model.forward({'params': vae_params, **state.vae_state}, x, noise,
+                         temperature=temperature, hard=cfg.temperature.hard, train=True)
+
+  forward, pullback, vae_state = jax.vjp(forward_fn, state.vae_params, has_aux=True)
+
+  q_params, q_state, q_opt_state = state.q_params, state.q_state, state.q_opt_state
+  metrics = {}
+  if model.has_mi_targets:
+    def q_loss(params):
+      loss, aux = objectives.q_objective(params, q_state=q_state, model=model,
+                                         x_prime=forward.x_prime,
+                                         targets=model.mi_targets(forward.sample))
+      return jax.lax.pmean(loss, parallel.DATA_AXIS), aux
+
+    (_, q_aux), q_grads = jax.value_and_grad(q_loss, has_aux=True)(q_params)
+    q_updates, q_opt_state = cfg.q_tx.update(q_grads, q_opt_state, q_params)
+    q_params = optax.apply_updates(q_params, q_updates)
+    q_state = q_aux['q_state']
+    metrics.update(q_aux['metrics'])
+
+  def vae_loss(fwd):
+    loss, vae_metrics = objectives.vae_loss_from_forward(
+        fwd, x, model=model, q_vars={'params': q_params, **q_state}, step=step,
+        weights=cfg.weights, axis_name=parallel.DATA_AXIS)
+    return jax.lax.pmean(loss, parallel.DATA_AXIS), vae_metrics
+
+  (_, vae_metrics), forward_grads = jax.value_and_grad(vae_loss, has_aux=True)(forward)
+  (vae_grads,) = pullback(forward_grads)
+  vae_updates, vae_opt_state = cfg.vae_tx.update(vae_grads, state.vae_opt_state, state.vae_params)
+  vae_params = optax.apply_updates(state.vae_params, vae_updates)
+  metrics.update(vae_metrics, temperature=temperature)
+
+  new_state = TrainState(step=step + 1, vae_params=vae_params, vae_state=vae_state,
+                         vae_opt_state=vae_opt_state, q_params=q_params, q_state=q_state,
+                         q_opt_state=q_opt_state)
+  return new_state, perm, _pmean_varying(metrics)
+
+
+def make_train_chunk(cfg: StepConfig, mesh: jax.sharding.Mesh,
+                     num_steps: int) -> Callable[..., tuple[TrainState, dict]]:
+  """A jitted function running ``num_steps`` train steps on device (one lax.scan).
+
+  Signature: ``(state, images_uint8, step_key, data_key) -> (state, metrics)``, with
+  ``images_uint8`` the replicated [N, 28, 28, 1] training set and ``metrics`` a dict
+  of [num_steps] arrays. The state argument is donated.
+  """
+  local_batch = parallel.local_batch_size(cfg.batch_size, mesh)
+  if cfg.steps_per_epoch < 1:
+    raise ValueError(f'batch_size={cfg.batch_size} exceeds the {cfg.num_examples} '
+                     'training examples')
+
+  def chunk(state, images, step_key, data_key):
+    epoch = state.step // cfg.steps_per_epoch
+    perm = epoch_permutation(data_key, epoch, cfg.num_examples)
+
+    def body(carry, _):
+      st, pm = carry
+      st, pm, metrics = _train_step(cfg, local_batch, st, pm, images, step_key, data_key)
+      return (st, pm), metrics
+
+    (state, _), metrics = jax.lax.scan(body, (state, perm), length=num_steps)
+    return state, metrics
+
+  sharded = jax.shard_map(chunk, mesh=mesh, in_specs=(P(), P(), P(), P()),
+                          out_specs=(P(), P()))
+  return jax.jit(sharded, donate_argnums=(0,))
+
+
+@functools.lru_cache(maxsize=None)
+def cached_train_chunk(cfg: StepConfig, mesh: jax.sharding.Mesh, num_steps: int):
+  """make_train_chunk, built once per (config, mesh, length) in a process."""
+  return make_train_chunk(cfg, mesh, num_steps)

@@ -1,0 +1,162 @@
+"""The VMI-VAE model: networks, latent layout, MI target selection and likelihood.
+
+:class:`VMIModel` binds the Flax modules to the choices that give their outputs a
+meaning (which latents the MI term targets, how pixels are scored) and exposes
+the few operations the objectives and evaluations need. It holds no parameters.
+"""
+
+import dataclasses
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from vmivae_jax import distributions
+from vmivae_jax import latents
+from vmivae_jax import losses
+from vmivae_jax import models
+
+LIKELIHOODS = ('bernoulli', 'gaussian', 'mse')
+GAUSSIAN_ENTROPY_KINDS = ('gaussian_prior', 'gaussian_aggregate_mc')
+
+
+class Forward(NamedTuple):
+  """One stochastic pass of a batch through the VAE."""
+  posterior: latents.PosteriorParams
+  sample: latents.LatentSample
+  raw_output: jax.Array           # [B, 28, 28, 1] decoder logits (Bernoulli) or pre-mean
+  output_logvar: jax.Array | None  # learned pixel log-variance, if any
+  x_prime: jax.Array              # [B, 28, 28, 1] decoder mean: what Q reads
+
+
+class MITargets(NamedTuple):
+  """The selected part z_sel of a latent sample: what Q must predict."""
+  gaussian: jax.Array              # [B, S] selected Gaussian dims
+  categorical: tuple[jax.Array, ...]  # selected codes, each [B, K]
+
+
+@dataclasses.dataclass(frozen=True)
+class VMIModel:
+  """A VAE, its Q network and the meaning of their outputs.
+
+  Attributes:
+    vae: encoder + decoder module.
+    q: the auxiliary network Q(z_sel | x').
+    latent: layout of the joint latent.
+    mi_gaussian_indices: Gaussian dims in z_sel.
+    mi_categorical_indices: categorical codes in z_sel.
+    likelihood: 'bernoulli' (logits, pixels in [0, 1]), 'gaussian' (shared fixed or
+      learned variance) or 'mse' (the authors' mean squared error).
+    pixel_range: (low, high) of the data; the Gaussian/MSE decoder mean is squashed
+      into it (sigmoid for [0, 1], tanh for [-1, 1]).
+    gaussian_logvar: fixed pixel log-variance of the 'gaussian' likelihood (ignored
+      when the VAE learns it).
+  """
+  vae: models.VAE
+  q: models.QNetwork
+  latent: latents.LatentSpec
+  mi_gaussian_indices: tuple[int, ...] = ()
+  mi_categorical_indices: tuple[int, ...] = ()
+  likelihood: str = 'bernoulli'
+  pixel_range: tuple[float, float] = (0.0, 1.0)
+  gaussian_logvar: float = 0.0
+
+  @property
+  def has_mi_targets(self) -> bool:
+    return bool(self.mi_gaussian_indices or self.mi_categorical_indices)
+
+  def init(self, key: jax.Array, batch_size: int = 2) -> tuple[dict, dict]:
+    """Initial VAE and Q variables ({'params': ..., maybe 'batch_stats': ...})."""
+    vae_key, q_key, noise_key = jax.random.split(key, 3)
+    images = jnp.zeros((batch_size,) + models.IMAGE_SHAPE, jnp.float32)
+    noise = latents.draw_noise(noise_key, self.latent, batch_size)
+    vae_vars = self.vae.init(vae_key, images, noise, temperature=1.0, hard=False, train=False)
+    q_vars = self.q.init(q_key, images, train=False)
+    return dict(vae_vars), dict(q_vars)
+
+  def forward(self, vae_vars: dict, images: jax.Array, noise: latents.LatentNoise, *,
+              temperature: jax.Array | float, hard: bool = False, train: bool = True
+              ) -> tuple[Forward, dict]:
+    """Runs x -> q(z|x) -> z -> p(x|z); returns the pass and updated BatchNorm stats."""
+    (posterior, sample, raw, logvar), new_state = self.vae.apply(
+        vae_vars, images, noise, temperature=temperature, hard=hard, train=train,
+        mutable=['batch_stats'] if train else [])
+    return Forward(posterior, sample, raw, logvar, self.decoder_mean(raw)), dict(new_state)
+
+  def decoder_mean(self, raw_output: jax.Array) -> jax.Array:
+    """x': the decoder's mean image, in the data's pixel range."""
+    if self.likelihood == 'bernoulli':
+      return jax.nn.sigmoid(raw_output)
+    low, high = self.pixel_range
+    if (low, high) == (-1.0, 1.0):
+      return jnp.tanh(raw_output)
+    return low + (high - low) * jax.nn.sigmoid(raw_output)
+
+  def reconstruction(self, forward: Forward, images: jax.Array) -> jax.Array:
+    """[B] log p(x|z) (or the authors' -MSE) of the batch under its decoded sample."""
+    if self.likelihood == 'bernoulli':
+      return losses.bernoulli_log_likelihood(logits=forward.raw_output, targets=images)
+    if self.likelihood == 'mse':
+      return losses.negative_mean_squared_error(prediction=forward.x_prime, targets=images)
+    logvar = forward.output_logvar if forward.output_logvar is not None else self.gaussian_logvar
+    return losses.gaussian_log_likelihood(mean=forward.x_prime, logvar=logvar, targets=images)
+
+  def mi_targets(self, sample: latents.LatentSample) -> MITargets:
+    """z_sel: the selected Gaussian dims and codes of a sample."""
+    return MITargets(
+        gaussian=sample.gaussian[:, list(self.mi_gaussian_indices)],
+        categorical=tuple(sample.categorical[i] for i in self.mi_categorical_indices))
+
+  def log_q(self, q_vars: dict, x_prime: jax.Array, targets: MITargets, *,
+            train: bool = True) -> tuple[jax.Array, dict]:
+    """[B] log Q(z_sel | x'), summed over the selected groups, and new Q BatchNorm stats."""
+    (mean, logvar, logits), new_state = self.q.apply(
+        q_vars, x_prime, train=train, mutable=['batch_stats'] if train else [])
+    total = jnp.zeros(x_prime.shape[0], x_prime.dtype)
+    if self.mi_gaussian_indices:
+      total += losses.gaussian_log_q(q_mean=mean, q_logvar=logvar, target=targets.gaussian)
+    for q_logits, target in zip(logits, targets.categorical):
+      total += losses.categorical_log_q(q_logits=q_logits, target=target)
+    return total, dict(new_state)
+
+  def mi_entropy(self, posterior: latents.PosteriorParams, sample: latents.LatentSample, *,
+                 gaussian_kind: str = 'gaussian_prior',
+                 axis_name: str | None = None) -> jax.Array:
+    """H(z_sel) over the batch: categorical aggregate entropy + the Gaussian kind chosen.
+
+    With ``axis_name`` the categorical aggregate is averaged over the whole data-
+    parallel batch, so the value does not depend on the device count. (The
+    'gaussian_aggregate_mc' kind uses the local batch: it is an evaluation quantity.)
+    """
+    entropy = jnp.zeros((), jnp.float32)
+    for i in self.mi_categorical_indices:
+      probs = jnp.mean(jax.nn.softmax(posterior.logits[i], axis=-1), axis=0)
+      if axis_name is not None:
+        probs = jax.lax.pmean(probs, axis_name)
+      entropy += -jnp.sum(probs * jnp.log(jnp.clip(probs, 1e-30)))
+    if self.mi_gaussian_indices:
+      if gaussian_kind == 'gaussian_prior':
+        entropy += losses.gaussian_prior_entropy(num_dims=len(self.mi_gaussian_indices))
+      else:
+        idx = list(self.mi_gaussian_indices)
+        entropy += losses.gaussian_aggregate_entropy_mc(
+            samples=sample.gaussian[:, idx], mean=posterior.mean[:, idx],
+            logvar=posterior.logvar[:, idx])
+    return entropy
+
+  def kl_per_group(self, posterior: latents.PosteriorParams) -> dict[str, jax.Array]:
+    return latents.kl_per_group(posterior, self.latent)
+
+
+def entropy_kind_label(model: VMIModel, gaussian_kind: str) -> str:
+  """Names the entropy terms a reported MI bound used, e.g. 'categorical_aggregate'."""
+  kinds = []
+  if model.mi_categorical_indices:
+    kinds.append('categorical_aggregate')
+  if model.mi_gaussian_indices:
+    kinds.append(gaussian_kind)
+  return '+'.join(kinds) or 'none'
+
+
+__all__ = ['VMIModel', 'Forward', 'MITargets', 'entropy_kind_label', 'LIKELIHOODS',
+           'GAUSSIAN_ENTROPY_KINDS', 'distributions']
