@@ -1,0 +1,26 @@
+"""Evaluates the latest checkpoint of a run on the test split.
+
+  python eval.py --workdir=runs/mnist_joint
+
+Reads the config from the workdir; writes DIR/eval/metrics.json, assignments.npz
+(categorical models) and the thesis figures as PNGs.
+"""
+
+from absl import app
+from absl import flags
+
+from vmivae_jax import cli
+
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Workdir of a train.py run.')
+_STEP = flags.DEFINE_integer('step', None, 'Checkpoint step to evaluate (default: latest).')
+flags.mark_flags_as_required(['workdir'])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  cli.run_eval(_WORKDIR.value, step=_STEP.value)
+
+
+if __name__ == '__main__':
+  app.run(main)

@@ -1,0 +1,30 @@
+"""Trains a VMI-VAE.
+
+  python train.py --config=configs/mnist_gauss.py --workdir=runs/mnist_gauss
+  python train.py --config=configs/mnist_joint.py --workdir=runs/j --config.mi_weight=0
+
+Rerunning the same command resumes from the workdir's latest checkpoint.
+"""
+
+from absl import app
+from absl import flags
+from ml_collections import config_flags
+
+from vmivae_jax import cli
+
+_CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file.',
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints and metrics.')
+_OVERWRITE = flags.DEFINE_bool('overwrite', False,
+                               'Delete a different run found in --workdir instead of refusing.')
+flags.mark_flags_as_required(['config', 'workdir'])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  cli.run_train(_CONFIG.value, _WORKDIR.value, overwrite=_OVERWRITE.value)
+
+
+if __name__ == '__main__':
+  app.run(main)
