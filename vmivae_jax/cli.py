@@ -1,37 +1,103 @@
 """What train.py and eval.py do after parsing flags: run, and turn known failures into
-one clear message and a non-zero exit instead of a traceback."""
+one clear message and a non-zero exit instead of a traceback.
 
+Exit codes (docs/reliability.md lists every case):
+
+  0    done (train.py: trained to config.num_train_steps; eval.py: results written)
+  1    a bug: an uncaught exception and its traceback (please report it)
+  2    ``error: ...``: bad command line (unknown flag or --config key, a value that does
+       not parse as the key's type, a missing required flag), invalid config value,
+       missing/corrupt data, unusable workdir
+  3    ``error: divergence at step N: non-finite <term>=nan ...`` (train.py)
+  128+signal  ``stopped: stopped by SIGTERM at step N/M; ...`` (train.py): a checkpoint of
+       step N is saved; rerunning the same command resumes. 143 = SIGTERM, 130 = SIGINT.
+
+Anything else is a bug and keeps its traceback.
+"""
+
+import difflib
 import sys
 
+from absl import flags
 from absl import logging
 
-from vmivae_jax import validation
 from vmivae_jax import data
+from vmivae_jax import validation
 from vmivae_jax import workdir as workdir_lib
 
 # Failures a user can fix; anything else is a bug and keeps its traceback.
 USER_ERRORS = (validation.ConfigError, data.DataError, workdir_lib.WorkdirError)
+EXIT_USER_ERROR = 2
+EXIT_DIVERGENCE = 3
 
 
-def _exit_with(error: Exception, code: int = 2):
+def _exit_with(error: Exception, code: int = EXIT_USER_ERROR, prefix: str = 'error'):
   logging.error('%s', error)
-  print(f'error: {error}', file=sys.stderr)
+  print(f'{prefix}: {error}', file=sys.stderr, flush=True)
   sys.exit(code)
+
+
+def _config_keys(config, prefix: str = '') -> list[str]:
+  keys = []
+  for key, value in config.items():
+    keys.append(prefix + key)
+    if hasattr(value, 'items'):
+      keys += _config_keys(value, f'{prefix}{key}.')
+  return keys
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing, with every command-line mistake as ``error: ...``, exit 2.
+
+  ml_collections raises a bare AttributeError (a traceback) for an unknown
+  ``--config.<key>``; it becomes a message naming the argument.
+  """
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    _usage_error(str(e))
+  except (AttributeError, KeyError) as e:
+    detail = e.args[0] if e.args else ''
+    if isinstance(detail, BaseException):  # AttributeError(KeyError(...))
+      detail = detail.args[0] if detail.args else ''
+    missing = str(detail).splitlines()[0].strip('"\'') if str(detail) else ''
+    overrides = [a for a in argv[1:] if a.startswith('--config.')]
+    bad = next((a for a in overrides if missing in a.split('=')[0][len('--config.'):].split('.')),
+               f'--config.{missing}')
+    key = bad.split('=')[0][len('--config.'):]
+    from vmivae_jax import config_lib  # pylint: disable=g-import-not-at-top
+    close = difflib.get_close_matches(key, _config_keys(config_lib.get_base_config()), n=1)
+    hint = f'; did you mean --config.{close[0]}?' if close else ''
+    _usage_error(f'{bad}: the config has no key {key!r}{hint}')
+  return []  # unreachable
+
+
+def _usage_error(message: str):
+  print(f'error: {message}', file=sys.stderr, flush=True)
+  sys.exit(EXIT_USER_ERROR)
 
 
 def run_train(config, workdir: str, *, overwrite: bool = False) -> None:
   from vmivae_jax import trainer  # pylint: disable=g-import-not-at-top
+  error = getattr(config, '_error', None)  # ml_collections' stand-in for a failed --config
+  if error is not None:
+    _usage_error(f'--config: cannot load the config file: {type(error).__name__}: {error}')
   try:
     trainer.train(config, workdir, overwrite=overwrite)
   except USER_ERRORS as e:
     _exit_with(e)
   except trainer.DivergenceError as e:
-    _exit_with(e, code=3)
+    _exit_with(e, code=EXIT_DIVERGENCE)
+  except trainer.TrainingInterrupted as e:
+    _exit_with(e, code=128 + e.signum, prefix='stopped')
 
 
 def run_eval(workdir: str, *, step: int | None = None) -> None:
-  from vmivae_jax import evaluate  # pylint: disable=g-import-not-at-top
   try:
+    # Checked here, before evaluate.py's imports and compilations: a wrong --workdir
+    # fails in a second with one line.
+    workdir_lib.check_evaluable(workdir, step)
+    from vmivae_jax import evaluate  # pylint: disable=g-import-not-at-top
     evaluate.evaluate_workdir(workdir, step=step)
   except USER_ERRORS as e:
     _exit_with(e)

@@ -34,6 +34,7 @@ import dataclasses
 import functools
 import gzip
 import os
+import socket
 import zlib
 
 import numpy as np
@@ -225,12 +226,38 @@ def _load_idx(data_dir: str, name: str, split: str) -> Split:
                source=f'idx:{directory}')
 
 
+# tfds downloads MNIST-like datasets from here; offline, its retries take minutes.
+_TFDS_DOWNLOAD_HOST = ('storage.googleapis.com', 443)
+
+
+def _check_can_download(name: str) -> None:
+  """Fails in seconds, not after minutes of tfds retries, when the host is unreachable."""
+  try:
+    socket.create_connection(_TFDS_DOWNLOAD_HOST, timeout=5).close()
+  except OSError as e:
+    raise DataError(
+        f'tensorflow_datasets has no prepared copy of {name!r} and cannot download it '
+        f'({_TFDS_DOWNLOAD_HOST[0]} unreachable: {e}). Offline, point to a directory of IDX '
+        f'files: pass --config.data_dir=/path/to/idx/dir or set {DATA_DIR_ENV}.') from e
+
+
+def _tfds_is_prepared(tfds, name: str) -> bool:
+  try:
+    return bool(tfds.builder(name).is_prepared())
+  except Exception:  # pylint: disable=broad-except  (unknown: let tfds.load decide)
+    return True
+
+
 @functools.lru_cache(maxsize=4)
 def _load_tfds(name: str, split: str) -> Split:
   try:
     import tensorflow_datasets as tfds  # Heavy (imports TF): only when needed.
+    if not _tfds_is_prepared(tfds, name):
+      _check_can_download(name)
     images, labels = tfds.as_numpy(
         tfds.load(name, split=split, batch_size=-1, as_supervised=True))
+  except DataError:
+    raise
   except Exception as e:  # tfds fails in many ways (import, download, prepare).
     raise DataError(
         f'tensorflow_datasets could not load/download {name!r} split {split!r} '

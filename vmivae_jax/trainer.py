@@ -1,14 +1,17 @@
 """The training loop: data on device, chunks of jitted steps, logging, checkpoints.
 
 Python runs once per chunk of ``config.steps_per_chunk`` steps (a lax.scan on
-device): it checks the chunk's metrics for NaN/Inf, logs them and, every
-``checkpoint_every_steps``, saves the state. A run restarted on the same workdir
-resumes from its latest checkpoint and reproduces the uninterrupted run bitwise
-(the batch order and noise are functions of the seed and the step only).
+device): it checks the chunk's metrics and the new state for NaN/Inf, logs the
+metrics and, every ``checkpoint_every_steps``, saves the state. A run restarted on
+the same workdir resumes from its latest checkpoint and reproduces the uninterrupted
+run bitwise (the batch order and noise are functions of the seed and the step only,
+and chunks are aligned to checkpoint steps). See docs/reliability.md for every
+failure mode and what the user sees.
 """
 
 import dataclasses
 import math
+import os
 import signal
 import time
 from pathlib import Path
@@ -33,6 +36,16 @@ class DivergenceError(RuntimeError):
   """A loss term became NaN/Inf; the message names the step and the term."""
 
 
+class TrainingInterrupted(RuntimeError):
+  """SIGTERM/SIGINT stopped the run early, after saving a checkpoint of its last step."""
+
+  def __init__(self, *, signum: int, step: int, total: int, workdir: Path):
+    self.signum, self.step = signum, step
+    super().__init__(
+        f'stopped by {signal.Signals(signum).name} at step {step}/{total}; a checkpoint of '
+        f'step {step} is saved in {workdir}/checkpoints. Rerun the same command to resume.')
+
+
 @dataclasses.dataclass(frozen=True)
 class Run:
   """The objects a config defines, shared by training, evaluation and benchmarks."""
@@ -42,8 +55,10 @@ class Run:
   keys: dict
 
   def initial_state(self) -> train_state_lib.TrainState:
-    return train_state_lib.create(self.model, self.keys['init'], vae_tx=self.step_config.vae_tx,
-                                  q_tx=self.step_config.q_tx)
+    # Jitted: one compilation instead of dozens of op-by-op ones (seconds per run).
+    return jax.jit(lambda: train_state_lib.create(
+        self.model, self.keys['init'], vae_tx=self.step_config.vae_tx,
+        q_tx=self.step_config.q_tx))()
 
   def abstract_state(self) -> train_state_lib.TrainState:
     return jax.eval_shape(self.initial_state)
@@ -71,25 +86,59 @@ def load_train_images(config) -> np.ndarray:
   return split.images
 
 
-def _first_non_finite(metrics: dict[str, np.ndarray], first_step: int) -> tuple[int, str] | None:
-  """(step, term) of the earliest NaN/Inf in a chunk's per-step metrics, if any."""
-  worst = None
-  for name, values in metrics.items():
+def _first_non_finite(metrics: dict[str, np.ndarray], first_step: int
+                      ) -> tuple[int, list[str]] | None:
+  """(step, terms) of the earliest step of a chunk with a NaN/Inf metric, if any.
+
+  ``metrics[name][i]`` is measured by step ``first_step + i + 1`` (steps are counted
+  from 1, as in the logs: "step 5" is the state after five updates).
+  """
+  first = None
+  for values in metrics.values():
     bad = np.flatnonzero(~np.isfinite(values))
-    if bad.size and (worst is None or bad[0] < worst[0]):
-      worst = (int(bad[0]), name)
-  return None if worst is None else (first_step + worst[0] + 1, worst[1])
+    if bad.size and (first is None or bad[0] < first):
+      first = int(bad[0])
+  if first is None:
+    return None
+  terms = [f'{name}={float(values[first])}' for name, values in metrics.items()
+           if not np.isfinite(values[first])]
+  return first_step + first + 1, terms
+
+
+@jax.jit
+def _finite_leaves(state) -> list[jax.Array]:
+  return [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(state)]
+
+
+def _first_non_finite_leaf(state) -> str | None:
+  """The path of the first parameter/optimizer leaf holding a NaN/Inf, if any."""
+  finite = jax.device_get(_finite_leaves(state))
+  if all(finite):
+    return None
+  paths = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(state)[0]]
+  return next(p for p, ok in zip(paths, finite) if not ok)
 
 
 class _StopRequest:
-  """Turns SIGTERM/SIGINT into a checkpoint-and-exit at the next chunk boundary."""
+  """Turns SIGTERM/SIGINT into a checkpoint-and-exit at the next chunk boundary.
+
+  A second signal while the first is pending ends the process at once, with the
+  signal's default action (the checkpoints on disk are never partial, so this is
+  safe; the run resumes from the last one saved).
+  """
+
+  SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
   def __init__(self):
-    self.requested = False
+    self.signum: int | None = None
     self._previous = {}
 
+  @property
+  def requested(self) -> bool:
+    return self.signum is not None
+
   def __enter__(self):
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    for sig in self.SIGNALS:
       try:
         self._previous[sig] = signal.signal(sig, self._handle)
       except ValueError:  # not the main thread (e.g. inside a test runner thread)
@@ -98,9 +147,14 @@ class _StopRequest:
 
   def _handle(self, signum, frame):
     del frame
-    logging.warning('Signal %d: saving a checkpoint at the end of this chunk, then stopping.',
-                    signum)
-    self.requested = True
+    if self.requested:
+      logging.warning('Second signal %d: stopping now.', signum)
+      signal.signal(signum, signal.SIG_DFL)
+      os.kill(os.getpid(), signum)
+      return
+    logging.warning('Signal %d: saving a checkpoint at the end of this chunk, then stopping '
+                    '(send it again to stop at once).', signum)
+    self.signum = signum
 
   def __exit__(self, *exc):
     for sig, handler in self._previous.items():
@@ -119,20 +173,41 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path, *, overwrite: 
           num_devices: int | None = None) -> train_state_lib.TrainState:
   """Trains (or resumes) the run ``config`` describes in ``workdir``; returns the final state.
 
+  Order of checks, so that a mistake costs seconds, not a compilation: the config
+  (``validation.validate``), then the data, then the workdir (lock and config), then
+  the latest checkpoint; only then is anything compiled.
+
   Raises:
-    validation.ConfigError: invalid config (before any data is read or code compiled).
-    data.DataError: missing or corrupt data files.
-    workdir_lib.WorkdirError: ``workdir`` holds a different run and not ``overwrite``.
-    DivergenceError: a metric became NaN/Inf (the last good checkpoint is kept).
+    validation.ConfigError: invalid config (before any data is read or code compiled),
+      or a batch larger than the training set.
+    data.DataError: missing or corrupt data files (before the workdir is touched).
+    workdir_lib.WorkdirError: ``workdir`` holds a different run and not ``overwrite``,
+      is used by another process, or its latest checkpoint is unreadable.
+    DivergenceError: a metric or a parameter became NaN/Inf; nothing from the bad chunk
+      is saved, so the latest checkpoint is the last good state.
+    TrainingInterrupted: SIGTERM/SIGINT; a checkpoint of the current step was saved.
   """
   workdir = Path(workdir)
   mesh = parallel.make_mesh(num_devices)
   validation.validate(config, num_devices=mesh.shape[parallel.DATA_AXIS])
   images = load_train_images(config)
-  resuming = workdir_lib.claim(workdir, config, overwrite=overwrite)
-  run = build_run(config, num_train_examples=len(images))
+  if len(images) < config.batch_size:
+    raise validation.ConfigError(
+        f'config.batch_size={config.batch_size}: larger than the {len(images)} training '
+        f'examples of {config.dataset} in {config.data_dir or "$" + data.DATA_DIR_ENV}')
+  with _StopRequest() as stop, workdir_lib.lock(workdir):
+    resuming = workdir_lib.claim(workdir, config, overwrite=overwrite)
+    run = build_run(config, num_train_examples=len(images))
+    manager = workdir_lib.checkpoint_manager(workdir, keep=config.keep_checkpoints)
+    try:
+      return _train_loop(run, workdir, manager, images, mesh, stop, resuming=resuming)
+    finally:
+      workdir_lib.close(manager)
 
-  manager = workdir_lib.checkpoint_manager(workdir, keep=config.keep_checkpoints)
+
+def _train_loop(run: Run, workdir: Path, manager, images: np.ndarray, mesh, stop: _StopRequest,
+                *, resuming: bool) -> train_state_lib.TrainState:
+  config = run.config
   state = workdir_lib.restore_checkpoint(manager, run.abstract_state()) if resuming else None
   if state is None:
     state = run.initial_state()
@@ -143,17 +218,25 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path, *, overwrite: 
     logging.info('Resuming %s from step %d.', workdir, int(state.step))
     workdir_lib.truncate_metrics(workdir, int(state.step))
 
+  step = int(state.step)
+  total = int(config.num_train_steps)
+  every = int(config.checkpoint_every_steps)
+  if step >= total:
+    logging.info('%s: already trained to step %d; nothing to do.', workdir, step)
+    return state
   state = parallel.replicate(state, mesh)
   device_images = parallel.replicate(jnp.asarray(images), mesh)
   step_key, data_key = parallel.replicate((run.keys['step'], run.keys['data']), mesh)
   writer = _metric_writer(workdir)
-  step = int(state.step)
-  total = int(config.num_train_steps)
   last_saved = step
   start_time, start_step = time.time(), step
-  with _StopRequest() as stop:
-    while step < total:
-      next_checkpoint = (step // config.checkpoint_every_steps + 1) * config.checkpoint_every_steps
+  try:
+    while step < total and not stop.requested:
+      # Chunks never cross a multiple of checkpoint_every_steps, and a stop request is
+      # only honoured at a chunk boundary, so a run resumed from any checkpoint runs
+      # the same chunk lengths (hence the same compiled programs) and logs the same
+      # metrics as an uninterrupted run: both are bitwise identical.
+      next_checkpoint = (step // every + 1) * every
       length = min(config.steps_per_chunk, total - step, next_checkpoint - step)
       chunk = steps.cached_train_chunk(run.step_config, mesh, length)
       state, metrics = chunk(state, device_images, step_key, data_key)
@@ -161,8 +244,15 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path, *, overwrite: 
       bad = _first_non_finite(metrics, step)
       if bad is not None:
         raise DivergenceError(
-            f'{bad[1]} became non-finite at step {bad[0]} (in steps {step + 1}..{step + length}); '
-            f'stopped. The last good checkpoint is step {last_saved} in {workdir}/checkpoints.')
+            f'divergence at step {bad[0]}: non-finite {", ".join(bad[1])} (chunk of steps '
+            f'{step + 1}..{step + length}). Stopped without saving; the last good '
+            f'checkpoint is step {last_saved} in {workdir}/checkpoints.')
+      bad_leaf = _first_non_finite_leaf(state)
+      if bad_leaf is not None:
+        raise DivergenceError(
+            f'divergence in steps {step + 1}..{step + length}: non-finite parameters '
+            f'({bad_leaf}) though every loss term was finite. Stopped without saving; the '
+            f'last good checkpoint is step {last_saved} in {workdir}/checkpoints.')
       step += length
       record = {'step': step, **{k: float(np.mean(v)) for k, v in metrics.items()}}
       workdir_lib.append_metrics(workdir, record)
@@ -173,14 +263,15 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path, *, overwrite: 
                    step, total, rate, _format_seconds((total - step) / max(rate, 1e-9)),
                    record['loss'], record['elbo'],
                    f"{record['mi_bound']:.3f}" if 'mi_bound' in record else 'n/a')
-      if step % config.checkpoint_every_steps == 0 or step == total or stop.requested:
+      if step % every == 0 or step == total or stop.requested:
         workdir_lib.save_checkpoint(manager, state)
         last_saved = step
-      if stop.requested:
-        logging.warning('Stopped at step %d on request; rerun the same command to resume.', step)
-        break
-  writer.flush()
-  workdir_lib.close(manager)
+  finally:
+    writer.flush()
+    writer.close()
+  if step < total:
+    raise TrainingInterrupted(signum=stop.signum, step=step, total=total, workdir=workdir)
+  logging.info('Training complete: step %d in %s.', step, workdir)
   return state
 
 

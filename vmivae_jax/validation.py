@@ -1,12 +1,30 @@
 """Config validation: every check names the key and the bad value, before any compute.
 
-``validate`` is called by train.py/eval.py before data is read or code compiled, so
-a typo'd or out-of-range value fails in a second with a message like
+``validate`` is called by train.py (through ``trainer.train``) before data is read or
+code compiled, so a typo'd or out-of-range value fails in a second with a message like
 ``config.mi.categorical_indices=(1,): code 1 does not exist (latent.categorical_sizes=(10,))``.
+
+Two layers:
+
+1. Structure and types, against :func:`config_lib.get_base_config` (every config in
+   ``configs/`` starts from it): an unknown key, a missing key, or a value of the
+   wrong type (a string for a number, a float for an integer, a list for a string,
+   a bool for a number, ...) is refused, whatever the key.
+2. Values: ranges, choices, and the relations between keys (MI targets that exist,
+   batch size divisible by the device count, ...). A setting that would be silently
+   ignored (weight decay with Adam, a capacity for a latent group that does not
+   exist, ...) is refused too: a run never silently differs from its config.
+
+Every failure is a :class:`ConfigError` whose message starts with ``config.<key>``.
 """
 
+import difflib
 import math
+import numbers
+import os
 from typing import Any
+
+import ml_collections
 
 from vmivae_jax import config_lib
 from vmivae_jax import models
@@ -14,119 +32,257 @@ from vmivae_jax import vmi
 
 PIXEL_RANGES = config_lib.PIXEL_RANGES
 OPTIMIZERS = config_lib.OPTIMIZERS
+MAX_SEED = 2**32          # jax.random.PRNGKey(seed) wraps at 2**32: 2**32 would equal seed 0
+MAX_INT = 2**31 - 1       # integers reach JAX as int32 (the step counter, sizes, ...)
 
 
 class ConfigError(ValueError):
   """A config value is invalid; the message names the key and the value."""
 
 
-
-
 def _fail(key: str, value: Any, why: str):
-  raise ConfigError(f'config.{key}={value!r}: {why}')
+  raise ConfigError(f'config.{key}={_show(value)}: {why}')
 
 
-def _check_number(config, key: str, *, kind=float, minimum=None, strict=False):
+def _show(value: Any) -> str:
+  if isinstance(value, ml_collections.ConfigDict):
+    value = value.to_dict()
+  text = repr(value)
+  return text if len(text) <= 200 else text[:197] + '...'
+
+
+def _is_dict(value: Any) -> bool:
+  return isinstance(value, (ml_collections.ConfigDict, dict))
+
+
+def _is_int(value: Any) -> bool:
+  return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_real(value: Any) -> bool:
+  return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+_TYPE_NAMES = {bool: 'a bool (True/False)', int: 'an integer', float: 'a number',
+               str: 'a string', tuple: 'a tuple/list'}
+
+
+def _type_ok(expected: type, value: Any) -> bool:
+  if expected is bool:
+    return isinstance(value, bool)
+  if expected is int:
+    return _is_int(value)
+  if expected is float:
+    return _is_real(value)
+  if expected is str:
+    return isinstance(value, str)
+  if expected is tuple:
+    return isinstance(value, (tuple, list))
+  return True  # a key whose reference value is None or of another type: anything goes
+
+
+def _check_structure(config: Any, reference: ml_collections.ConfigDict, prefix: str = '') -> None:
+  """Unknown keys, missing keys and types, against the reference (base) config."""
+  keys, ref_keys = set(config.keys()), set(reference.keys())
+  for key in sorted(keys - ref_keys, key=str):
+    close = difflib.get_close_matches(str(key), [str(k) for k in ref_keys], n=1)
+    hint = f'; did you mean {prefix}{close[0]}?' if close else ''
+    _fail(f'{prefix}{key}', config[key], f'unknown key{hint}')
+  for key in sorted(ref_keys - keys):
+    raise ConfigError(f'config.{prefix}{key} is missing (expected like '
+                      f'{_show(reference[key])})')
+  for key in sorted(ref_keys):
+    value, ref = config[key], reference[key]
+    if isinstance(ref, ml_collections.ConfigDict):
+      if not _is_dict(value):
+        _fail(f'{prefix}{key}', value, 'expected a group of settings like '
+              f'{_show(ref)}')
+      _check_structure(value, ref, f'{prefix}{key}.')
+      continue
+    expected = type(ref) if isinstance(ref, (bool, int, float, str, tuple)) else None
+    if expected is not None and not _type_ok(expected, value):
+      _fail(f'{prefix}{key}', value, f'expected {_TYPE_NAMES[expected]} (like {ref!r})')
+    if expected is float and not _finite(value):
+      _fail(f'{prefix}{key}', value, 'must be finite')
+    if expected is int and f'{prefix}{key}' != 'seed' and abs(value) > MAX_INT:
+      _fail(f'{prefix}{key}', value, f'out of range: |value| must be <= {MAX_INT} (int32)')
+
+
+def _finite(value) -> bool:
+  try:
+    return math.isfinite(value)
+  except OverflowError:  # an int too large for a float
+    return False
+
+
+def _get(config, key: str) -> Any:
   value = config
   for part in key.split('.'):
     value = value[part]
-  if isinstance(value, bool) or not isinstance(value, (int, float) if kind is float else int):
-    _fail(key, value, f'expected {"a number" if kind is float else "an integer"}')
-  if kind is float and not math.isfinite(value):
-    _fail(key, value, 'must be finite')
-  if minimum is not None and (value <= minimum if strict else value < minimum):
-    _fail(key, value, f'must be {">" if strict else ">="} {minimum}')
   return value
 
 
-def validate(config, *, num_devices: int = 1) -> None:
-  """Raises ConfigError for the first invalid value found."""
+def _check_number(config, key: str, *, minimum=None, strict=False, maximum=None):
+  """Range check of a number whose type _check_structure has already checked."""
+  value = _get(config, key)
+  if minimum is not None and (value <= minimum if strict else value < minimum):
+    _fail(key, value, f'must be {">" if strict else ">="} {minimum}')
+  if maximum is not None and value > maximum:
+    _fail(key, value, f'must be <= {maximum}')
+  return value
+
+
+def _check_choice(config, key: str, choices) -> None:
+  value = _get(config, key)
+  if value not in tuple(choices):
+    _fail(key, value, f'choose one of {tuple(choices)}')
+
+
+def _check_int_items(config, key: str, *, minimum: int, why: str) -> tuple:
+  value = tuple(_get(config, key))
+  for i, item in enumerate(value):
+    if not _is_int(item) or item < minimum:
+      _fail(f'{key}[{i}]', item, why)
+  return value
+
+
+def check_data_dir(config) -> None:
+  """``config.data_dir`` (or $VMIVAE_DATA_DIR when it is empty) must be a directory."""
   from vmivae_jax import data  # pylint: disable=g-import-not-at-top  (keeps this module light)
-  if config.dataset not in data.DATASETS:
-    _fail('dataset', config.dataset, f'unknown dataset; choose one of {data.DATASETS}')
-  if not isinstance(config.data_dir, str):
-    _fail('data_dir', config.data_dir, 'expected a string path ("" = env var or tfds)')
-  _check_number(config, 'seed', kind=int, minimum=0)
-  for key in ('batch_size', 'num_train_steps', 'steps_per_chunk', 'checkpoint_every_steps',
-              'keep_checkpoints'):
-    _check_number(config, key, kind=int, minimum=0, strict=True)
+  if config.data_dir:
+    path = os.path.expanduser(config.data_dir)
+    if not os.path.isdir(path):
+      _fail('data_dir', config.data_dir,
+            f'data directory {os.path.abspath(path)} does not exist or is not a directory')
+  else:
+    env = os.environ.get(data.DATA_DIR_ENV, '')
+    if env and not os.path.isdir(os.path.expanduser(env)):
+      _fail('data_dir', config.data_dir,
+            f'empty, so ${data.DATA_DIR_ENV} is used, but ${data.DATA_DIR_ENV}={env!r} '
+            'does not exist or is not a directory')
+
+
+def validate(config, *, num_devices: int = 1, check_paths: bool = True) -> None:
+  """Raises ConfigError for the first invalid value found.
+
+  Args:
+    config: the experiment config (a ConfigDict built from config_lib.get_base_config).
+    num_devices: devices of the data-parallel mesh; batch_size must divide by it.
+    check_paths: also require the data directory to exist (train.py); eval checks of a
+      stored config may skip it.
+  """
+  from vmivae_jax import data  # pylint: disable=g-import-not-at-top  (keeps this module light)
+  if not _is_dict(config):
+    raise ConfigError(f'config={_show(config)}: expected a ConfigDict')
+  _check_structure(config, config_lib.get_base_config())
+
+  # --- Data and run length.
+  _check_choice(config, 'dataset', data.DATASETS)
+  if check_paths:
+    check_data_dir(config)
+  _check_number(config, 'seed', minimum=0, maximum=MAX_SEED - 1)
+  for key in ('batch_size', 'steps_per_chunk', 'checkpoint_every_steps', 'keep_checkpoints'):
+    _check_number(config, key, minimum=0, strict=True)
+  _check_number(config, 'num_train_steps', minimum=0, strict=True, maximum=MAX_INT)
   for key in ('train_limit', 'test_limit'):
-    _check_number(config, key, kind=int, minimum=0)
+    _check_number(config, key, minimum=0)
+  if not _is_int(num_devices) or num_devices < 1:
+    raise ConfigError(f'num_devices={num_devices!r}: must be a positive integer')
   if config.batch_size % num_devices:
     _fail('batch_size', config.batch_size,
           f'must be divisible by the number of devices ({num_devices})')
   if config.train_limit and config.train_limit < config.batch_size:
-    _fail('train_limit', config.train_limit, f'smaller than batch_size={config.batch_size}')
-  if config.pixel_range not in PIXEL_RANGES:
-    _fail('pixel_range', config.pixel_range, f'choose one of {tuple(PIXEL_RANGES)}')
-  if config.likelihood not in vmi.LIKELIHOODS:
-    _fail('likelihood', config.likelihood, f'choose one of {vmi.LIKELIHOODS}')
+    _fail('train_limit', config.train_limit,
+          f'fewer training examples than one batch (batch_size={config.batch_size})')
+  _check_choice(config, 'pixel_range', PIXEL_RANGES)
+  _check_choice(config, 'likelihood', vmi.LIKELIHOODS)
   if config.likelihood == 'bernoulli' and config.pixel_range != 'zero_one':
     _fail('pixel_range', config.pixel_range, "the Bernoulli likelihood needs 'zero_one'")
   if config.binarize and config.pixel_range != 'zero_one':
     _fail('binarize', config.binarize, "binarisation needs pixel_range='zero_one'")
+  if config.learn_output_logvar and config.likelihood != 'gaussian':
+    _fail('learn_output_logvar', config.learn_output_logvar,
+          f"only the 'gaussian' likelihood has an output variance (likelihood="
+          f"{config.likelihood!r}); it would be ignored")
+
+  # --- Objective.
   for key in ('mi_weight', 'beta'):
     _check_number(config, key, minimum=0.0)
-  _check_number(config, 'gaussian_logvar')
-  for group in ('gaussian', 'categorical'):
+  _check_number(config, 'latent.gaussian_dims', minimum=0)
+  sizes = _check_int_items(config, 'latent.categorical_sizes', minimum=2,
+                           why='a categorical code needs an integer K >= 2')
+  if config.latent.gaussian_dims == 0 and not sizes:
+    _fail('latent', config.latent, 'the latent has no dimensions')
+  groups = {'gaussian': config.latent.gaussian_dims > 0, 'categorical': bool(sizes)}
+  for group, exists in groups.items():
     _check_number(config, f'capacity.{group}.gamma', minimum=0.0)
     _check_number(config, f'capacity.{group}.max_nats', minimum=0.0)
-    _check_number(config, f'capacity.{group}.steps', kind=int, minimum=0, strict=True)
+    _check_number(config, f'capacity.{group}.steps', minimum=0, strict=True)
+    if config.capacity[group].gamma > 0 and not exists:
+      _fail(f'capacity.{group}.gamma', config.capacity[group].gamma,
+            f'there is no {group} latent group (latent.gaussian_dims='
+            f'{config.latent.gaussian_dims}, latent.categorical_sizes={sizes})')
+  t = config.temperature
   _check_number(config, 'temperature.initial', minimum=0.0, strict=True)
   _check_number(config, 'temperature.floor', minimum=0.0, strict=True)
   _check_number(config, 'temperature.anneal_rate', minimum=0.0)
+  if t.floor > t.initial:
+    _fail('temperature.floor', t.floor,
+          f'above temperature.initial={t.initial!r}: the initial value would never be used')
   for name in ('vae_optimizer', 'q_optimizer'):
     opt = config[name]
-    if opt.name not in OPTIMIZERS:
-      _fail(f'{name}.name', opt.name, f'choose one of {OPTIMIZERS}')
+    _check_choice(config, f'{name}.name', OPTIMIZERS)
     _check_number(config, f'{name}.learning_rate', minimum=0.0, strict=True)
+    for beta in ('b1', 'b2'):
+      value = _check_number(config, f'{name}.{beta}', minimum=0.0)
+      if value >= 1.0:
+        _fail(f'{name}.{beta}', value, 'must be < 1')
     _check_number(config, f'{name}.grad_clip_norm', minimum=0.0)
     _check_number(config, f'{name}.weight_decay', minimum=0.0)
+    if opt.weight_decay > 0 and opt.name != 'adamw':
+      _fail(f'{name}.weight_decay', opt.weight_decay,
+            f"only the 'adamw' optimizer uses it ({name}.name={opt.name!r}); it would be "
+            'ignored')
+  _check_number(config, 'gaussian_logvar')
 
-  _check_number(config, 'latent.gaussian_dims', kind=int, minimum=0)
-  sizes = tuple(config.latent.categorical_sizes)
-  for i, k in enumerate(sizes):
-    if isinstance(k, bool) or not isinstance(k, int) or k < 2:
-      _fail(f'latent.categorical_sizes[{i}]', k, 'a categorical code needs an integer K >= 2')
-  if config.latent.gaussian_dims == 0 and not sizes:
-    _fail('latent', config.latent.to_dict(), 'the latent has no dimensions')
-  for i in config.mi.gaussian_indices:
-    if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < config.latent.gaussian_dims:
+  # --- MI targets: they must name latent dimensions / codes that exist.
+  for i, index in enumerate(config.mi.gaussian_indices):
+    if not _is_int(index) or not 0 <= index < config.latent.gaussian_dims:
       _fail('mi.gaussian_indices', tuple(config.mi.gaussian_indices),
-            f'index {i!r} is not a Gaussian dim (latent.gaussian_dims='
+            f'index {index!r} (item {i}) is not a Gaussian dim (latent.gaussian_dims='
             f'{config.latent.gaussian_dims})')
-  for i in config.mi.categorical_indices:
-    if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < len(sizes):
+  for i, index in enumerate(config.mi.categorical_indices):
+    if not _is_int(index) or not 0 <= index < len(sizes):
       _fail('mi.categorical_indices', tuple(config.mi.categorical_indices),
-            f'code {i!r} does not exist (latent.categorical_sizes={sizes})')
+            f'code {index!r} (item {i}) does not exist (latent.categorical_sizes={sizes})')
   for key in ('gaussian_indices', 'categorical_indices'):
     if len(set(config.mi[key])) != len(tuple(config.mi[key])):
       _fail(f'mi.{key}', tuple(config.mi[key]), 'repeated index')
-  if config.mi.gaussian_entropy not in vmi.GAUSSIAN_ENTROPY_KINDS:
-    _fail('mi.gaussian_entropy', config.mi.gaussian_entropy,
-          f'choose one of {vmi.GAUSSIAN_ENTROPY_KINDS}')
+  _check_choice(config, 'mi.gaussian_entropy', vmi.GAUSSIAN_ENTROPY_KINDS)
   if config.mi_weight > 0 and not (config.mi.gaussian_indices or config.mi.categorical_indices):
     _fail('mi_weight', config.mi_weight, 'is > 0 but mi.gaussian_indices and '
           'mi.categorical_indices select nothing')
 
+  # --- Networks.
   m = config.model
-  if m.family not in models.FAMILIES:
-    _fail('model.family', m.family, f'choose one of {models.FAMILIES}')
-  if m.norm not in models.NORMS:
-    _fail('model.norm', m.norm, f'choose one of {models.NORMS}')
-  if m.activation not in models._ACTIVATIONS:  # pylint: disable=protected-access
-    _fail('model.activation', m.activation, f'choose one of {tuple(models._ACTIVATIONS)}')  # pylint: disable=protected-access
+  _check_choice(config, 'model.family', models.FAMILIES)
+  _check_choice(config, 'model.norm', models.NORMS)
+  _check_choice(config, 'model.activation', models._ACTIVATIONS)  # pylint: disable=protected-access
   for key in ('encoder_hidden', 'decoder_hidden', 'q_hidden', 'encoder_channels',
               'decoder_channels', 'q_channels'):
-    for width in m[key]:
-      if isinstance(width, bool) or not isinstance(width, int) or width <= 0:
-        _fail(f'model.{key}', tuple(m[key]), 'widths must be positive integers')
+    _check_int_items(config, f'model.{key}', minimum=1,
+                     why='widths must be positive integers')
   if m.family == 'conv' and 28 % (2 ** len(m.decoder_channels)):
     _fail('model.decoder_channels', tuple(m.decoder_channels),
           'a conv decoder doubles the side per layer: 28 must divide by 2**len(channels)')
+
+  # --- Evaluation.
   e = config.eval
-  for key in ('batch_size', 'iwae_samples', 'iwae_chunk', 'q_train_steps', 'q_batch_size'):
-    _check_number(config, f'eval.{key}', kind=int, minimum=0, strict=True)
+  for key in ('batch_size', 'iwae_samples', 'iwae_chunk', 'q_train_steps', 'q_batch_size',
+              'traversal_steps'):
+    _check_number(config, f'eval.{key}', minimum=0, strict=True)
+  _check_number(config, 'eval.num_figure_examples', minimum=0)
   _check_number(config, 'eval.q_learning_rate', minimum=0.0, strict=True)
+  _check_number(config, 'eval.traversal_range', minimum=0.0, strict=True)
   if e.iwae_samples % e.iwae_chunk:
     _fail('eval.iwae_chunk', e.iwae_chunk, f'must divide eval.iwae_samples={e.iwae_samples}')

@@ -7,14 +7,21 @@ Layout::
   WORKDIR/initial_state/    the step-0 TrainState (kept: compares runs' initialisation)
   WORKDIR/metrics.jsonl     one JSON line per logging period (deterministic: no timings)
   WORKDIR/eval/             eval.py outputs
+  WORKDIR/.lock             held (flock) by the train.py process using the workdir
 
 Every file is written to a temporary name and renamed, so a kill never leaves a
-half-written config, metrics file or result; Orbax does the same for checkpoints.
+half-written config, metrics file or result; Orbax does the same for checkpoints
+(it writes ``<step>.orbax-checkpoint-tmp-*`` and renames it when complete, so a
+step directory only ever appears whole; leftover tmp directories of a killed save
+are deleted when the next run opens the workdir). metrics.jsonl is appended to; a
+line torn by a kill is dropped, with every line after the restored checkpoint,
+when the run resumes.
 """
 
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -27,6 +34,8 @@ import orbax.checkpoint as ocp
 
 CONFIG_FILE = 'config.json'
 METRICS_FILE = 'metrics.jsonl'
+LOCK_FILE = '.lock'
+TMP_MARKER = '.orbax-checkpoint-tmp'
 
 
 class WorkdirError(RuntimeError):
@@ -88,9 +97,63 @@ def load_config(workdir: Path | str) -> ml_collections.ConfigDict:
   if not path.exists():
     raise WorkdirError(f'{workdir}: no {CONFIG_FILE}; is this the workdir of a train.py run?')
   try:
-    return ml_collections.ConfigDict(_tuples(json.loads(path.read_text())))
-  except (json.JSONDecodeError, ValueError) as e:
-    raise WorkdirError(f'{path}: unreadable config ({e})') from e
+    value = json.loads(path.read_text())
+  except (OSError, UnicodeDecodeError, ValueError) as e:
+    raise WorkdirError(f'{path}: unreadable config ({e}); not written by train.py?') from e
+  if not isinstance(value, dict):
+    raise WorkdirError(f'{path}: not a train.py config (a JSON {type(value).__name__}, '
+                       'expected an object)')
+  try:
+    return ml_collections.ConfigDict(_tuples(value))
+  except (TypeError, ValueError) as e:
+    raise WorkdirError(f'{path}: not a train.py config ({e})') from e
+
+
+def _ensure_dir(workdir: Path) -> None:
+  if workdir.exists() and not workdir.is_dir():
+    raise WorkdirError(f'{workdir} exists and is not a directory')
+  try:
+    workdir.mkdir(parents=True, exist_ok=True)
+  except OSError as e:
+    raise WorkdirError(f'{workdir}: cannot create the workdir ({e.strerror or e})') from e
+
+
+@contextlib.contextmanager
+def lock(workdir: Path | str):
+  """Holds WORKDIR/.lock (flock) so that two train.py runs never share a workdir.
+
+  The kernel releases the lock when the process dies (even by SIGKILL), so a
+  killed run never leaves a stale lock behind.
+
+  Raises:
+    WorkdirError: the workdir cannot be created, or another process holds it.
+  """
+  workdir = Path(workdir)
+  _ensure_dir(workdir)
+  try:
+    f = open(workdir / LOCK_FILE, 'a+')  # pylint: disable=consider-using-with
+  except OSError as e:
+    raise WorkdirError(f'{workdir}: cannot write in the workdir ({e.strerror or e})') from e
+  try:
+    try:
+      import fcntl  # pylint: disable=g-import-not-at-top  (POSIX only)
+    except ImportError:  # no flock (Windows): no protection against concurrent runs
+      fcntl = None
+    if fcntl is not None:
+      try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+      except OSError as e:
+        f.seek(0)
+        holder = f.read().strip() or '?'
+        raise WorkdirError(f'{workdir} is in use by another process (pid {holder}); a '
+                           'workdir holds one run at a time') from e
+    f.seek(0)
+    f.truncate()
+    f.write(f'{os.getpid()}\n')
+    f.flush()
+    yield
+  finally:
+    f.close()
 
 
 def claim(workdir: Path | str, config: ml_collections.ConfigDict, *, overwrite: bool) -> bool:
@@ -100,18 +163,30 @@ def claim(workdir: Path | str, config: ml_collections.ConfigDict, *, overwrite: 
   which deletes that run's checkpoints and metrics first.
   """
   workdir = Path(workdir)
+  _ensure_dir(workdir)
   path = workdir / CONFIG_FILE
   text = config_to_json(config)
   if path.exists():
-    if path.read_text() == text:
+    try:
+      old_text = path.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+      old_text = f'<unreadable: {e}>'
+    if old_text == text:
       return True
     if not overwrite:
-      old = json.loads(path.read_text())
-      new = json.loads(text)
-      diff = sorted(_diff_keys(old, new))
+      try:
+        old = json.loads(old_text)
+      except ValueError:
+        old = None
+      if isinstance(old, dict):
+        diff = sorted(_diff_keys(old, json.loads(text)))
+        what = (f'a run with a different config (differs in: {", ".join(diff[:8])}'
+                f'{", ..." if len(diff) > 8 else ""})')
+      else:
+        what = f'a {CONFIG_FILE} that is not a train.py config'
       raise WorkdirError(
-          f'{workdir} holds a run with a different config (differs in: {", ".join(diff[:8])}). '
-          'Use another --workdir, or pass --overwrite to delete that run.')
+          f'{workdir} holds {what}. Use another --workdir, or pass --overwrite to delete '
+          'that run.')
     _delete_run(workdir)
   elif (workdir / 'checkpoints').exists() and not overwrite:
     raise WorkdirError(f'{workdir} has checkpoints but no {CONFIG_FILE}: refusing to mix runs '
@@ -132,11 +207,17 @@ def _diff_keys(old: Any, new: Any, prefix: str = '') -> set[str]:
 
 
 def _delete_run(workdir: Path) -> None:
-  import shutil  # pylint: disable=g-import-not-at-top
+  """Deletes what train.py/eval.py wrote (config first: a kill midway leaves no
+  config, so the next run refuses or overwrites again, never mixes runs)."""
+  logging.warning('--overwrite: deleting the previous run in %s', workdir)
+  (workdir / CONFIG_FILE).unlink(missing_ok=True)
   for name in ('checkpoints', 'initial_state', 'eval'):
     shutil.rmtree(workdir / name, ignore_errors=True)
-  for name in (CONFIG_FILE, METRICS_FILE):
-    (workdir / name).unlink(missing_ok=True)
+  (workdir / METRICS_FILE).unlink(missing_ok=True)
+  for path in workdir.glob('events.out.tfevents.*'):
+    path.unlink(missing_ok=True)
+  for path in workdir.glob(f'initial_state{TMP_MARKER}*'):
+    shutil.rmtree(path, ignore_errors=True)
 
 
 # ----------------------------------------------------------------------------------
@@ -154,7 +235,7 @@ def truncate_metrics(workdir: Path | str, last_step: int) -> None:
     try:
       if json.loads(line)['step'] <= last_step:
         kept.append(line)
-    except (json.JSONDecodeError, KeyError):
+    except (ValueError, KeyError, TypeError):
       break  # a torn last line from a kill mid-write
   atomic_write_text(path, ''.join(l + '\n' for l in kept))
 
@@ -188,8 +269,11 @@ def _quiet_orbax():
 
 def checkpoint_manager(workdir: Path | str, *, keep: int = 2,
                        read_only: bool = False) -> ocp.CheckpointManager:
+  # Saves are synchronous: when save_checkpoint returns the step is on disk (renamed
+  # from its tmp directory), so the trainer's "last good checkpoint" is exact.
   options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=not read_only,
-                                         enable_async_checkpointing=False, read_only=read_only)
+                                         enable_async_checkpointing=False, read_only=read_only,
+                                         cleanup_tmp_directories=not read_only)
   with _quiet_orbax():
     return ocp.CheckpointManager(Path(workdir).absolute() / 'checkpoints', options=options)
 
@@ -206,19 +290,91 @@ def save_checkpoint(manager: ocp.CheckpointManager, state) -> None:
 
 
 def restore_checkpoint(manager: ocp.CheckpointManager, abstract_state, step: int | None = None):
-  """Restores ``step`` (default: latest) into the structure of ``abstract_state``."""
-  step = manager.latest_step() if step is None else step
+  """Restores ``step`` (default: latest) into the structure of ``abstract_state``.
+
+  Returns None when there is no checkpoint.
+
+  Raises:
+    WorkdirError: naming the step's directory, if ``step`` does not exist or cannot be
+      read (e.g. files deleted or damaged by hand, or a config that does not match).
+  """
+  steps = manager.all_steps()
   if step is None:
-    return None
+    step = manager.latest_step()
+    if step is None:
+      return None
+  elif step not in steps:
+    raise WorkdirError(f'{manager.directory}: no checkpoint for step {step} '
+                       f'(available: {sorted(steps)})')
   target = jax.tree.map(ocp.utils.to_shape_dtype_struct, abstract_state)
-  with _quiet_orbax():
-    return manager.restore(step, args=ocp.args.StandardRestore(target))
+  try:
+    with _quiet_orbax():
+      return manager.restore(step, args=ocp.args.StandardRestore(target))
+  except Exception as e:  # Orbax/TensorStore raise many types for a damaged checkpoint.
+    older = sorted(s for s in steps if s < step)
+    hint = (f'; delete it to resume from step {older[-1]}' if older
+            else '; delete the workdir to start again')
+    raise WorkdirError(f'{manager.directory}/{step}: unreadable checkpoint '
+                       f'({type(e).__name__}: {_first_line(e)}){hint}') from e
+
+
+def _first_line(error: Exception) -> str:
+  text = str(error).strip().splitlines()
+  return text[0][:300] if text else ''
+
+
+def checkpoint_steps(workdir: Path | str) -> list[int]:
+  """Steps of the complete checkpoints in WORKDIR/checkpoints (tmp directories excluded)."""
+  directory = Path(workdir) / 'checkpoints'
+  if not directory.is_dir():
+    return []
+  return sorted(int(p.name) for p in directory.iterdir() if p.is_dir() and p.name.isdigit())
+
+
+def check_evaluable(workdir: Path | str, step: int | None = None) -> ml_collections.ConfigDict:
+  """What eval.py checks first: a train.py workdir with a checkpoint to evaluate.
+
+  Returns:
+    The run's config.
+
+  Raises:
+    WorkdirError: the workdir does not exist, is not a train.py workdir (no or foreign
+      config.json), has no checkpoint yet, or has none for ``step``.
+  """
+  from vmivae_jax import validation  # pylint: disable=g-import-not-at-top  (import cycle)
+  workdir = Path(workdir)
+  if not workdir.exists():
+    raise WorkdirError(f'{workdir} does not exist')
+  if not workdir.is_dir():
+    raise WorkdirError(f'{workdir} is not a directory')
+  if not (workdir / CONFIG_FILE).exists():
+    contents = sorted(p.name for p in workdir.iterdir())
+    what = 'it is empty' if not contents else f'it holds {", ".join(contents[:5])}' + (
+        ', ...' if len(contents) > 5 else '')
+    raise WorkdirError(f'{workdir} is not the workdir of a train.py run: no {CONFIG_FILE} '
+                       f'({what})')
+  config = load_config(workdir)
+  try:
+    validation.validate(config, check_paths=False)
+  except validation.ConfigError as e:
+    raise WorkdirError(f'{workdir / CONFIG_FILE} is not a valid train.py config: {e}') from e
+  steps = checkpoint_steps(workdir)
+  if not steps:
+    raise WorkdirError(f'{workdir} has no checkpoint yet: nothing to evaluate (train.py '
+                       'saves one at step 0)')
+  if step is not None and step not in steps:
+    raise WorkdirError(f'{workdir} has no checkpoint for step {step} (available: {steps})')
+  return config
 
 
 def save_initial_state(workdir: Path | str, state) -> None:
+  """Writes WORKDIR/initial_state once (a kill mid-write leaves only a tmp directory,
+  deleted here, so the next run writes it again)."""
   path = Path(workdir).absolute() / 'initial_state'
   if path.exists():
     return
+  for tmp in path.parent.glob(f'initial_state{TMP_MARKER}*'):
+    shutil.rmtree(tmp, ignore_errors=True)
   with _quiet_orbax(), ocp.StandardCheckpointer() as checkpointer:
     checkpointer.save(path, state)
 

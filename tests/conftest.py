@@ -1,0 +1,69 @@
+"""Shared test setup for the vmivae_jax core-library suite.
+
+JAX must see 8 CPU devices before its backend initialises, so the device count is
+set here, at import time (pytest imports conftest.py before any test module). Every
+test then sees 8 host devices; ``parallel.make_mesh(1)`` / ``make_mesh(8)`` choose.
+"""
+
+import os
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+  sys.path.insert(0, ROOT)
+
+import jax  # noqa: E402
+
+jax.config.update('jax_num_cpu_devices', 8)
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+NUM_FORCED_DEVICES = 8
+
+
+def make_tiny_config(**overrides):
+  """A small config: 4 Gaussian dims + one 10-way code, MLP widths (32,), batch 64.
+
+  MI targets Gaussian dim 0 and code 0; SGD for both networks so that parameter
+  comparisons are not dominated by Adam's division by tiny second moments.
+  ``overrides`` are dotted keys, e.g. ``make_tiny_config(**{'model.family': 'conv'})``.
+  """
+  from vmivae_jax import config_lib  # pylint: disable=g-import-not-at-top
+  c = config_lib.get_base_config()
+  c.latent.gaussian_dims = 4
+  c.latent.categorical_sizes = (10,)
+  c.mi.gaussian_indices = (0,)
+  c.mi.categorical_indices = (0,)
+  c.mi_weight = 1.0
+  c.batch_size = 64
+  c.model.encoder_hidden = (32,)
+  c.model.decoder_hidden = (32,)
+  c.model.q_hidden = (32,)
+  c.vae_optimizer.name = 'sgd'
+  c.q_optimizer.name = 'sgd'
+  c.vae_optimizer.learning_rate = 0.1
+  c.q_optimizer.learning_rate = 0.1
+  for key, value in overrides.items():
+    node = c
+    *parents, leaf = key.split('.')
+    for p in parents:
+      node = node[p]
+    node[leaf] = value
+  return c
+
+
+@pytest.fixture
+def tiny_config():
+  """A fresh tiny config (see :func:`make_tiny_config`); tests may mutate it."""
+  return make_tiny_config()
+
+
+def random_uint8_images(n: int, seed: int = 0) -> np.ndarray:
+  """[n, 28, 28, 1] random uint8 images: step tests need no data set on disk."""
+  return np.random.default_rng(seed).integers(0, 256, (n, 28, 28, 1), dtype=np.uint8)
+
+
+def pytest_report_header(config):
+  del config
+  return f'jax {jax.__version__}; forced CPU devices: {NUM_FORCED_DEVICES}'
