@@ -4,6 +4,9 @@
 
 Reads the config from the workdir; writes DIR/eval/metrics.json, assignments.npz
 (categorical models) and the thesis figures as PNGs.
+
+Exit 2 with one ``error: ...`` line when --workdir holds no train.py run or no
+checkpoint (docs/reliability.md).
 """
 
 from absl import app
@@ -17,8 +20,7 @@ flags.mark_flags_as_required(['workdir'])
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  cli.reject_extra_args(argv)
   cli.run_eval(_WORKDIR.value, step=_STEP.value)
 
 

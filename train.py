@@ -3,7 +3,11 @@
   python train.py --config=configs/mnist_gauss.py --workdir=runs/mnist_gauss
   python train.py --config=configs/mnist_joint.py --workdir=runs/j --config.mi_weight=0
 
-Rerunning the same command resumes from the workdir's latest checkpoint.
+Rerunning the same command resumes from the workdir's latest checkpoint (bitwise
+identical to an uninterrupted run on CPU). SIGTERM/Ctrl-C saves a checkpoint at the end
+of the current chunk and exits 143/130; rerun to resume. Exit codes and messages of
+every failure: docs/reliability.md (2 = fix the command/config/data/workdir,
+3 = divergence).
 """
 
 from absl import app
@@ -21,8 +25,7 @@ flags.mark_flags_as_required(['config', 'workdir'])
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  cli.reject_extra_args(argv)
   cli.run_train(_CONFIG.value, _WORKDIR.value, overwrite=_OVERWRITE.value)
 
 

@@ -11,4 +11,4 @@ from vmivae_jax import config_lib
 
 def get_config(variant: str = ''):
   config = config_lib.authors_config('mnist', 'joint')
-  return config_lib.smoke(config) if variant == 'smoke' else config
+  return config_lib.variant(config, variant)

@@ -9,4 +9,4 @@ from vmivae_jax import config_lib
 
 def get_config(variant: str = ''):
   config = config_lib.joint_config('fashion_mnist')
-  return config_lib.smoke(config) if variant == 'smoke' else config
+  return config_lib.variant(config, variant)

@@ -15,4 +15,4 @@ def get_config(variant: str = ''):
   config.mi.gaussian_indices = (0, 1)
   config.mi_weight = 10.0
   config.num_train_steps = 4680   # 20 epochs at batch 256
-  return config_lib.smoke(config) if variant == 'smoke' else config
+  return config_lib.variant(config, variant)

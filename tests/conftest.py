@@ -22,11 +22,19 @@ import pytest  # noqa: E402
 NUM_FORCED_DEVICES = 8
 
 
+# The Bernoulli log-likelihood is summed over 784 pixels, so VAE gradients are O(100):
+# a small SGD rate keeps a few steps well-conditioned (no blow-up that would amplify
+# float rounding differences between device counts).
+TINY_VAE_LR = 1e-3
+TINY_Q_LR = 0.05
+
+
 def make_tiny_config(**overrides):
   """A small config: 4 Gaussian dims + one 10-way code, MLP widths (32,), batch 64.
 
   MI targets Gaussian dim 0 and code 0; SGD for both networks so that parameter
-  comparisons are not dominated by Adam's division by tiny second moments.
+  comparisons are not dominated by Adam's division by tiny second moments
+  (learning rates TINY_VAE_LR and TINY_Q_LR).
   ``overrides`` are dotted keys, e.g. ``make_tiny_config(**{'model.family': 'conv'})``.
   """
   from vmivae_jax import config_lib  # pylint: disable=g-import-not-at-top
@@ -42,8 +50,8 @@ def make_tiny_config(**overrides):
   c.model.q_hidden = (32,)
   c.vae_optimizer.name = 'sgd'
   c.q_optimizer.name = 'sgd'
-  c.vae_optimizer.learning_rate = 0.1
-  c.q_optimizer.learning_rate = 0.1
+  c.vae_optimizer.learning_rate = TINY_VAE_LR
+  c.q_optimizer.learning_rate = TINY_Q_LR
   for key, value in overrides.items():
     node = c
     *parents, leaf = key.split('.')
@@ -62,6 +70,27 @@ def tiny_config():
 def random_uint8_images(n: int, seed: int = 0) -> np.ndarray:
   """[n, 28, 28, 1] random uint8 images: step tests need no data set on disk."""
   return np.random.default_rng(seed).integers(0, 256, (n, 28, 28, 1), dtype=np.uint8)
+
+
+def numpy_variables(abstract, seed: int = 0):
+  """Concrete Flax variables for an abstract tree (from ``jax.eval_shape(model.init, key)``).
+
+  Filled with numpy: LeCun-normal kernels, unit BatchNorm/LayerNorm scales and running
+  variances, zero biases and means. Compiling ``model.init`` costs seconds per large
+  layer on CPU (one RNG program each); tests that do not test initialisation itself
+  use this instead.
+  """
+  rng = np.random.default_rng(seed)
+
+  def fill(path, leaf):
+    name = path[-1].key
+    if name == 'kernel':
+      fan_in = int(np.prod(leaf.shape[:-1]))
+      return (rng.normal(size=leaf.shape) / np.sqrt(fan_in)).astype(leaf.dtype)
+    if name in ('scale', 'var'):
+      return np.ones(leaf.shape, leaf.dtype)
+    return np.zeros(leaf.shape, leaf.dtype)
+  return jax.tree_util.tree_map_with_path(fill, abstract)
 
 
 def pytest_report_header(config):

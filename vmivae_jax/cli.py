@@ -72,6 +72,11 @@ def parse_flags(argv: list[str]) -> list[str]:
   return []  # unreachable
 
 
+def reject_extra_args(argv: list[str]) -> None:
+  if len(argv) > 1:
+    _usage_error(f'unexpected arguments {argv[1:]} (flags are --name=value)')
+
+
 def _usage_error(message: str):
   print(f'error: {message}', file=sys.stderr, flush=True)
   sys.exit(EXIT_USER_ERROR)
@@ -81,7 +86,8 @@ def run_train(config, workdir: str, *, overwrite: bool = False) -> None:
   from vmivae_jax import trainer  # pylint: disable=g-import-not-at-top
   error = getattr(config, '_error', None)  # ml_collections' stand-in for a failed --config
   if error is not None:
-    _usage_error(f'--config: cannot load the config file: {type(error).__name__}: {error}')
+    detail = ' '.join(str(error).split())  # one line
+    _usage_error(f'--config: cannot load the config file: {type(error).__name__}: {detail}')
   try:
     trainer.train(config, workdir, overwrite=overwrite)
   except USER_ERRORS as e:

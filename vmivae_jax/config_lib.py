@@ -197,3 +197,14 @@ def authors_config(dataset: str, setting: str) -> ml_collections.ConfigDict:
   config.mi_weight = 0.01 if (dataset == 'mnist' and setting == 'joint') else 0.0005
   config.temperature.update(initial=1.0, floor=1.0, anneal_rate=0.0)
   return config
+
+
+VARIANTS = ('', 'smoke')
+
+
+def variant(config: ml_collections.ConfigDict, name: str) -> ml_collections.ConfigDict:
+  """Applies a named variant (``--config=configs/x.py:<name>``); unknown names are errors."""
+  if name not in VARIANTS:
+    raise ValueError(f'config variant {name!r} is unknown; choose one of {VARIANTS} '
+                     "('' is the full config)")
+  return smoke(config) if name == 'smoke' else config

@@ -275,6 +275,13 @@ def validate(config, *, num_devices: int = 1, check_paths: bool = True) -> None:
   if m.family == 'conv' and 28 % (2 ** len(m.decoder_channels)):
     _fail('model.decoder_channels', tuple(m.decoder_channels),
           'a conv decoder doubles the side per layer: 28 must divide by 2**len(channels)')
+  for key in ('encoder_channels', 'q_channels'):
+    side = 28
+    for _ in m[key]:
+      side = (side + 2 - 4) // 2 + 1  # 4x4 kernel, stride 2, padding 1
+    if m.family == 'conv' and side < 1:
+      _fail(f'model.{key}', tuple(m[key]),
+            'too many conv layers: each halves the 28-pixel side (at most 4 layers)')
 
   # --- Evaluation.
   e = config.eval

@@ -11,7 +11,7 @@ Layout::
 
 Every file is written to a temporary name and renamed, so a kill never leaves a
 half-written config, metrics file or result; Orbax does the same for checkpoints
-(it writes ``<step>.orbax-checkpoint-tmp-*`` and renames it when complete, so a
+(it writes ``<step>.orbax-checkpoint-tmp*`` and renames it when complete, so a
 step directory only ever appears whole; leftover tmp directories of a killed save
 are deleted when the next run opens the workdir). metrics.jsonl is appended to; a
 line torn by a kill is dropped, with every line after the restored checkpoint,
