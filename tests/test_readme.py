@@ -44,3 +44,11 @@ def test_every_config_file_the_readme_names_exists():
   for pattern in re.findall(r'configs/authors_\{([a-z,]+)\}_joint\.py', README):
     for ds in pattern.split(','):
       assert (REPO / 'configs' / f'authors_{ds}_joint.py').exists()
+
+
+def test_unknown_config_variant_is_a_one_line_error(tmp_path):
+  proc = subprocess.run([sys.executable, 'train.py', '--config=configs/mnist_joint.py:smke',
+                         f'--workdir={tmp_path}'], cwd=REPO, capture_output=True, text=True)
+  assert proc.returncode == 2
+  assert "config variant 'smke' is unknown" in proc.stderr
+  assert 'Traceback' not in proc.stderr

@@ -55,7 +55,11 @@ def parse_flags(argv: list[str]) -> list[str]:
   try:
     return flags.FLAGS(argv)
   except flags.Error as e:
-    _usage_error(str(e))
+    message = str(e)
+    if 'Traceback' in message:  # ml_collections embeds get_config's traceback: keep its gist
+      lines = [l for l in message.splitlines() if l.strip()]
+      message = f'{lines[0]} {lines[-1]}'
+    _usage_error(message)
   except (AttributeError, KeyError) as e:
     detail = e.args[0] if e.args else ''
     if isinstance(detail, BaseException):  # AttributeError(KeyError(...))
