@@ -413,15 +413,15 @@ def test_lambda_does_not_change_initialisation_or_batches():
   # same batch with the same noise: identical reconstruction/KL/Q-loss metrics for
   # k = 0, 1, 2 (crossing the epoch boundary at 2 steps per epoch). Which batch a step
   # uses is visible in these metrics: another data key changes them.
-  host = jax.tree.map(np.asarray, s0)
+  host0, host1 = jax.tree.map(np.asarray, (s0, s1))   # (their optimizers differ)
   recon = []
   for k in range(3):
-    at_k = host.replace(step=np.int32(k))
-    _, m0 = _run('elbo', 1, 1, state=at_k)
-    _, m1 = _run('mi', 8, 1, state=at_k)
+    _, m0 = _run('elbo', 1, 1, state=host0.replace(step=np.int32(k)))
+    _, m1 = _run('mi', 8, 1, state=host1.replace(step=np.int32(k)))
     for key in ('reconstruction', 'kl_total', 'q_loss', 'log_q', 'temperature'):
       np.testing.assert_allclose(m0[key], m1[key], rtol=2e-5, err_msg=f'{key} at step {k}')
-    _, m_other = _run('elbo', 1, 1, state=at_k, data_key=jax.random.PRNGKey(123))
+    _, m_other = _run('elbo', 1, 1, state=host0.replace(step=np.int32(k)),
+                      data_key=jax.random.PRNGKey(123))
     assert abs(float(m_other['reconstruction'][0] - m0['reconstruction'][0])) > 1e-2
     recon.append(float(m0['reconstruction'][0]))
   assert len(set(np.round(recon, 2))) == 3      # and the three steps use different batches

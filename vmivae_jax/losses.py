@@ -56,7 +56,10 @@ def bernoulli_log_likelihood(*, logits: jax.Array, targets: jax.Array) -> jax.Ar
   >>> round(float(bernoulli_log_likelihood(logits=jnp.zeros((1, 2)), targets=jnp.ones((1, 2)))[0]), 4)
   -1.3863
   """
-  per_pixel = targets * jax.nn.log_sigmoid(logits) + (1.0 - targets) * jax.nn.log_sigmoid(-logits)
+  # x log s(l) + (1 - x) log s(-l) = x l - softplus(l), with softplus written out: one
+  # exp and one log1p per pixel instead of two log-sigmoids (several times faster on CPU).
+  softplus = jnp.maximum(logits, 0.0) + jnp.log1p(jnp.exp(-jnp.abs(logits)))
+  per_pixel = targets * logits - softplus
   return jnp.sum(per_pixel.reshape(per_pixel.shape[0], -1), axis=-1)
 
 
