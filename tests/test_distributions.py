@@ -100,7 +100,8 @@ def test_gaussian_log_density_matches_scipy():
 
 def test_gaussian_entropy_matches_scipy():
   logvar = np.array([[0.3, -1.2, 2.0], [0.0, 0.0, 0.0]])
-  ref = [scipy.stats.multivariate_normal(np.zeros(3), np.diag(np.exp(lv))).entropy() for lv in logvar]
+  ref = [scipy.stats.multivariate_normal(np.zeros(3), np.diag(np.exp(lv))).entropy()
+         for lv in logvar]
   np.testing.assert_allclose(jax.jit(D.gaussian_entropy)(logvar=np.float32(logvar)), ref, rtol=1e-5)
 
 

@@ -68,3 +68,17 @@ def test_report_aggregates_per_seed_mean_std_and_marks_partial_runs(tmp_path):
   assert 'cmd mi 1' in page and 'eval elbo 0' in page
   assert 'Runs finished: 3 of 6 planned' in page
   assert 'short by 35.00 points' in page  # 60% against the 95% target
+
+
+def test_report_lists_diverged_runs_instead_of_dropping_them(tmp_path):
+  root = tmp_path / 'runs'
+  _write_record(root, 'mi', 0, 0.5)
+  path = root / 'joint_mnist' / 'elbo' / 'seed1' / 'suite_record.json'
+  path.parent.mkdir(parents=True)
+  path.write_text(json.dumps({'seed': 1, 'failure': 'loss became non-finite at step 7',
+                              'command': f'{report.REPO_ROOT}/x'}))
+  summary = report.write([_experiment()], root=root, results_dir=tmp_path / 'results',
+                         docs_dir=tmp_path / 'docs')
+  assert summary['joint_mnist']['failed']['elbo'][0]['command'] == 'x'
+  page = (tmp_path / 'docs' / 'results.md').read_text()
+  assert '**elbo, seed 1 diverged**: loss became non-finite at step 7' in page

@@ -16,12 +16,16 @@ import numpy as np
 import pytest
 import scipy.special
 
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
 from conftest import make_tiny_config
 from conftest import numpy_variables
 from vmivae_jax import config_lib
 from vmivae_jax import latents
 from vmivae_jax import losses
 from vmivae_jax import objectives
+from vmivae_jax import parallel
 from vmivae_jax import vmi
 
 B = 16
@@ -96,8 +100,8 @@ def _reference_terms(s: Setup):
   z0 = to64(fwd.sample.gaussian)[:, :1]
   qm, qlv = to64(q_mean), to64(q_logvar)
   log_q = -0.5 * np.sum(np.log(2 * np.pi) + qlv + (z0 - qm) ** 2 / np.exp(qlv), axis=-1)
-  log_q += np.sum(to64(fwd.sample.categorical[0]) * scipy.special.log_softmax(to64(q_logits[0]), -1),
-                  axis=-1)
+  log_q += np.sum(to64(fwd.sample.categorical[0])
+                  * scipy.special.log_softmax(to64(q_logits[0]), -1), axis=-1)
   aggregate = probs.mean(0)
   entropy = -np.sum(aggregate * np.log(aggregate)) + 0.5 * (np.log(2 * np.pi) + 1)
   return dict(recon=recon, kl_gauss=kl_gauss, kl_cat=kl_cat, log_q=log_q, entropy=entropy)
@@ -181,8 +185,8 @@ def test_objective_without_mi_targets(setup):
   loss, aux = _run(setup, W(mi_weight=3.0), model=model)
   assert 'mi_bound' not in aux['metrics']
   ref = _reference_terms(setup)
-  assert float(loss) == pytest.approx(-ref['recon'].mean() + (ref['kl_gauss'] + ref['kl_cat']).mean(),
-                                       rel=1e-5)
+  elbo = ref['recon'].mean() - (ref['kl_gauss'] + ref['kl_cat']).mean()
+  assert float(loss) == pytest.approx(-elbo, rel=1e-5)
 
 
 # ----------------------------------------------------------------------------------
@@ -272,6 +276,47 @@ def test_aggregate_entropy_is_differentiated_into_the_encoder(setup):
     np.testing.assert_array_equal(leaf, 0.0)
 
 
+def test_batch_level_terms_are_global_under_data_parallelism(setup):
+  """On 8 devices x 2 examples, with axis_name='data' and the loss pmean-ed, value and
+  gradient equal the single-device ones: the capacity term uses the global-batch KL
+  mean and the aggregate entropy the global-batch q(c). C is set to the global KL mean,
+  so per-device means lie on both sides of it and a per-device |KL - C| would differ."""
+  ref = _reference_terms(setup)
+  cap = objectives.Capacity(gamma=10.0, max_nats=float(ref['kl_gauss'].mean()), steps=1)
+  weights = W(mi_weight=1.0, capacity=(('gaussian', cap),))
+  local_kl = ref['kl_gauss'].reshape(8, 2).mean(-1)
+  assert (local_kl > cap.max_nats).any() and (local_kl < cap.max_nats).any()
+  model, mesh = setup.model, parallel.make_mesh(8)
+  step = np.int32(5)   # C(t) = max_nats
+
+  def loss_fn(vae_params, images, noise, axis_name):
+    loss, aux = objectives.vae_objective(
+        vae_params, vae_state={}, q_vars=setup.q_vars, model=model, images=images, noise=noise,
+        temperature=TEMPERATURE, step=step, weights=weights, axis_name=axis_name)
+    if axis_name:
+      loss = jax.lax.pmean(loss, axis_name)
+    return loss, aux['metrics']['mi_entropy']
+
+  def grads(axis_name):
+    return jax.value_and_grad(functools.partial(loss_fn, axis_name=axis_name), has_aux=True)
+  single = jax.jit(grads(None))(setup.vae_params, setup.images, setup.noise)
+  data = P(parallel.DATA_AXIS)
+  sharded = jax.jit(jax.shard_map(grads(parallel.DATA_AXIS), mesh=mesh,
+                                  in_specs=(P(), data, data), out_specs=P()))
+  put = lambda tree, spec: jax.device_put(tree, NamedSharding(mesh, spec))
+  multi = sharded(put(setup.vae_params, P()), put(setup.images, data), put(setup.noise, data))
+  (loss1, entropy1), g1 = single
+  (loss8, entropy8), g8 = multi
+  assert float(loss8) == pytest.approx(float(loss1), rel=1e-5)
+  assert float(entropy8) == pytest.approx(float(entropy1), rel=1e-5)
+  assert float(entropy1) == pytest.approx(float(ref['entropy']), rel=1e-5)
+  chex.assert_trees_all_close(g8, g1, rtol=1e-4, atol=1e-5 * _max_abs(g1))
+
+
+def _max_abs(tree):
+  return max(float(np.abs(np.asarray(l)).max()) for l in jax.tree.leaves(tree))
+
+
 # ----------------------------------------------------------------------------------
 # VMIModel pieces used by the objective.
 
@@ -313,13 +358,14 @@ def test_mi_targets_select_dims_and_codes():
   np.testing.assert_array_equal(t.categorical[0], cats[1])
 
 
-def _fake_forward(raw):
-  empty = latents.PosteriorParams(np.zeros((2, 0)), np.zeros((2, 0)), ())
-  return empty, latents.LatentSample(np.zeros((2, 0)), ())
+def _empty_latents(b):
+  """A posterior and sample with no latent dims: reconstruction() only reads outputs."""
+  empty = latents.PosteriorParams(np.zeros((b, 0)), np.zeros((b, 0)), ())
+  return empty, latents.LatentSample(np.zeros((b, 0)), ())
 
 
-@pytest.mark.parametrize('likelihood,pixel_range', [('bernoulli', 'zero_one'), ('mse', 'minus_one_one'),
-                                                     ('gaussian', 'zero_one')])
+@pytest.mark.parametrize('likelihood,pixel_range', [
+    ('bernoulli', 'zero_one'), ('mse', 'minus_one_one'), ('gaussian', 'zero_one')])
 def test_reconstruction_and_decoder_mean(likelihood, pixel_range):
   c = make_tiny_config()
   c.likelihood = likelihood
@@ -334,7 +380,7 @@ def test_reconstruction_and_decoder_mean(likelihood, pixel_range):
   @jax.jit
   def run(raw, images):
     x_prime = model.decoder_mean(raw)
-    post, sample = _fake_forward(raw)
+    post, sample = _empty_latents(2)
     fwd = vmi.Forward(post, sample, raw, None, x_prime)
     return x_prime, model.reconstruction(fwd, images)
   x_prime, recon = (np.asarray(a, np.float64) for a in run(raw, images))
@@ -345,7 +391,8 @@ def test_reconstruction_and_decoder_mean(likelihood, pixel_range):
     np.testing.assert_allclose(x_prime, scipy.special.expit(raw64), rtol=1e-5)
   flat = lambda a: a.reshape(2, -1)
   if likelihood == 'bernoulli':
-    expected = np.sum(flat(img64 * np.log(x_prime) + (1 - img64) * np.log1p(-x_prime)), -1)
+    p = scipy.special.expit(raw64)
+    expected = np.sum(flat(img64 * np.log(p) + (1 - img64) * np.log1p(-p)), -1)
   elif likelihood == 'mse':
     expected = -np.mean(flat((img64 - x_prime) ** 2), -1)
   else:

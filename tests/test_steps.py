@@ -73,7 +73,9 @@ def _config_mi():
   capacity on the Gaussian KL: every batch-level reduction of the objective is used."""
   c = _config_elbo()
   c.mi_weight = 1.0
-  c.capacity.gaussian.update(gamma=2.0, max_nats=1.0, steps=10)
+  # C(t) = 0, 0.4, 0.4, ...: near the Gaussian KL (~0.3-0.4 nats) from step 1 on. (Whether
+  # |KL - C| uses the global-batch KL is checked directly in test_objectives.py.)
+  c.capacity.gaussian.update(gamma=2.0, max_nats=0.4, steps=1)
   return c
 
 
@@ -189,18 +191,30 @@ def test_chunk_traces_and_compiles_once_over_many_calls(caplog):
   state = parallel.replicate(_initial('mi'), _mesh(1))
   images = parallel.replicate(IMAGES, _mesh(1))
   keys = _keys()
+
+  def chunk_compiles():
+    return [r.getMessage() for r in caplog.records if 'Finished XLA compilation' in r.getMessage()
+            and 'jit(chunk)' in r.getMessage()]
   with jax.log_compiles(True), caplog.at_level(logging.WARNING):
     state, metrics = fn(state, images, keys['step'], keys['data'])
     traces_first = len(schedule.traces) - traces_before
+    compiles_first = chunk_compiles()
+    caplog.clear()
     for _ in range(4):
       state, metrics = fn(state, images, keys['step'], keys['data'])
+    compiles_later = chunk_compiles()
   _COMPILED.add((1, 3))
   traces_later = len(schedule.traces) - traces_before - traces_first
-  compiles = [r.getMessage() for r in caplog.records
-              if 'Finished XLA compilation' in r.getMessage() and 'jit(chunk)' in r.getMessage()]
   assert traces_later == 0, 'the step was re-traced on a later call'
-  assert len(compiles) == (0 if compiled_before else 1), compiles
+  assert compiles_later == [], 'the chunk was recompiled on a later call'
   assert traces_first == (0 if compiled_before else 1)   # scan traces its body once
+  # Exactly one compile on the first call (this also shows the log capture works), unless
+  # a persistent compilation cache is configured and serves it.
+  expected_first = 0 if compiled_before else 1
+  if jax.config.jax_compilation_cache_dir:
+    assert len(compiles_first) <= expected_first, compiles_first
+  else:
+    assert len(compiles_first) == expected_first, compiles_first
   assert int(state.step) == 15
   for v in metrics.values():
     chex.assert_shape(v, (3,))
@@ -228,7 +242,7 @@ def test_one_and_eight_devices_agree_mlp():
   chex.assert_trees_all_close(s8.q_params, s1.q_params, atol=1e-5, rtol=1e-5)
   chex.assert_trees_all_close(m8, m1, rtol=1e-5, atol=1e-5)
   np.testing.assert_allclose(m1['temperature'], np.exp(-0.1 * np.arange(3)), rtol=1e-6)
-  np.testing.assert_allclose(m1['capacity/gaussian'], [0.0, 0.1, 0.2], rtol=1e-6)
+  np.testing.assert_allclose(m1['capacity/gaussian'], [0.0, 0.4, 0.4], rtol=1e-6)
 
 
 def test_one_and_eight_devices_agree_conv_batchnorm():

@@ -11,7 +11,6 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from vmivae_jax import distributions
 from vmivae_jax import latents
 from vmivae_jax import losses
 from vmivae_jax import models
@@ -156,7 +155,3 @@ def entropy_kind_label(model: VMIModel, gaussian_kind: str) -> str:
   if model.mi_gaussian_indices:
     kinds.append(gaussian_kind)
   return '+'.join(kinds) or 'none'
-
-
-__all__ = ['VMIModel', 'Forward', 'MITargets', 'entropy_kind_label', 'LIKELIHOODS',
-           'GAUSSIAN_ENTROPY_KINDS', 'distributions']

@@ -14,7 +14,6 @@ import concurrent.futures
 import importlib.util
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -65,6 +64,7 @@ def run_one(experiment: suite_lib.Experiment, variant: str, seed: int, root: Pat
   """Trains and evaluates one run (or reuses it when done); returns its record."""
   from vmivae_jax import evaluate  # pylint: disable=g-import-not-at-top
   from vmivae_jax import trainer  # pylint: disable=g-import-not-at-top
+  from vmivae_jax import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
   workdir = run_dir(root, experiment.name, variant, seed)
   overrides = {'seed': seed, **experiment.variant_overrides(variant)}
   config = load_config(experiment.config_file, overrides)
@@ -74,7 +74,14 @@ def run_one(experiment: suite_lib.Experiment, variant: str, seed: int, root: Pat
     if record.get('step') == config.num_train_steps:
       return record
   start = time.time()
-  trainer.train(config, workdir)
+  try:
+    trainer.train(config, workdir)
+  except trainer.DivergenceError as e:  # a result too: recorded, reported, not retried
+    record = {'experiment': experiment.name, 'variant': variant, 'seed': seed,
+              'step': int(config.num_train_steps), 'failure': str(e),
+              'command': suite_lib.train_command(experiment, variant, seed, str(workdir))}
+    workdir_lib.atomic_write_text(record_path, json.dumps(record, indent=2, sort_keys=True))
+    return record
   train_seconds = time.time() - start
   start = time.time()
   metrics = evaluate.evaluate_workdir(workdir)
@@ -86,7 +93,6 @@ def run_one(experiment: suite_lib.Experiment, variant: str, seed: int, root: Pat
       'train_seconds': round(train_seconds, 1), 'eval_seconds': round(time.time() - start, 1),
       'metrics': metrics,
   }
-  from vmivae_jax import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
   workdir_lib.atomic_write_text(record_path, json.dumps(record, indent=2, sort_keys=True))
   return record
 
