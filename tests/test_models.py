@@ -312,12 +312,6 @@ def test_encoder_without_gaussian_dims():
   assert 'gaussian_head' not in variables['params']
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError, reason=(
-    "models.py VAE.output_logvar calls self.param('output_logvar', ...) from a "
-    'method that is not @nn.compact (VAE.__call__ is not compact either), so building '
-    "any model with likelihood='gaussian', learn_output_logvar=True fails at init with "
-    "'ValueError: Parameters must be initialized in `setup()` or in a method wrapped in "
-    "`@compact`'."))
 def test_learned_output_logvar():
   c = make_tiny_config()
   c.likelihood = 'gaussian'
@@ -338,11 +332,6 @@ def test_layer_norm_in_mlp_family():
   assert 'dense_norm_0' in vae_vars['params']['decoder']
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "models.py FeatureExtractor.__call__ ('if self.family == 'conv' or self.norm == "
-    "'layer'') and Decoder.__call__ (norm_dense = ...) only normalise dense layers for the "
-    "conv family or LayerNorm, so family='mlp', norm='batch' silently builds an "
-    'un-normalised MLP (no BatchNorm, no batch_stats); validation.validate accepts it.'))
 def test_mlp_family_with_batch_norm_has_batchnorm():
   c = make_tiny_config()
   c.model.norm = 'batch'

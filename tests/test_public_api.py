@@ -49,12 +49,6 @@ def test_distributions_docstring_examples():
   assert results.failed == 0
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "losses.py module docstring (line 10): `[round(v, 4) for v in losses.mi_lower_bound("
-    "log_q=log_q, entropy=h).tolist()]` prints [-0.0, -0.0], not the documented "
-    "[0.0, 0.0]: in float32, log_q = -log(10) from log_softmax and h = log(10) from "
-    'the aggregate entropy differ by ~-2e-7, and round() keeps the sign. The example '
-    "needs e.g. `round(v, 4) + 0.0` or `abs(...) < 1e-6`."))
 def test_losses_docstring_examples():
   results = doctest.testmod(losses, verbose=False, report=False)
   assert results.attempted >= 10

@@ -7,7 +7,7 @@ so another project can use them directly:
 >>> from vmivae_jax import losses
 >>> log_q = losses.categorical_log_q(q_logits=jnp.zeros((2, 10)), target=jnp.eye(10)[:2])
 >>> h = losses.categorical_aggregate_entropy(logits=jnp.zeros((2, 10)))
->>> [round(v, 4) for v in losses.mi_lower_bound(log_q=log_q, entropy=h).tolist()]
+>>> [round(v, 4) + 0.0 for v in losses.mi_lower_bound(log_q=log_q, entropy=h).tolist()]
 [0.0, 0.0]
 
 The MI bound (thesis eqs 4.8, 4.9, 4.13, 4.21) is the Barber-Agakov bound

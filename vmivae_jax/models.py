@@ -46,7 +46,7 @@ NORMS = ('none', 'batch', 'layer')
 
 _CONV_DN = ('NHWC', 'HWIO', 'NHWC')
 # Which formulation each layer uses; 'lax' is the plain lax.conv reference.
-_CONV_IMPL = {'conv': 'im2col', 'deconv': 'subpixel'}
+_CONV_IMPL = {'conv': 'im2col', 'deconv': 'phases'}
 
 
 def conv4x4_stride2(x: jax.Array, kernel: jax.Array, impl: str | None = None) -> jax.Array:
@@ -183,7 +183,7 @@ class FeatureExtractor(nn.Module):
     x = x.reshape(x.shape[0], -1)
     for i, width in enumerate(self.hidden):
       x = nn.Dense(width, name=f'dense_{i}')(x)
-      if self.family == 'conv' or self.norm == 'layer':
+      if self.norm != 'none':
         x = _normalise(self.norm, self.batch_norm_axis, train, f'dense_norm_{i}')(x)
       x = act(x)
     return x
@@ -223,7 +223,7 @@ class Decoder(nn.Module):
   @nn.compact
   def __call__(self, code: jax.Array, *, train: bool) -> jax.Array:
     act = _ACTIVATIONS[self.activation]
-    norm_dense = self.family == 'conv' or self.norm == 'layer'
+    norm_dense = self.norm != 'none'
     x = code
     for i, width in enumerate(self.hidden):
       x = nn.Dense(width, name=f'dense_{i}')(x)
@@ -278,10 +278,14 @@ class VAE(nn.Module):
   def decode(self, code: jax.Array, *, train: bool) -> jax.Array:
     return self.decoder(code, train=train)
 
+  def setup(self):
+    # A parameter outside the submodules must be declared in setup() (the methods
+    # below are called separately through apply(method=...)).
+    if self.learn_output_logvar:
+      self._output_logvar = self.param('output_logvar', nn.initializers.zeros, ())
+
   def output_logvar(self) -> jax.Array | None:
-    if not self.learn_output_logvar:
-      return None
-    return self.param('output_logvar', nn.initializers.zeros, ())
+    return self._output_logvar if self.learn_output_logvar else None
 
   def __call__(self, images: jax.Array, noise: latents.LatentNoise, *,
                temperature: jax.Array | float, hard: bool, train: bool
