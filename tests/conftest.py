@@ -52,13 +52,7 @@ def make_tiny_config(**overrides):
   c.q_optimizer.name = 'sgd'
   c.vae_optimizer.learning_rate = TINY_VAE_LR
   c.q_optimizer.learning_rate = TINY_Q_LR
-  for key, value in overrides.items():
-    node = c
-    *parents, leaf = key.split('.')
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
-  return c
+  return config_lib.override(c, overrides)
 
 
 @pytest.fixture

@@ -24,13 +24,7 @@ def tiny_config(*, gaussian_dims=4, categorical_sizes=(10,), mi_gaussian=(), mi_
   c.mi.gaussian_indices = mi_gaussian
   c.mi.categorical_indices = mi_categorical
   c.model.encoder_hidden = c.model.decoder_hidden = c.model.q_hidden = (32,)
-  for key, value in overrides.items():
-    node = c
-    *parents, leaf = key.split('.')
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
-  return c
+  return config_lib.override(c, overrides)
 
 
 def tiny_model(config, seed=0):

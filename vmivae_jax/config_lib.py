@@ -208,3 +208,17 @@ def variant(config: ml_collections.ConfigDict, name: str) -> ml_collections.Conf
     raise ValueError(f'config variant {name!r} is unknown; choose one of {VARIANTS} '
                      "('' is the full config)")
   return smoke(config) if name == 'smoke' else config
+
+
+def override(config: ml_collections.ConfigDict, overrides: dict) -> ml_collections.ConfigDict:
+  """Sets dotted keys, as ``--config.a.b=v`` flags do: ``override(c, {'model.norm': 'batch'})``.
+
+  Lists become tuples (the configs' sequence type); an unknown key raises.
+  """
+  for key, value in overrides.items():
+    node = config
+    *parents, leaf = key.split('.')
+    for part in parents:
+      node = node[part]
+    node[leaf] = tuple(value) if isinstance(value, list) else value
+  return config

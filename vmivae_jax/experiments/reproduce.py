@@ -23,6 +23,7 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from vmivae_jax import config_lib
 from vmivae_jax.experiments import report
 from vmivae_jax.experiments import suite as suite_lib
 
@@ -45,13 +46,7 @@ def load_config(config_file: str, overrides: dict):
   spec = importlib.util.spec_from_file_location(path.stem, path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
-  config = module.get_config()
-  for key, value in overrides.items():
-    node = config
-    *parents, leaf = key.split('.')
-    for part in parents:
-      node = node[part]
-    node[leaf] = tuple(value) if isinstance(value, list) else value
+  config = config_lib.override(module.get_config(), overrides)
   config.lock()
   return config
 
