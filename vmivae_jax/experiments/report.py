@@ -18,6 +18,9 @@ from vmivae_jax.experiments import suite as suite_lib
 SUITE_COMMAND = 'python -m vmivae_jax.experiments.reproduce --suite=thesis'
 FIGURES = ('traversal_grid.png', 'traversal_rows.png', 'category_grid.png',
            'categorical_histogram.png', 'label_code_counts.png', 'training_curves.png')
+# Thesis figures 4.3/4.4 for the Gaussian latent, 4.5-4.11 for the joint latent.
+FIGURES_GAUSS = FIGURES[:2] + FIGURES[-1:]
+FIGURES_JOINT = FIGURES[2:]
 TARGETS = {  # experiment -> (metric, threshold, what the issue asks)
     'joint_mnist': [('accuracy_hungarian', 0.95, 'MNIST MI runs: mean test accuracy (Hungarian) >= 95%'),
                     ('mi_exact_categorical', 2.2, 'MNIST MI runs: exact I(x;c) >= 2.2 nats')],
@@ -149,7 +152,7 @@ def _copy_figures(exp: suite_lib.Experiment, summary_exp: dict, root: Path,
     seed = info['metrics'][next(iter(info['metrics']))]['seeds'][0]
     src_dir = root / exp.name / variant / f'seed{seed}' / 'eval'
     figs = []
-    for fig in FIGURES:
+    for fig in FIGURES_GAUSS if exp.name.startswith('gauss') else FIGURES_JOINT:
       if (src_dir / fig).exists():
         dst = docs_dir / 'figures' / exp.name / f'{variant}_{fig}'
         dst.parent.mkdir(parents=True, exist_ok=True)
@@ -157,6 +160,20 @@ def _copy_figures(exp: suite_lib.Experiment, summary_exp: dict, root: Path,
         figs.append((fig, str(dst.relative_to(docs_dir))))
     out[variant] = figs
   return out
+
+
+def _figure_table(figures: dict[str, list[tuple[str, str]]]) -> list[str]:
+  """Figures side by side: one row per figure kind, one column per variant (seed 0)."""
+  variants = [v for v, figs in figures.items() if figs]
+  if not variants:
+    return []
+  kinds = [k for k in FIGURES if any(k == f for v in variants for f, _ in figures[v])]
+  lines = ['| figure | ' + ' | '.join(variants) + ' |', '|---' * (len(variants) + 1) + '|']
+  for kind in kinds:
+    cells = [next((f'![{v} {kind}]({path})' for f, path in figures[v] if f == kind), '')
+             for v in variants]
+    lines.append(f'| {kind.removesuffix(".png")} | ' + ' | '.join(cells) + ' |')
+  return lines + ['']
 
 
 def render(summary: dict, experiments: list[suite_lib.Experiment], figures: dict) -> str:
@@ -199,10 +216,7 @@ def render(summary: dict, experiments: list[suite_lib.Experiment], figures: dict
       for cmd, ecmd in zip(v['commands'], v['eval_commands']):
         lines += [cmd, ecmd]
     lines += ['```', '', '</details>', '']
-    for variant, figs in figures.get(name, {}).items():
-      if figs:
-        lines += [f'**{variant}** (seed {summary_exp["variants"][variant]["metrics"][next(iter(summary_exp["variants"][variant]["metrics"]))]["seeds"][0]}): ' +
-                  ' '.join(f'![{fig}]({path})' for fig, path in figs), '']
+    lines += _figure_table(figures.get(name, {}))
   return '\n'.join(lines) + '\n'
 
 
