@@ -62,8 +62,9 @@ KIND_LABELS = {
 }
 ARCH_LABELS = {'mlp': 'MLP 784-512-512', 'conv': "conv (authors')"}
 # Steps per timed call (one jitted chunk = one lax.scan of this many steps); the
-# trainer's default chunk is 100 steps. Conv steps are ~20x dearer.
-STEPS_PER_CALL = {'mlp': 100, 'conv': 10}
+# trainer's default chunk is 100 steps. Conv steps are ~30x dearer (so fewer per call,
+# and fewer rounds: --conv-rounds).
+STEPS_PER_CALL = {'mlp': 100, 'conv': 5}
 MI_WEIGHT = 10.0
 TRAIN_EXAMPLES = 60_000
 TEST_EXAMPLES = 10_000
@@ -173,8 +174,8 @@ def jax_matmul(n: int):
   return (lambda: f(a, b).block_until_ready()), 2.0 * n ** 3
 
 
-def _profile_chunk(compiled, args, num_steps: int, logdir: str) -> dict:
-  """Op-time breakdown of one chunk call from a jax.profiler (perfetto) trace."""
+def _profile_chunk(compiled, call, num_steps: int, logdir: str) -> dict:
+  """Op-time breakdown of one chunk call (``call()``) from a jax.profiler (perfetto) trace."""
   import collections  # pylint: disable=g-import-not-at-top
   import glob  # pylint: disable=g-import-not-at-top
   import gzip  # pylint: disable=g-import-not-at-top
@@ -182,8 +183,7 @@ def _profile_chunk(compiled, args, num_steps: int, logdir: str) -> dict:
   hlo = compiled.as_text()
   t = time.perf_counter()
   with jax.profiler.trace(logdir, create_perfetto_trace=True):
-    out = compiled(*args)
-    jax.block_until_ready(out)
+    call()
   wall = time.perf_counter() - t
   files = glob.glob(os.path.join(logdir, '**', '*.trace.json.gz'), recursive=True)
   if not files:
@@ -301,10 +301,8 @@ def jax_steps_worker(spec: dict) -> dict:
       rounds.add(name, call)
       if spec.get('profile') and kind in spec['profile_kinds'] and batch == max(spec['batches']):
         call()
-        entry['profile'] = _profile_chunk(
-            compiled, (holder['state'], images, *keys), num_steps,
-            tempfile.mkdtemp(prefix='vmivae_prof_'))
-        holder['state'] = state  # (the profiled call donated nothing we keep)
+        entry['profile'] = _profile_chunk(compiled, call, num_steps,
+                                          tempfile.mkdtemp(prefix='vmivae_prof_'))
 
   for n in spec['matmul_sizes']:
     fn_mm, flops = jax_matmul(n)
@@ -420,10 +418,16 @@ def torch_worker(spec: dict) -> dict:
                            'error': f'{type(e).__name__}: {e}'[:500]}
           continue
         first = time.perf_counter() - t
+        # Steps per timed call: the JAX count, fewer if a step is slow (on a loaded
+        # machine multi-threaded torch can take seconds per step), so a call is ~<= 2 s.
+        t = time.perf_counter()
+        tr.run(1)
+        one_step = time.perf_counter() - t
+        steps_here = max(1, min(num_steps, int(spec.get('torch_call_seconds', 2.0) / one_step)))
         entries[name] = {'arch': arch, 'kind': kind, 'batch': batch, 'mode': mode,
-                         'first_two_steps_s': first,
+                         'first_two_steps_s': first, 'steps_per_call': steps_here,
                          'peak_rss_mib_cumulative': _maxrss_mib()}
-        rounds.add(name, lambda tr=tr: tr.run(num_steps))
+        rounds.add(name, lambda tr=tr, n=steps_here: tr.run(n))
   a = torch.randn(spec['matmul_sizes'][0], spec['matmul_sizes'][0])
   a @ a
   rounds.add('matmul', lambda: a @ a)
@@ -433,7 +437,7 @@ def torch_worker(spec: dict) -> dict:
   out['matmul_gflops'] = {str(n): {'median': _median(mm), 'best': max(mm), 'rounds': mm}}
   for name, entry in entries.items():
     if 'error' not in entry:
-      per_step = [s / num_steps for s in samples[name]]
+      per_step = [s / entry['steps_per_call'] for s in samples[name]]
       entry.update(step_ms_rounds=[1e3 * s for s in per_step], step_ms=1e3 * _median(per_step),
                    examples_per_s=entry['batch'] / _median(per_step),
                    examples_per_s_best=entry['batch'] / min(per_step))
@@ -587,15 +591,17 @@ def summarise(results: dict) -> dict:
         d = c['devices']
         row[f'jax{d}'] = c
       else:
-        row[f'torch_{c["mode"]}'] = c
+        row.setdefault('torch', []).append(dict(c, threads=w['threads']))
   table = []
   for key in sorted(rows, key=lambda k: (ARCHS.index(k[0]), KINDS.index(k[1]), k[2])):
     row = rows[key]
     torch_best = None
-    for mode in ('eager', 'compiled'):
-      t = row.get(f'torch_{mode}')
-      if t and 'examples_per_s' in t and (torch_best is None
-                                          or t['examples_per_s'] > torch_best['examples_per_s']):
+    torch_by = {}
+    for t in row.get('torch', []):
+      if 'examples_per_s' not in t:
+        continue
+      torch_by[(t['mode'], t['threads'])] = t['examples_per_s']
+      if torch_best is None or t['examples_per_s'] > torch_best['examples_per_s']:
         torch_best = dict(t)
     j1 = row.get('jax1')
     ratio = (j1['examples_per_s'] / torch_best['examples_per_s']
@@ -605,9 +611,9 @@ def summarise(results: dict) -> dict:
         'jax_1dev_ex_s': j1 and j1['examples_per_s'],
         'jax_1dev_step_ms': j1 and j1['step_ms'],
         'jax_8dev_ex_s': row.get('jax8') and row['jax8']['examples_per_s'],
-        'torch_eager_ex_s': row.get('torch_eager', {}).get('examples_per_s'),
-        'torch_compiled_ex_s': row.get('torch_compiled', {}).get('examples_per_s'),
-        'torch_best_mode': torch_best and torch_best['mode'],
+        'torch_ex_s': {f'{m}/{th}t': v for (m, th), v in sorted(torch_by.items())},
+        'torch_best_ex_s': torch_best and torch_best['examples_per_s'],
+        'torch_best': torch_best and f'{torch_best["mode"]}, {torch_best["threads"]} thread(s)',
         'jax_over_torch': ratio,
         'mflop_per_example': j1 and j1['flops_per_example'] / 1e6,
         'gflops': j1 and j1['gflops'],
@@ -646,16 +652,17 @@ def _targets(table, mi_ratios, results) -> list[dict]:
           'met': r['matmul_fraction'] >= TARGET_MATMUL_FRACTION,
           'display': f'{100 * r["matmul_fraction"]:.0f}% ({r["gflops"]:.0f} GFLOP/s)'})
   for m in mi_ratios:
-    if m['baseline'] == 'elbo':
+    if m['baseline'] in ('elbo', 'elbo_noq'):
       targets.append({
-          'target': f'{m["arch"]} batch {m["batch"]}: MI step <= 1.6x the ELBO-only step (1 device)',
+          'target': (f'{m["arch"]} batch {m["batch"]}: MI step <= 1.6x the ELBO-only step '
+                     f'[{KIND_LABELS[m["baseline"]]}] (1 device)'),
           'value': m['mi_step_cost_ratio'], 'threshold': TARGET_MI_OVER_ELBO,
           'met': m['mi_step_cost_ratio'] <= TARGET_MI_OVER_ELBO,
           'display': f'{m["mi_step_cost_ratio"]:.2f}x'})
   for r in table:
     if r['jax_over_torch'] is not None:
       targets.append({
-          'target': f'{r["arch"]} {r["kind"]} batch {r["batch"]}: >= 1.5x PyTorch (best of eager/compiled)',
+          'target': f'{r["arch"]} {r["kind"]} batch {r["batch"]}: >= 1.5x PyTorch (best variant: eager or compiled at the core count, eager at 1 thread)',
           'value': r['jax_over_torch'], 'threshold': TARGET_VS_TORCH,
           'met': r['jax_over_torch'] >= TARGET_VS_TORCH,
           'display': f'{r["jax_over_torch"]:.2f}x'})
@@ -687,22 +694,23 @@ def to_markdown(results: dict) -> str:
       f'Machine: {meta["cpu"]}, {meta["cores"]} cores; jax {meta.get("jax", "?")}, '
       f'torch {meta.get("torch", "-")}; load average at start {meta["load_start"]}, '
       f'at end {meta["load_end"]}; total wall {meta["wall_s"]:.0f} s.  ',
-      f'Timings: median over {meta["rounds"]} interleaved rounds (the machine is shared, '
+      f'Timings: median over {meta["rounds"]} (MLP) / {meta["conv_rounds"]} (conv) interleaved '
+      'rounds (the machine is shared, '
       'so numbers are noisy; the JSON has every round). Examples/s = batch / step time '
       f'(steps run in on-device lax.scan chunks of {STEPS_PER_CALL["mlp"]} (MLP) / '
       f'{STEPS_PER_CALL["conv"]} (conv) steps). %matmul = achieved FLOP/s (XLA cost analysis) '
       'over the best float32 matmul (2048^3, 4096^3) of the same round.', '',
       '## Train step', '',
-      '| model | step | batch | JAX 1 dev ex/s | JAX 8 dev ex/s | torch eager ex/s | '
-      'torch compiled ex/s | JAX / torch | MFLOP/ex | GFLOP/s | %matmul | compile s (1/8 dev) '
-      '| peak RSS MiB (1/8 dev) |',
-      '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
+      '| model | step | batch | JAX 1 dev ex/s | JAX 8 dev ex/s | torch ex/s (eager / compiled, '
+      f'{meta.get("torch_threads_main", "?")} threads; eager 1 thread) | JAX / best torch '
+      '| MFLOP/ex | GFLOP/s | %matmul | compile s (1/8 dev) | peak RSS MiB (1/8 dev) |',
+      '|---|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|',
   ]
   for r in s['table']:
     lines.append(
         f'| {ARCH_LABELS[r["arch"]]} | {KIND_LABELS[r["kind"]]} | {r["batch"]} '
         f'| {_fmt(r["jax_1dev_ex_s"])} | {_fmt(r["jax_8dev_ex_s"])} '
-        f'| {_fmt(r["torch_eager_ex_s"])} | {_fmt(r["torch_compiled_ex_s"])} '
+        f'| {_torch_cell(r, meta.get("torch_threads_main"))} '
         f'| {_fmt(r["jax_over_torch"], 2, "x")} | {_fmt(r["mflop_per_example"], 1)} '
         f'| {_fmt(r["gflops"])} | {_fmt(r["matmul_fraction"] and 100 * r["matmul_fraction"], 0, "%")} '
         f'| {_fmt(r["compile_s_1dev"], 1)} / {_fmt(r["compile_s_8dev"], 1)} '
@@ -755,8 +763,19 @@ def to_markdown(results: dict) -> str:
   failed = [w for w in results['workers'] if w.get('error')]
   if failed:
     lines += ['', '## Failed workers', '']
-    lines += [f'- {w.get("worker")} {w.get("spec", {}).get("arch", "")}: {w["error"]}' for w in failed]
+    lines += [f'- {w.get("worker")} {w.get("spec", {}).get("arch", "")} '
+              f'({w.get("spec", {}).get("threads", "")} threads): {w["error"]}'
+              + (f' ({w["note"]})' if w.get('note') else '') for w in failed]
   return '\n'.join(lines) + '\n'
+
+
+def _torch_cell(r, main_threads) -> str:
+  t = r.get('torch_ex_s') or {}
+  if not t:
+    return '-'
+  main = f'{_fmt(t.get(f"eager/{main_threads}t"))} / {_fmt(t.get(f"compiled/{main_threads}t"))}'
+  one = [v for k, v in t.items() if k.endswith('/1t') and main_threads != 1]
+  return main + (f'; {_fmt(one[0])}' if one else '')
 
 
 def _cpu_name() -> str:
@@ -772,15 +791,22 @@ def _cpu_name() -> str:
 def parse_args(argv=None):
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument('--tiny', action='store_true',
-                 help='seconds-long smoke run: tiny layers, batch 64, 1 device, 1 round')
+                 help='smoke run (checks the script works): tiny layers, MLP, batch 64, '
+                      '1 device, 1 round, torch eager, a few IWAE samples')
   p.add_argument('--sections', default='steps,torch,eval', help='steps,torch,eval')
   p.add_argument('--archs', default='mlp,conv')
   p.add_argument('--kinds', default=','.join(KINDS))
   p.add_argument('--batches', default='64,128,256')
   p.add_argument('--devices', default='1,8', help='device counts for the JAX step (forced host devices)')
   p.add_argument('--rounds', type=int, default=5, help='interleaved timing rounds (median reported)')
+  p.add_argument('--conv-rounds', type=int, default=3, help='rounds for the (slow) conv model')
   p.add_argument('--torch-modes', default='eager,compiled')
-  p.add_argument('--torch-threads', type=int, default=os.cpu_count() or 1)
+  p.add_argument('--torch-threads', type=int, default=os.cpu_count() or 1,
+                 help='torch threads (default: the core count)')
+  p.add_argument('--torch-one-thread', default='eager',
+                 help='torch modes also timed with 1 thread ("" for none): on a loaded machine '
+                      'OpenMP barriers make multi-threaded torch pathologically slow, and the '
+                      'comparison uses the best torch variant')
   p.add_argument('--iwae-images', type=int, default=500,
                  help='test images timed for the IWAE (scaled to 10,000 when fewer)')
   p.add_argument('--iwae-samples', type=int, default=5000)
@@ -792,6 +818,8 @@ def parse_args(argv=None):
   p.add_argument('--data-dir', default='', help='MNIST IDX directory (default: $VMIVAE_DATA_DIR)')
   p.add_argument('--out', default=str(HERE / 'results' / 'latest'),
                  help='output path without extension (.json and .md are written)')
+  p.add_argument('--render', default='',
+                 help='re-summarise an existing results JSON (no measurement) and rewrite its .md')
   p.add_argument('--worker', default='', help=argparse.SUPPRESS)
   p.add_argument('--spec', default='', help=argparse.SUPPRESS)
   p.add_argument('--result', default='', help=argparse.SUPPRESS)
@@ -808,6 +836,15 @@ def main(argv=None):
     Path(args.result).write_text(json.dumps(out))
     return 0
 
+  if args.render:
+    path = Path(args.render)
+    results = json.loads(path.read_text())
+    results['summary'] = summarise(results)
+    path.write_text(json.dumps(results, indent=1))
+    md = to_markdown(results)
+    path.with_suffix('.md').write_text(md)
+    print(md)
+    return 0
   start = time.perf_counter()
   sections = [s for s in args.sections.split(',') if s]
   archs = [a for a in args.archs.split(',') if a]
@@ -820,9 +857,19 @@ def main(argv=None):
   iwae = dict(iwae_images=args.iwae_images, iwae_samples=args.iwae_samples,
               iwae_chunk=args.iwae_chunk, iwae_batch=args.iwae_batch,
               q_steps=args.q_steps, q_full_steps=3000)
+  conv_rounds = args.conv_rounds
+  torch_modes = [m for m in args.torch_modes.split(',') if m]
+  one_thread_modes = [m for m in args.torch_one_thread.split(',') if m]
   if args.tiny:
-    batches, devices, rounds, matmul_sizes = [64], [1], 1, [256]
+    batches, rounds, conv_rounds, matmul_sizes = [64], 1, 1, [256]
+    if args.devices == '1,8':
+      devices = [1]
     train_examples = 1024
+    if args.archs == 'mlp,conv':
+      archs = ['mlp']
+    if args.kinds == ','.join(KINDS):
+      kinds = ['elbo', 'mi']
+    torch_modes, one_thread_modes = ['eager'], []
     iwae = dict(iwae_images=20, iwae_samples=8, iwae_chunk=4, iwae_batch=10, q_steps=3,
                 q_full_steps=3)
   log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
@@ -834,6 +881,8 @@ def main(argv=None):
       for arch in archs:
         log(f'JAX train step: {arch}, {d} device(s) ...')
         spec = dict(common, worker='jax', arch=arch, devices=d,
+                    # 8 host devices on 2 cores are slow: fewer rounds there too.
+                    rounds=rounds if (arch == 'mlp' and d == 1) else min(rounds, conv_rounds),
                     steps_per_call=2 if args.tiny else STEPS_PER_CALL[arch],
                     dispatch=(arch == archs[0] and d == 1), profile=args.profile,
                     profile_kinds=['elbo', 'mi', 'elbo_noq'])
@@ -846,13 +895,17 @@ def main(argv=None):
       have_torch = False
       log('PyTorch not installed: skipping the torch section (pip install torch==2.13.0)')
     if have_torch:
+      variants = [(args.torch_threads, torch_modes)]
+      if one_thread_modes and args.torch_threads != 1:
+        variants.append((1, one_thread_modes))
       for arch in archs:
-        log(f'PyTorch train step: {arch} ...')
-        spec = dict(common, worker='torch', arch=arch, threads=args.torch_threads,
-                    steps_per_call=2 if args.tiny else STEPS_PER_CALL[arch],
-                    torch_modes=[m for m in args.torch_modes.split(',') if m],
-                    matmul_sizes=[256] if args.tiny else [2048])
-        workers.append(_run_worker('torch', spec, log))
+        for threads, modes in variants:
+          log(f'PyTorch train step: {arch}, {threads} thread(s), {"/".join(modes)} ...')
+          spec = dict(common, worker='torch', arch=arch, threads=threads,
+                      rounds=rounds if arch == 'mlp' else conv_rounds,
+                      steps_per_call=2 if args.tiny else STEPS_PER_CALL[arch],
+                      torch_modes=modes, matmul_sizes=[256] if args.tiny else [2048])
+          workers.append(_run_worker('torch', spec, log))
   if 'eval' in sections:
     log('Evaluation cost (IWAE, fresh-Q MI bound) ...')
     workers.append(_run_worker('eval', dict(common, worker='eval', **iwae), log))
@@ -864,7 +917,8 @@ def main(argv=None):
       'date': time.strftime('%Y-%m-%d %H:%M:%S'),
       'command': ' '.join(['python', 'benchmarks/bench.py'] + (argv if argv is not None else sys.argv[1:])),
       'cpu': _cpu_name(), 'cores': os.cpu_count(), 'python': platform.python_version(),
-      'jax': jax.__version__, 'rounds': rounds, 'tiny': args.tiny,
+      'jax': jax.__version__, 'rounds': rounds, 'conv_rounds': conv_rounds, 'tiny': args.tiny,
+      'torch_threads_main': args.torch_threads,
       'xla_flags': os.environ.get('XLA_FLAGS', ''),
       'load_start': None, 'load_end': _loadavg(), 'wall_s': time.perf_counter() - start,
   }

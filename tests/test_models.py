@@ -251,7 +251,7 @@ def test_strided_conv_matches_flax_conv(impl):
                                                            x))
 
 
-@pytest.mark.parametrize('impl', ['subpixel', 'phases'])
+@pytest.mark.parametrize('impl', ['subpixel', 'phases', 'adjoint', 'auto'])
 def test_strided_conv_transpose_matches_flax_conv_transpose(impl):
   rng = np.random.default_rng(9)
   x = rng.normal(size=(2, 7, 7, 4)).astype(np.float32)
