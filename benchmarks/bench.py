@@ -810,7 +810,7 @@ def parse_args(argv=None):
   p.add_argument('--iwae-images', type=int, default=500,
                  help='test images timed for the IWAE (scaled to 10,000 when fewer)')
   p.add_argument('--iwae-samples', type=int, default=5000)
-  p.add_argument('--iwae-chunk', type=int, default=250)
+  p.add_argument('--iwae-chunk', type=int, default=100)
   p.add_argument('--iwae-batch', type=int, default=100)
   p.add_argument('--q-steps', type=int, default=300, help='fresh-Q training steps timed')
   p.add_argument('--profile', action='store_true',

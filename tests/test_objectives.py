@@ -115,7 +115,7 @@ def test_vae_objective_aux_keys_and_finite(setup):
   loss, aux = _run(setup, W(mi_weight=0.7))
   assert set(aux) == {'metrics', 'vae_state'}
   assert set(aux['metrics']) == {'kl/gaussian', 'kl/categorical_0', 'reconstruction', 'kl_total',
-                                 'elbo', 'mi_bound', 'log_q', 'mi_entropy', 'loss'}
+                                 'elbo', 'mi_bound', 'log_q', 'mi_entropy', 'mi_weight', 'loss'}
   chex.assert_tree_all_finite((loss, aux))
   for v in aux['metrics'].values():
     chex.assert_shape(v, ())
@@ -152,6 +152,18 @@ def test_mi_weight_subtracts_lambda_times_bound(setup):
   assert float(m['log_q']) == pytest.approx(ref['log_q'].mean(), rel=1e-5, abs=1e-5)
   assert float(m['mi_entropy']) == pytest.approx(ref['entropy'], rel=1e-5)
   assert float(m['mi_bound']) == pytest.approx(bound, abs=1e-4)
+
+
+@pytest.mark.parametrize('step,expected_fraction', [(0, 0.0), (25, 0.25), (100, 1.0), (400, 1.0)])
+def test_mi_warmup_ramps_lambda_linearly(setup, step, expected_fraction):
+  ref = _reference_terms(setup)
+  lam = 2.0
+  loss, aux = _run(setup, W(mi_weight=lam, mi_warmup_steps=100), step=step)
+  bound = ref['log_q'].mean() + ref['entropy']
+  expected = -ref['recon'].mean() + (ref['kl_gauss'] + ref['kl_cat']).mean()
+  expected -= lam * expected_fraction * bound
+  assert float(loss) == pytest.approx(expected, rel=1e-5)
+  assert float(aux['metrics']['mi_weight']) == pytest.approx(lam * expected_fraction)
 
 
 def test_capacity_term_is_gamma_abs_kl_minus_target(setup):

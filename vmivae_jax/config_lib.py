@@ -38,6 +38,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.checkpoint_every_steps = 2_000
   c.keep_checkpoints = 2
   c.mi_weight = 0.0           # lambda; 0 = ELBO-only baseline (Q still trains, for monitoring)
+  c.mi_warmup_steps = 0       # > 0: lambda rises linearly from 0 over this many steps
 
   c.latent = ml_collections.ConfigDict(dict(gaussian_dims=32, categorical_sizes=()))
   c.mi = ml_collections.ConfigDict(dict(
@@ -60,7 +61,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.q_optimizer = _optimizer_config(1e-3)
 
   c.eval = ml_collections.ConfigDict(dict(
-      batch_size=500, iwae_samples=1000, iwae_chunk=250, q_train_steps=3000, q_batch_size=256,
+      batch_size=500, iwae_samples=1000, iwae_chunk=100, q_train_steps=3000, q_batch_size=256,
       q_learning_rate=1e-3, num_figure_examples=10, traversal_range=3.0, traversal_steps=7))
   return c
 
@@ -126,7 +127,8 @@ def objective_weights(config) -> objectives.ObjectiveWeights:
   return objectives.ObjectiveWeights(
       mi_weight=float(config.mi_weight), beta=float(config.beta), capacity=tuple(capacity),
       gaussian_entropy_kind=config.mi.gaussian_entropy,
-      stop_target_gradient=bool(config.mi.stop_target_gradient))
+      stop_target_gradient=bool(config.mi.stop_target_gradient),
+      mi_warmup_steps=int(config.mi_warmup_steps))
 
 
 def build_optimizer(opt) -> optax.GradientTransformation:

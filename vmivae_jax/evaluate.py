@@ -85,23 +85,7 @@ def eval_keys(seed: int) -> dict[str, jax.Array]:
 # Models and images.
 
 
-def local_model(model: vmi.VMIModel) -> vmi.VMIModel:
-  """The same model with every BatchNorm's ``batch_norm_axis`` removed.
-
-  Train-mode BatchNorm with an axis name only runs inside shard_map; evaluation runs
-  on one device. Parameter and state trees are unchanged.
-  """
-  def strip(module):
-    return module.clone(batch_norm_axis=None) if module.batch_norm_axis is not None else module
-
-  vae = model.vae.clone(encoder=model.vae.encoder.clone(trunk=strip(model.vae.encoder.trunk)),
-                        decoder=strip(model.vae.decoder))
-  q = model.q.clone(trunk=strip(model.q.trunk))
-  return vmi.VMIModel(vae=vae, q=q, latent=model.latent,
-                      mi_gaussian_indices=model.mi_gaussian_indices,
-                      mi_categorical_indices=model.mi_categorical_indices,
-                      likelihood=model.likelihood, pixel_range=model.pixel_range,
-                      gaussian_logvar=model.gaussian_logvar)
+local_model = vmi.local_model
 
 
 def _flat_draw(sampler, key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
@@ -281,6 +265,16 @@ def _iwae_batch(model, vae_vars, images, key, *, num_samples, chunk):
 
   _, chunk_lse = jax.lax.scan(body, None, jnp.arange(num_samples // chunk))
   return jax.nn.logsumexp(chunk_lse, axis=0) - math.log(num_samples)
+
+
+# Decoded rows (chunk x images) per scan step of the IWAE: about 10k keeps the decoder's
+# activations near the caches; 125k rows ran 20% slower (benchmarks/README.md).
+IWAE_ROWS_PER_DECODE = 10_000
+
+
+def iwae_batch_size(chunk: int, max_batch_size: int) -> int:
+  """Images per IWAE batch so that each decoder call sees ~IWAE_ROWS_PER_DECODE rows."""
+  return max(1, min(max_batch_size, IWAE_ROWS_PER_DECODE // chunk))
 
 
 def iwae_log_likelihood(model: vmi.VMIModel, vae_vars: dict, images, *, num_samples: int,
@@ -842,7 +836,8 @@ def evaluate_workdir(workdir: str | Path, step: int | None = None, *,
                             'log-likelihood estimate')
   else:
     iwae = iwae_log_likelihood(model, vae_vars, test_x, num_samples=int(e.iwae_samples),
-                               chunk=int(e.iwae_chunk), key=keys['iwae'], batch_size=batch_size)
+                               chunk=int(e.iwae_chunk), key=keys['iwae'],
+                               batch_size=iwae_batch_size(int(e.iwae_chunk), batch_size))
     metrics['iwae_log_likelihood'] = np.mean(iwae)
     if model.likelihood == 'bernoulli' and not binarize:
       metrics['iwae_note'] = ('Bernoulli likelihood of grey-level pixels (test set not '

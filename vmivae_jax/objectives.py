@@ -44,12 +44,23 @@ class ObjectiveWeights:
       that replaces beta * KL for that group.
     gaussian_entropy_kind: entropy term for Gaussian MI targets (vmi.GAUSSIAN_ENTROPY_KINDS).
     stop_target_gradient: do not differentiate log Q through the sampled target z_sel.
+    mi_warmup_steps: lambda rises linearly from 0 to ``mi_weight`` over this many
+      steps (0 = constant lambda).
   """
   mi_weight: float = 0.0
   beta: float = 1.0
   capacity: tuple[tuple[str, Capacity], ...] = ()
   gaussian_entropy_kind: str = 'gaussian_prior'
   stop_target_gradient: bool = False
+  mi_warmup_steps: int = 0
+
+
+def mi_weight_at(step: jax.Array, *, mi_weight: float, warmup_steps: int) -> jax.Array:
+  """lambda(t) = mi_weight * min(1, t / warmup_steps); constant when warmup_steps = 0."""
+  if warmup_steps <= 0:
+    return jnp.asarray(mi_weight, jnp.float32)
+  progress = jnp.minimum(1.0, jnp.asarray(step, jnp.float32) / warmup_steps)
+  return mi_weight * progress
 
 
 def capacity_target(step: jax.Array, *, max_nats: float, steps: int) -> jax.Array:
@@ -108,8 +119,11 @@ def vae_loss_from_forward(forward: vmi.Forward, images: jax.Array, *, model: vmi
     entropy = model.mi_entropy(forward.posterior, forward.sample,
                                gaussian_kind=weights.gaussian_entropy_kind, axis_name=axis_name)
     mi_bound = jnp.mean(log_q) + entropy
+    mi_weight = mi_weight_at(step, mi_weight=weights.mi_weight,
+                             warmup_steps=weights.mi_warmup_steps)
     if weights.mi_weight:
-      loss -= weights.mi_weight * mi_bound
+      loss -= mi_weight * mi_bound
+    metrics['mi_weight'] = mi_weight
     metrics.update(mi_bound=mi_bound, log_q=jnp.mean(log_q), mi_entropy=entropy)
   metrics['loss'] = loss
   return loss, metrics

@@ -13,7 +13,8 @@ the forward pass of step 2 through its VJP instead of running the VAE twice.
 Per-device code in the pmap style runs under ``jax.shard_map`` over the 'data' axis:
 losses are ``pmean``-ed across devices before differentiation, so gradients are
 global-batch means; parameters stay replicated. Random draws are made for the global
-batch and sliced per device, so results do not depend on the device count.
+batch and sliced per device, so results do not depend on the device count. On a
+one-device mesh the same code is jitted without shard_map (no collectives).
 """
 
 import dataclasses
@@ -66,10 +67,12 @@ class StepConfig:
     return self.num_examples // self.batch_size
 
 
-def _pmean_varying(tree):
+def _pmean_varying(tree, axis_name: str | None):
   """pmean over the data axis of the leaves that differ per device (others already agree)."""
+  if axis_name is None:
+    return tree
   def reduce(x):
-    return jax.lax.pmean(x, parallel.DATA_AXIS) if parallel.is_varying(x) else x
+    return jax.lax.pmean(x, axis_name) if parallel.is_varying(x) else x
   return jax.tree.map(reduce, tree)
 
 
@@ -84,8 +87,8 @@ def epoch_permutation(data_key: jax.Array, epoch: jax.Array, num_examples: int) 
   return jax.random.permutation(jax.random.fold_in(data_key, epoch), num_examples)
 
 
-def _train_step(cfg: StepConfig, local_batch: int, state: TrainState, perm: jax.Array,
-                images: jax.Array, step_key: jax.Array, data_key: jax.Array):
+def _train_step(cfg: StepConfig, local_batch: int, axis_name: str | None, state: TrainState,
+                perm: jax.Array, images: jax.Array, step_key: jax.Array, data_key: jax.Array):
   """One step on one device; returns the new state, the epoch permutation and metrics."""
   model, b = cfg.model, cfg.batch_size
   step = state.step
@@ -94,14 +97,15 @@ def _train_step(cfg: StepConfig, local_batch: int, state: TrainState, perm: jax.
                       lambda: epoch_permutation(data_key, epoch, cfg.num_examples),
                       lambda: perm)
   batch_index = jax.lax.dynamic_slice_in_dim(perm, position * b, b)
-  x = scale_images(images[parallel.local_slice(batch_index, local_batch)], cfg.pixel_range)
+  x = scale_images(images[parallel.local_slice(batch_index, local_batch, axis_name)],
+                   cfg.pixel_range)
 
   noise_key, binarize_key = jax.random.split(jax.random.fold_in(step_key, step))
-  noise = jax.tree.map(lambda n: parallel.local_slice(n, local_batch),
+  noise = jax.tree.map(lambda n: parallel.local_slice(n, local_batch, axis_name),
                        latents.draw_noise(noise_key, model.latent, b))
   if cfg.binarize:
     u = jax.random.uniform(binarize_key, (b,) + models.IMAGE_SHAPE)
-    x = (parallel.local_slice(u, local_batch) < x).astype(jnp.float32)
+    x = (parallel.local_slice(u, local_batch, axis_name) < x).astype(jnp.float32)
   temperature = cfg.temperature(step)
 
   def forward_fn(vae_params):
@@ -117,7 +121,7 @@ def _train_step(cfg: StepConfig, local_batch: int, state: TrainState, perm: jax.
       loss, aux = objectives.q_objective(params, q_state=q_state, model=model,
                                          x_prime=forward.x_prime,
                                          targets=model.mi_targets(forward.sample))
-      return jax.lax.pmean(loss, parallel.DATA_AXIS), aux
+      return parallel.pmean(loss, axis_name), aux
 
     (_, q_aux), q_grads = jax.value_and_grad(q_loss, has_aux=True)(q_params)
     q_updates, q_opt_state = cfg.q_tx.update(q_grads, q_opt_state, q_params)
@@ -128,8 +132,8 @@ def _train_step(cfg: StepConfig, local_batch: int, state: TrainState, perm: jax.
   def vae_loss(fwd):
     loss, vae_metrics = objectives.vae_loss_from_forward(
         fwd, x, model=model, q_vars={'params': q_params, **q_state}, step=step,
-        weights=cfg.weights, axis_name=parallel.DATA_AXIS)
-    return jax.lax.pmean(loss, parallel.DATA_AXIS), vae_metrics
+        weights=cfg.weights, axis_name=axis_name)
+    return parallel.pmean(loss, axis_name), vae_metrics
 
   (_, vae_metrics), forward_grads = jax.value_and_grad(vae_loss, has_aux=True)(forward)
   (vae_grads,) = pullback(forward_grads)
@@ -140,7 +144,7 @@ def _train_step(cfg: StepConfig, local_batch: int, state: TrainState, perm: jax.
   new_state = TrainState(step=step + 1, vae_params=vae_params, vae_state=vae_state,
                          vae_opt_state=vae_opt_state, q_params=q_params, q_state=q_state,
                          q_opt_state=q_opt_state)
-  return new_state, perm, _pmean_varying(metrics)
+  return new_state, perm, _pmean_varying(metrics, axis_name)
 
 
 def make_train_chunk(cfg: StepConfig, mesh: jax.sharding.Mesh,
@@ -152,6 +156,9 @@ def make_train_chunk(cfg: StepConfig, mesh: jax.sharding.Mesh,
   of [num_steps] arrays. The state argument is donated.
   """
   local_batch = parallel.local_batch_size(cfg.batch_size, mesh)
+  axis_name = parallel.axis_name_for(mesh)
+  if axis_name is None:
+    cfg = dataclasses.replace(cfg, model=vmi.local_model(cfg.model))
   if cfg.steps_per_epoch < 1:
     raise ValueError(f'batch_size={cfg.batch_size} exceeds the {cfg.num_examples} '
                      'training examples')
@@ -162,12 +169,15 @@ def make_train_chunk(cfg: StepConfig, mesh: jax.sharding.Mesh,
 
     def body(carry, _):
       st, pm = carry
-      st, pm, metrics = _train_step(cfg, local_batch, st, pm, images, step_key, data_key)
+      st, pm, metrics = _train_step(cfg, local_batch, axis_name, st, pm, images, step_key,
+                                    data_key)
       return (st, pm), metrics
 
     (state, _), metrics = jax.lax.scan(body, (state, perm), length=num_steps)
     return state, metrics
 
+  if axis_name is None:
+    return jax.jit(chunk, donate_argnums=(0,))
   sharded = jax.shard_map(chunk, mesh=mesh, in_specs=(P(), P(), P(), P()),
                           out_specs=(P(), P()))
   return jax.jit(sharded, donate_argnums=(0,))

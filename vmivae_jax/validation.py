@@ -208,6 +208,7 @@ def validate(config, *, num_devices: int = 1, check_paths: bool = True) -> None:
   # --- Objective.
   for key in ('mi_weight', 'beta'):
     _check_number(config, key, minimum=0.0)
+  _check_number(config, 'mi_warmup_steps', minimum=0, maximum=MAX_INT)
   _check_number(config, 'latent.gaussian_dims', minimum=0)
   sizes = _check_int_items(config, 'latent.categorical_sizes', minimum=2,
                            why='a categorical code needs an integer K >= 2')

@@ -155,3 +155,18 @@ def entropy_kind_label(model: VMIModel, gaussian_kind: str) -> str:
   if model.mi_gaussian_indices:
     kinds.append(gaussian_kind)
   return '+'.join(kinds) or 'none'
+
+
+def local_model(model: VMIModel) -> VMIModel:
+  """The same model with every BatchNorm's ``batch_norm_axis`` removed.
+
+  Train-mode BatchNorm with an axis name only runs inside shard_map; evaluation and
+  one-device training run without it. Parameter and state trees are unchanged.
+  """
+  def strip(module):
+    return module.clone(batch_norm_axis=None) if module.batch_norm_axis is not None else module
+
+  vae = model.vae.clone(encoder=model.vae.encoder.clone(trunk=strip(model.vae.encoder.trunk)),
+                        decoder=strip(model.vae.decoder))
+  q = model.q.clone(trunk=strip(model.q.trunk))
+  return dataclasses.replace(model, vae=vae, q=q)

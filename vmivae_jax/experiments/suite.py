@@ -70,8 +70,10 @@ def thesis_suite() -> list[Experiment]:
           name='gauss_mnist', title='Gaussian latent, MNIST (thesis 4.4.1)',
           config_file='configs/mnist_gauss.py',
           variants=tuple((f'lambda_{w:g}', {'mi_weight': w})
-                         for w in (0.0, 0.001, 0.005, 0.01, 1.0, 10.0)),
-          seeds=(0,), purpose='MI on 2 of 32 Gaussian dims: influence of the dims vs lambda',
+                         for w in (0.0, 0.001, 0.005, 0.01, 0.1, 0.3, 1.0, 3.0, 10.0)),
+          seeds=(0,), purpose=('MI on 2 of 32 Gaussian dims: influence of the dims vs lambda; the '
+                                'thesis grid 0.001-0.01 and a grid around lambda = 1, '
+                                'where the influence peaks'),
           overrides={'num_train_steps': GAUSS_STEPS, 'checkpoint_every_steps': GAUSS_STEPS,
                      **eval_overrides}),
       joint('joint_mnist', 'Joint latent, MNIST (thesis 4.4.2)', 'configs/mnist_joint.py',
