@@ -51,6 +51,18 @@ def load_config(config_file: str, overrides: dict):
   return config
 
 
+def code_version() -> str:
+  """The repository's commit (with '+dirty' for uncommitted changes), or 'unknown'."""
+  try:
+    commit = subprocess.run(['git', 'rev-parse', '--short=12', 'HEAD'], cwd=REPO_ROOT,
+                            capture_output=True, text=True, check=True).stdout.strip()
+    dirty = subprocess.run(['git', 'status', '--porcelain', '--untracked-files=no'],
+                           cwd=REPO_ROOT, capture_output=True, text=True, check=True).stdout
+  except (OSError, subprocess.CalledProcessError):
+    return 'unknown'
+  return commit + ('+dirty' if dirty.strip() else '')
+
+
 def run_dir(root: Path, experiment: str, variant: str, seed: int) -> Path:
   return root / experiment / variant / f'seed{seed}'
 
@@ -86,7 +98,7 @@ def run_one(experiment: suite_lib.Experiment, variant: str, seed: int, root: Pat
       'command': suite_lib.train_command(experiment, variant, seed, str(workdir)),
       'eval_command': f'python eval.py --workdir={workdir}',
       'train_seconds': round(train_seconds, 1), 'eval_seconds': round(time.time() - start, 1),
-      'metrics': metrics,
+      'code_version': code_version(), 'metrics': metrics,
   }
   workdir_lib.atomic_write_text(record_path, json.dumps(record, indent=2, sort_keys=True))
   return record
