@@ -725,6 +725,7 @@ def to_markdown(results: dict) -> str:
             if (m['arch'], m['batch']) == (arch, batch)}
     lines.append(f'| {ARCH_LABELS[arch]} | {batch} | {_fmt(vals.get("elbo"), 2, "x")} '
                  f'| {_fmt(vals.get("elbo_noq"), 2, "x")} |')
+  lines += _bounds_markdown(results)
   lines += ['', '## Float32 matmul baseline (same run)', '',
             '| process | size | median GFLOP/s | best GFLOP/s |', '|---|---:|---:|---:|']
   for w in results['workers']:
@@ -767,6 +768,70 @@ def to_markdown(results: dict) -> str:
               f'({w.get("spec", {}).get("threads", "")} threads): {w["error"]}'
               + (f' ({w["note"]})' if w.get('note') else '') for w in failed]
   return '\n'.join(lines) + '\n'
+
+
+def _matmul_best(results: dict, worker: str, arch: str, devices: int | None = None) -> float | None:
+  """Best float32 matmul GFLOP/s of one worker process of the run."""
+  best = None
+  for w in results['workers']:
+    if w.get('worker') == worker and w.get('arch') == arch and (
+        devices is None or w.get('devices') == devices):
+      for v in (w.get('matmul_gflops') or {}).values():
+        best = max(best or 0.0, v['best'])
+  return best
+
+
+def _bounds_markdown(results: dict) -> list[str]:
+  """What bounds the step: FLOP ratios, the PyTorch ceiling and the op-time profile."""
+  table = results['summary']['table']
+  lines = ['', '## What bounds the step', '',
+           'FLOPs from XLA\'s cost analysis of our step (the PyTorch step does the same '
+           'arithmetic). "Ceiling" = our best float32 matmul GFLOP/s over PyTorch\'s achieved '
+           'step GFLOP/s: the JAX/torch ratio we would reach if our whole step ran at our own '
+           'matmul peak. A 1.5x target above the ceiling is out of reach at float32.', '',
+           '| model | step | batch | MI / no-Q FLOPs | torch best GFLOP/s | torch %(torch matmul) '
+           '| JAX %(JAX matmul) | JAX / torch | ceiling |', '|---|---|---:|---:|---:|---:|---:|---:|---:|']
+  for r in table:
+    if not r['mflop_per_example']:
+      continue
+    noq = next((x for x in table if (x['arch'], x['batch'], x['kind']) ==
+                (r['arch'], r['batch'], 'elbo_noq')), None)
+    flop_ratio = (r['mflop_per_example'] / noq['mflop_per_example']
+                  if noq and noq['mflop_per_example'] and r['kind'] != 'elbo_noq' else None)
+    torch_gflops = (r['torch_best_ex_s'] * r['mflop_per_example'] / 1e3
+                    if r['torch_best_ex_s'] else None)
+    threads = 1 if (r['torch_best'] or '').endswith('1 thread(s)') else None
+    torch_mm = None
+    for w in results['workers']:
+      if w.get('worker') == 'torch' and w.get('arch') == r['arch'] and (
+          threads is None or w.get('threads') == threads):
+        for v in (w.get('matmul_gflops') or {}).values():
+          torch_mm = max(torch_mm or 0.0, v['best'])
+    jax_mm = _matmul_best(results, 'jax', r['arch'], 1)
+    lines.append(
+        f'| {ARCH_LABELS[r["arch"]]} | {KIND_LABELS[r["kind"]]} | {r["batch"]} '
+        f'| {_fmt(flop_ratio, 2, "x")} | {_fmt(torch_gflops)} '
+        f'| {_fmt(torch_gflops and torch_mm and 100 * torch_gflops / torch_mm, 0, "%")} '
+        f'| {_fmt(r["matmul_fraction"] and 100 * r["matmul_fraction"], 0, "%")} '
+        f'| {_fmt(r["jax_over_torch"], 2, "x")} '
+        f'| {_fmt(torch_gflops and jax_mm and jax_mm / torch_gflops, 2, "x")} |')
+  profiles = []
+  for w in results['workers']:
+    for c in w.get('configs', []):
+      p = c.get('profile')
+      if isinstance(p, dict) and p.get('categories_fraction'):
+        profiles.append((w, c, p))
+  if profiles:
+    lines += ['', '### Op-time profile (jax.profiler trace of one chunk, op time summed over '
+              'threads; the trace itself slows the chunk)', '', '| model | step | batch | devices | ms/step under the profiler | op-time shares |',
+              '|---|---|---:|---:|---:|---|']
+    for w, c, p in profiles:
+      shares = ', '.join(f'{k} {100 * v:.0f}%' for k, v in p['categories_fraction'].items()
+                         if v >= 0.005)
+      lines.append(f'| {ARCH_LABELS[c.get("arch", w.get("arch"))]} | {KIND_LABELS[c["kind"]]} '
+                   f'| {c["batch"]} | {w.get("devices")} | {p["wall_ms_per_step"]:.1f} '
+                   f'| {shares} |')
+  return lines
 
 
 def _torch_cell(r, main_threads) -> str:
