@@ -51,13 +51,18 @@ def load_config(config_file: str, overrides: dict):
   return config
 
 
+# The files whose contents can change a run's numbers (docs and benchmarks cannot).
+RESULT_PATHS = ('vmivae_jax', 'configs', 'train.py', 'eval.py', 'pyproject.toml')
+
+
 def code_version() -> str:
-  """The repository's commit (with '+dirty' for uncommitted changes), or 'unknown'."""
+  """HEAD's commit, '+dirty' if RESULT_PATHS have uncommitted changes; or 'unknown'."""
   try:
     commit = subprocess.run(['git', 'rev-parse', '--short=12', 'HEAD'], cwd=REPO_ROOT,
                             capture_output=True, text=True, check=True).stdout.strip()
-    dirty = subprocess.run(['git', 'status', '--porcelain', '--untracked-files=no'],
-                           cwd=REPO_ROOT, capture_output=True, text=True, check=True).stdout
+    dirty = subprocess.run(['git', 'status', '--porcelain', '--untracked-files=no', '--',
+                            *RESULT_PATHS], cwd=REPO_ROOT, capture_output=True, text=True,
+                           check=True).stdout
   except (OSError, subprocess.CalledProcessError):
     return 'unknown'
   return commit + ('+dirty' if dirty.strip() else '')
