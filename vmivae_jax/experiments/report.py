@@ -185,13 +185,14 @@ def _reading(summary: dict) -> list[str]:
                  f'{_pct(acc["elbo_capz2"])} (lambda = 0) to {_pct(acc["mi_capz2"])} '
                  '(lambda = 10)')
       parts.append(text + '.')
-  ablation = summary.get('ablation_mnist', {}).get('variants', {})
-  scored = [(v['metrics']['accuracy_hungarian']['mean'], name) for name, v in ablation.items()
-            if 'accuracy_hungarian' in v['metrics']]
-  if scored:
-    _, best = max(scored)
-    parts.append(f'The best MNIST variant of the ablation is {best}, at '
-                 f'{_pct(ablation[best]["metrics"]["accuracy_hungarian"])}.')
+  for exp, name in (('ablation_mnist', 'MNIST'), ('ablation_fashion', 'Fashion-MNIST')):
+    ablation = summary.get(exp, {}).get('variants', {})
+    scored = [(v['metrics']['accuracy_hungarian']['mean'], variant)
+              for variant, v in ablation.items() if 'accuracy_hungarian' in v['metrics']]
+    if scored:
+      _, best = max(scored)
+      parts.append(f'The best {name} variant of {exp} is {best}, at '
+                   f'{_pct(ablation[best]["metrics"]["accuracy_hungarian"])}.')
   missed = []
   for exp, checks in TARGETS.items():
     for metric, threshold, text in checks:

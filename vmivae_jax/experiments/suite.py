@@ -103,6 +103,15 @@ def thesis_suite() -> list[Experiment]:
               ('capz2_only_30_epochs', {**JOINT_RECIPE, **THIRTY_EPOCHS, 'mi_weight': 0.0}),
           )),
       Experiment(
+          name='ablation_fashion', title='Ablation: longer training (Fashion-MNIST)',
+          config_file='configs/fashion_joint.py', seeds=(0, 1, 2),
+          purpose=('Joint latent on Fashion-MNIST, 3 seeds per variant: plain MI (lambda = 10) '
+                   'and the capacity recipe trained 3x longer (30 epochs); compare with '
+                   'joint_fashion (10 epochs)'),
+          overrides=joint_overrides,
+          variants=(('mi_30_epochs', {'mi_weight': 10.0, **THIRTY_EPOCHS}),
+                    ('mi_capz2_30_epochs', {**JOINT_RECIPE, **THIRTY_EPOCHS}))),
+      Experiment(
           name='ablation_arch_mnist', title='Ablation: architecture (MNIST, one seed)',
           config_file='configs/mnist_joint.py', seeds=(0,),
           purpose=('The recipe (mi_capz2) with a small conv encoder, decoder and Q (k4 s2 convs '
