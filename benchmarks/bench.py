@@ -770,12 +770,12 @@ def to_markdown(results: dict) -> str:
   return '\n'.join(lines) + '\n'
 
 
-def _matmul_best(results: dict, worker: str, arch: str, devices: int | None = None) -> float | None:
-  """Best float32 matmul GFLOP/s of one worker process of the run."""
+def _matmul_best(results: dict, **match) -> float | None:
+  """Best float32 matmul GFLOP/s over the run's worker processes whose fields equal
+  ``match`` (a None value matches anything)."""
   best = None
   for w in results['workers']:
-    if w.get('worker') == worker and w.get('arch') == arch and (
-        devices is None or w.get('devices') == devices):
+    if all(v is None or w.get(k) == v for k, v in match.items()):
       for v in (w.get('matmul_gflops') or {}).values():
         best = max(best or 0.0, v['best'])
   return best
@@ -801,13 +801,8 @@ def _bounds_markdown(results: dict) -> list[str]:
     torch_gflops = (r['torch_best_ex_s'] * r['mflop_per_example'] / 1e3
                     if r['torch_best_ex_s'] else None)
     threads = 1 if (r['torch_best'] or '').endswith('1 thread(s)') else None
-    torch_mm = None
-    for w in results['workers']:
-      if w.get('worker') == 'torch' and w.get('arch') == r['arch'] and (
-          threads is None or w.get('threads') == threads):
-        for v in (w.get('matmul_gflops') or {}).values():
-          torch_mm = max(torch_mm or 0.0, v['best'])
-    jax_mm = _matmul_best(results, 'jax', r['arch'], 1)
+    torch_mm = _matmul_best(results, worker='torch', arch=r['arch'], threads=threads)
+    jax_mm = _matmul_best(results, worker='jax', arch=r['arch'], devices=1)
     lines.append(
         f'| {ARCH_LABELS[r["arch"]]} | {KIND_LABELS[r["kind"]]} | {r["batch"]} '
         f'| {_fmt(flop_ratio, 2, "x")} | {_fmt(torch_gflops)} '

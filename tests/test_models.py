@@ -225,55 +225,46 @@ def test_batchnorm_statistics_are_global_under_data_parallelism():
 # The strided (transpose) convolutions written as matmuls equal Flax's layers.
 
 
-@pytest.mark.parametrize('impl', ['im2col', 'space_to_depth'])
-def test_strided_conv_matches_flax_conv(impl):
-  rng = np.random.default_rng(8)
-  x = rng.normal(size=(2, 14, 14, 3)).astype(np.float32)
-  kernel = rng.normal(size=(4, 4, 3, 5)).astype(np.float32)
-  bias = rng.normal(size=(5,)).astype(np.float32)
-  ref_layer = nn.Conv(5, (4, 4), strides=(2, 2), padding=((1, 1), (1, 1)))
+def _assert_matches_flax_layer(ours_fn, module, ref_layer, *, seed, x_shape, kernel_shape,
+                               out_shape):
+  """ours_fn(x, kernel) + bias equals the Flax layer, values and gradients; the module
+  wrapper has the Flax layer's parameter shapes."""
+  rng = np.random.default_rng(seed)
+  x = rng.normal(size=x_shape).astype(np.float32)
+  kernel = rng.normal(size=kernel_shape).astype(np.float32)
+  bias = rng.normal(size=kernel_shape[-1:]).astype(np.float32)
 
   @jax.jit
   def both(x, kernel, bias):
-    ours = lambda x, k: models.conv4x4_stride2(x, k, impl=impl) + bias
+    ours = lambda x, k: ours_fn(x, k) + bias
     ref = lambda x, k: ref_layer.apply({'params': {'kernel': k, 'bias': bias}}, x)
-    w = jnp.asarray(rng.normal(size=(2, 7, 7, 5)), jnp.float32)
+    w = jnp.asarray(rng.normal(size=out_shape), jnp.float32)
     grads = [jax.grad(lambda x, k: jnp.sum(w * f(x, k)), argnums=(0, 1))(x, kernel)
              for f in (ours, ref)]
     return ours(x, kernel), ref(x, kernel), grads
   ours, ref, (g_ours, g_ref) = both(x, kernel, bias)
-  chex.assert_shape(ours, (2, 7, 7, 5))
+  chex.assert_shape(ours, out_shape)
   np.testing.assert_allclose(ours, ref, rtol=1e-4, atol=1e-4)
   chex.assert_trees_all_close(g_ours, g_ref, rtol=1e-4, atol=1e-4)
-  # The module wrapper has nn.Conv's parameters.
-  shapes = jax.eval_shape(models.StridedConv(5).init, jax.random.PRNGKey(0), x)
+  shapes = jax.eval_shape(module.init, jax.random.PRNGKey(0), x)
   assert _shape_tree(shapes) == _shape_tree(jax.eval_shape(ref_layer.init, jax.random.PRNGKey(0),
                                                            x))
+
+
+@pytest.mark.parametrize('impl', ['im2col', 'space_to_depth'])
+def test_strided_conv_matches_flax_conv(impl):
+  _assert_matches_flax_layer(
+      lambda x, k: models.conv4x4_stride2(x, k, impl=impl), models.StridedConv(5),
+      nn.Conv(5, (4, 4), strides=(2, 2), padding=((1, 1), (1, 1))),
+      seed=8, x_shape=(2, 14, 14, 3), kernel_shape=(4, 4, 3, 5), out_shape=(2, 7, 7, 5))
 
 
 @pytest.mark.parametrize('impl', ['subpixel', 'phases', 'adjoint', 'auto'])
 def test_strided_conv_transpose_matches_flax_conv_transpose(impl):
-  rng = np.random.default_rng(9)
-  x = rng.normal(size=(2, 7, 7, 4)).astype(np.float32)
-  kernel = rng.normal(size=(4, 4, 4, 3)).astype(np.float32)
-  bias = rng.normal(size=(3,)).astype(np.float32)
-  ref_layer = nn.ConvTranspose(3, (4, 4), strides=(2, 2), padding='SAME')
-
-  @jax.jit
-  def both(x, kernel, bias):
-    ours = lambda x, k: models.conv_transpose4x4_stride2(x, k, impl=impl) + bias
-    ref = lambda x, k: ref_layer.apply({'params': {'kernel': k, 'bias': bias}}, x)
-    w = jnp.asarray(rng.normal(size=(2, 14, 14, 3)), jnp.float32)
-    grads = [jax.grad(lambda x, k: jnp.sum(w * f(x, k)), argnums=(0, 1))(x, kernel)
-             for f in (ours, ref)]
-    return ours(x, kernel), ref(x, kernel), grads
-  ours, ref, (g_ours, g_ref) = both(x, kernel, bias)
-  chex.assert_shape(ours, (2, 14, 14, 3))
-  np.testing.assert_allclose(ours, ref, rtol=1e-4, atol=1e-4)
-  chex.assert_trees_all_close(g_ours, g_ref, rtol=1e-4, atol=1e-4)
-  shapes = jax.eval_shape(models.StridedConvTranspose(3).init, jax.random.PRNGKey(0), x)
-  assert _shape_tree(shapes) == _shape_tree(jax.eval_shape(ref_layer.init, jax.random.PRNGKey(0),
-                                                           x))
+  _assert_matches_flax_layer(
+      lambda x, k: models.conv_transpose4x4_stride2(x, k, impl=impl),
+      models.StridedConvTranspose(3), nn.ConvTranspose(3, (4, 4), strides=(2, 2), padding='SAME'),
+      seed=9, x_shape=(2, 7, 7, 4), kernel_shape=(4, 4, 4, 3), out_shape=(2, 14, 14, 3))
 
 
 # ----------------------------------------------------------------------------------

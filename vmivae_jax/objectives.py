@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from vmivae_jax import latents
+from vmivae_jax import parallel
 from vmivae_jax import vmi
 
 
@@ -59,19 +60,17 @@ def mi_weight_at(step: jax.Array, *, mi_weight: float, warmup_steps: int) -> jax
   """lambda(t) = mi_weight * min(1, t / warmup_steps); constant when warmup_steps = 0."""
   if warmup_steps <= 0:
     return jnp.asarray(mi_weight, jnp.float32)
-  progress = jnp.minimum(1.0, jnp.asarray(step, jnp.float32) / warmup_steps)
-  return mi_weight * progress
+  return mi_weight * _linear_ramp(step, warmup_steps)
 
 
 def capacity_target(step: jax.Array, *, max_nats: float, steps: int) -> jax.Array:
   """C(t) = max_nats * min(1, t / steps): the JointVAE capacity schedule."""
-  progress = jnp.minimum(1.0, jnp.asarray(step, jnp.float32) / max(steps, 1))
-  return max_nats * progress
+  return max_nats * _linear_ramp(step, steps)
 
 
-def _global_mean(x: jax.Array, axis_name: str | None) -> jax.Array:
-  mean = jnp.mean(x)
-  return jax.lax.pmean(mean, axis_name) if axis_name else mean
+def _linear_ramp(step: jax.Array, steps: int) -> jax.Array:
+  """min(1, t / steps), rising from 0 at t = 0."""
+  return jnp.minimum(1.0, jnp.asarray(step, jnp.float32) / max(steps, 1))
 
 
 def vae_loss_from_forward(forward: vmi.Forward, images: jax.Array, *, model: vmi.VMIModel,
@@ -102,7 +101,7 @@ def vae_loss_from_forward(forward: vmi.Forward, images: jax.Array, *, model: vmi
     if group in capacities:
       cap = capacities[group]
       target = capacity_target(step, max_nats=cap.max_nats, steps=cap.steps)
-      penalty += cap.gamma * jnp.abs(_global_mean(kl, axis_name) - target)
+      penalty += cap.gamma * jnp.abs(parallel.pmean(jnp.mean(kl), axis_name) - target)
       metrics[f'capacity/{group}'] = target
     else:
       penalty += weights.beta * jnp.mean(kl)

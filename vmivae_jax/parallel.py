@@ -47,12 +47,12 @@ def pmean(x, axis_name: str | None):
   return jax.lax.pmean(x, axis_name) if axis_name else x
 
 
-def local_slice(global_array: jax.Array, local_size: int,
-                axis_name: str | None = DATA_AXIS) -> jax.Array:
+def local_slice(global_array: jax.Array, local_size: int, axis_name: str | None) -> jax.Array:
   """This device's rows of an array computed identically on every device.
 
   Random draws for the global batch are made in full on each device and sliced, so
-  every example sees the same noise whatever the device count.
+  every example sees the same noise whatever the device count. Without an axis (one
+  device) the global array is the local one.
   """
   if axis_name is None:
     return global_array

@@ -14,6 +14,7 @@ import jax.numpy as jnp
 from vmivae_jax import latents
 from vmivae_jax import losses
 from vmivae_jax import models
+from vmivae_jax import parallel
 
 LIKELIHOODS = ('bernoulli', 'gaussian', 'mse')
 GAUSSIAN_ENTROPY_KINDS = ('gaussian_prior', 'gaussian_aggregate_mc')
@@ -129,9 +130,8 @@ class VMIModel:
     """
     entropy = jnp.zeros((), jnp.float32)
     for i in self.mi_categorical_indices:
-      probs = jnp.mean(jax.nn.softmax(posterior.logits[i], axis=-1), axis=0)
-      if axis_name is not None:
-        probs = jax.lax.pmean(probs, axis_name)
+      probs = parallel.pmean(jnp.mean(jax.nn.softmax(posterior.logits[i], axis=-1), axis=0),
+                             axis_name)
       entropy += -jnp.sum(probs * jnp.log(jnp.clip(probs, 1e-30)))
     if self.mi_gaussian_indices:
       if gaussian_kind == 'gaussian_prior':
