@@ -262,7 +262,7 @@ def jax_steps_worker(spec: dict) -> dict:
       config = make_config(arch, kind, batch)
       if tiny:
         config = _tiny_config(config)
-      validation.validate(config, num_devices=devices)
+      validation.validate(config, num_devices=devices, check_paths=False)
       run = trainer.build_run(config, num_train_examples=num_examples)
       cfg = run.step_config
       state = parallel.replicate(run.initial_state(), mesh)
@@ -358,7 +358,7 @@ def _dispatch_check(spec, jax, steps_lib, parallel, trainer, images, mesh, num_e
   config = make_config(arch, kind, batch)
   if spec['tiny']:
     config = _tiny_config(config)
-  validation.validate(config, num_devices=mesh.shape[parallel.DATA_AXIS])
+  validation.validate(config, num_devices=mesh.shape[parallel.DATA_AXIS], check_paths=False)
   run = trainer.build_run(config, num_train_examples=num_examples)
   n = spec['steps_per_call']
   keys = parallel.replicate((run.keys['step'], run.keys['data']), mesh)
