@@ -7,7 +7,7 @@
 
 Measures (each group in its own subprocess, so ``ru_maxrss`` is that group's peak):
 
-* ``steps``: examples/s of the jitted train chunk (``steps.make_train_chunk``: a
+* ``steps``: examples/s of the jitted train chunk (``train_step.make_train_chunk``: a
   lax.scan over steps, Python once per chunk) for the step kinds
 
     - ``mi``: the MI step (lambda = 10, Q update + MI term; the joint MNIST setting),
@@ -239,7 +239,7 @@ def jax_steps_worker(spec: dict) -> dict:
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   from vmivae_jax import parallel  # pylint: disable=g-import-not-at-top
-  from vmivae_jax import steps as steps_lib  # pylint: disable=g-import-not-at-top
+  from vmivae_jax import train_step as train_step_lib  # pylint: disable=g-import-not-at-top
   from vmivae_jax import trainer  # pylint: disable=g-import-not-at-top
   from vmivae_jax import validation  # pylint: disable=g-import-not-at-top
 
@@ -264,10 +264,10 @@ def jax_steps_worker(spec: dict) -> dict:
         config = _tiny_config(config)
       validation.validate(config, num_devices=devices, check_paths=False)
       run = trainer.build_run(config, num_train_examples=num_examples)
-      cfg = run.step_config
+      cfg = run.step_statics
       state = parallel.replicate(run.initial_state(), mesh)
       keys = parallel.replicate((run.keys['step'], run.keys['data']), mesh)
-      fn = steps_lib.make_train_chunk(cfg, mesh, num_steps)
+      fn = train_step_lib.make_train_chunk(cfg, mesh, num_steps)
       t0 = time.perf_counter()
       lowered = fn.lower(state, images, *keys)
       t1 = time.perf_counter()
@@ -276,7 +276,7 @@ def jax_steps_worker(spec: dict) -> dict:
       state, metrics = compiled(state, images, *keys)
       jax.block_until_ready((state, metrics))
       t3 = time.perf_counter()
-      flops_per_step = _step_flops(steps_lib, cfg, mesh1, run, images_np)
+      flops_per_step = _step_flops(train_step_lib, cfg, mesh1, run, images_np)
       mem = compiled.memory_analysis()
       name = f'{arch}/{kind}/{batch}'
       entry = {
@@ -330,18 +330,18 @@ def jax_steps_worker(spec: dict) -> dict:
         'matmul_fraction': _median([g / p for g, p in zip(gflops, peak_per_round)]),
     })
     out['configs'].append(entry)
-  out['dispatch'] = _dispatch_check(spec, jax, steps_lib, parallel, trainer, images, mesh,
+  out['dispatch'] = _dispatch_check(spec, jax, train_step_lib, parallel, trainer, images, mesh,
                                     num_examples) if spec.get('dispatch') else None
   out['load_after'] = _loadavg()
   out['peak_rss_mib'] = _maxrss_mib()
   return out
 
 
-def _step_flops(steps_lib, cfg, mesh1, run, images_np) -> float:
+def _step_flops(train_step_lib, cfg, mesh1, run, images_np) -> float:
   """XLA cost-analysis FLOPs of one train step of the global batch (1-device program)."""
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  fn = steps_lib.make_train_chunk(cfg, mesh1, 1)
+  fn = train_step_lib.make_train_chunk(cfg, mesh1, 1)
   abstract = jax.eval_shape(run.initial_state)
   images = jax.ShapeDtypeStruct(images_np.shape, jnp.uint8)
   key = jax.ShapeDtypeStruct(run.keys['step'].shape, run.keys['step'].dtype)
@@ -351,7 +351,7 @@ def _step_flops(steps_lib, cfg, mesh1, run, images_np) -> float:
   return float(cost.get('flops', float('nan'))) if cost else float('nan')
 
 
-def _dispatch_check(spec, jax, steps_lib, parallel, trainer, images, mesh, num_examples):
+def _dispatch_check(spec, jax, train_step_lib, parallel, trainer, images, mesh, num_examples):
   """Per-step time of N one-step chunks called from Python vs one N-step chunk."""
   from vmivae_jax import validation  # pylint: disable=g-import-not-at-top
   arch, batch, kind = spec['arch'], min(spec['batches']), 'mi'
@@ -362,8 +362,8 @@ def _dispatch_check(spec, jax, steps_lib, parallel, trainer, images, mesh, num_e
   run = trainer.build_run(config, num_train_examples=num_examples)
   n = spec['steps_per_call']
   keys = parallel.replicate((run.keys['step'], run.keys['data']), mesh)
-  one = steps_lib.make_train_chunk(run.step_config, mesh, 1)
-  many = steps_lib.make_train_chunk(run.step_config, mesh, n)
+  one = train_step_lib.make_train_chunk(run.step_statics, mesh, 1)
+  many = train_step_lib.make_train_chunk(run.step_statics, mesh, n)
   state = parallel.replicate(run.initial_state(), mesh)
   state, _ = one(state, images, *keys)
   state, _ = many(state, images, *keys)

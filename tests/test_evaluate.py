@@ -155,7 +155,7 @@ def test_bernoulli_fast_path_matches_model_reconstruction(joint):
   x = jnp.asarray(rng.random((5, 28, 28, 1)), jnp.float32)
   fast = evaluate._log_likelihood_samples(model, raw, x, None)  # pylint: disable=protected-access
   for s in range(3):
-    fwd = evaluate.vmi.Forward(None, None, raw[s], None, model.decoder_mean(raw[s]))
+    fwd = evaluate.model_lib.Forward(None, None, raw[s], None, model.decoder_mean(raw[s]))
     np.testing.assert_allclose(fast[s], model.reconstruction(fwd, x), rtol=1e-5)
 
 

@@ -26,7 +26,7 @@ from vmivae_jax import latents
 from vmivae_jax import losses
 from vmivae_jax import objectives
 from vmivae_jax import parallel
-from vmivae_jax import vmi
+from vmivae_jax import model as model_lib
 
 B = 16
 W = objectives.ObjectiveWeights
@@ -36,7 +36,7 @@ TEMPERATURE = np.float32(0.7)
 
 @dataclasses.dataclass
 class Setup:
-  model: vmi.VMIModel
+  model: model_lib.VMIModel
   vae_params: dict
   vae_state: dict
   q_vars: dict
@@ -59,7 +59,7 @@ def setup() -> Setup:
 
 
 @functools.lru_cache(maxsize=None)
-def _objective(model: vmi.VMIModel, weights: objectives.ObjectiveWeights):
+def _objective(model: model_lib.VMIModel, weights: objectives.ObjectiveWeights):
   """jit(vae_objective) for one model and weights; beta is a traced argument (it only
   enters arithmetically), so tests that vary only beta share one compilation."""
   def f(vae_params, vae_state, q_vars, images, noise, temperature, step, beta):
@@ -353,7 +353,7 @@ def test_mi_entropy_kinds(setup):
   assert e['prior'] == pytest.approx(e['cat'] + losses.gaussian_prior_entropy(num_dims=1), rel=1e-6)
   assert e['mc'] == pytest.approx(e['cat'] + e['gauss_mc'], rel=1e-5)
   assert abs(e['mc'] - e['prior']) > 1e-3
-  assert vmi.entropy_kind_label(model, 'gaussian_prior') == 'categorical_aggregate+gaussian_prior'
+  assert model_lib.entropy_kind_label(model, 'gaussian_prior') == 'categorical_aggregate+gaussian_prior'
 
 
 def test_mi_targets_select_dims_and_codes():
@@ -393,7 +393,7 @@ def test_reconstruction_and_decoder_mean(likelihood, pixel_range):
   def run(raw, images):
     x_prime = model.decoder_mean(raw)
     post, sample = _empty_latents(2)
-    fwd = vmi.Forward(post, sample, raw, None, x_prime)
+    fwd = model_lib.Forward(post, sample, raw, None, x_prime)
     return x_prime, model.reconstruction(fwd, images)
   x_prime, recon = (np.asarray(a, np.float64) for a in run(raw, images))
   raw64, img64 = raw.astype(np.float64), images.astype(np.float64)

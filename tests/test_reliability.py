@@ -82,15 +82,15 @@ class _NullWriter:
 
 @dataclasses.dataclass
 class FakeChunks:
-  """Replaces steps.cached_train_chunk: params += 1 per step, metrics = f(step); records
+  """Replaces train_step.cached_train_chunk: params += 1 per step, metrics = f(step); records
   the chunk lengths the trainer asks for and can inject NaN/Inf or a SIGTERM."""
   lengths: list = dataclasses.field(default_factory=list)
   nan_metric_at: int | None = None
   nan_params_at: int | None = None
   sigterm_at: int | None = None
 
-  def __call__(self, step_config, mesh, num_steps):
-    del step_config, mesh
+  def __call__(self, step_statics, mesh, num_steps):
+    del step_statics, mesh
     self.lengths.append(num_steps)
 
     def chunk(state, images, step_key, data_key):
@@ -348,8 +348,8 @@ import os, runpy, sys, time
 sleep = float(os.environ.get('VMIVAE_TEST_CHUNK_SLEEP', '0'))
 hang_step = os.environ.get('VMIVAE_TEST_HANG_SAVE_STEP', '')
 if sleep:  # a slower chunk, so that a kill lands mid-run
-  from vmivae_jax import steps
-  _make = steps.cached_train_chunk
+  from vmivae_jax import train_step
+  _make = train_step.cached_train_chunk
 
   def slow_chunk(*args, **kwargs):
     fn = _make(*args, **kwargs)
@@ -359,7 +359,7 @@ if sleep:  # a slower chunk, so that a kill lands mid-run
       time.sleep(sleep)
       return out
     return run
-  steps.cached_train_chunk = slow_chunk
+  train_step.cached_train_chunk = slow_chunk
 if hang_step:  # hang inside the checkpoint write of step hang_step, before its rename
   from orbax.checkpoint._src.path import atomicity
   _finalize = atomicity.AtomicRenameTemporaryPath.finalize

@@ -8,9 +8,9 @@ import ml_collections
 import optax
 
 from vmivae_jax import latents
-from vmivae_jax import models
+from vmivae_jax import networks
 from vmivae_jax import objectives
-from vmivae_jax import vmi
+from vmivae_jax import model as model_lib
 
 PIXEL_RANGES = {'zero_one': (0.0, 1.0), 'minus_one_one': (-1.0, 1.0)}
 OPTIMIZERS = ('adam', 'adamw', 'sgd', 'rmsprop')
@@ -88,27 +88,27 @@ def latent_spec(config) -> latents.LatentSpec:
                             categorical_sizes=tuple(int(k) for k in config.latent.categorical_sizes))
 
 
-def build_model(config, *, batch_norm_axis: str | None = None) -> vmi.VMIModel:
+def build_model(config, *, batch_norm_axis: str | None = None) -> model_lib.VMIModel:
   """The VMIModel a config describes; ``batch_norm_axis`` names the data-parallel axis."""
   m = config.model
   spec = latent_spec(config)
 
   def extractor(hidden, channels):
-    return models.FeatureExtractor(family=m.family, hidden=tuple(hidden),
+    return networks.FeatureExtractor(family=m.family, hidden=tuple(hidden),
                                    conv_channels=tuple(channels), norm=m.norm,
                                    activation=m.activation, batch_norm_axis=batch_norm_axis)
 
   cat_idx = tuple(int(i) for i in config.mi.categorical_indices)
-  vae = models.VAE(
-      encoder=models.Encoder(spec=spec, trunk=extractor(m.encoder_hidden, m.encoder_channels)),
-      decoder=models.Decoder(family=m.family, hidden=tuple(m.decoder_hidden),
+  vae = networks.VAE(
+      encoder=networks.Encoder(spec=spec, trunk=extractor(m.encoder_hidden, m.encoder_channels)),
+      decoder=networks.Decoder(family=m.family, hidden=tuple(m.decoder_hidden),
                              conv_channels=tuple(m.decoder_channels), norm=m.norm,
                              activation=m.activation, batch_norm_axis=batch_norm_axis),
       learn_output_logvar=bool(config.learn_output_logvar and config.likelihood == 'gaussian'))
-  q = models.QNetwork(num_gaussian=len(config.mi.gaussian_indices),
+  q = networks.QNetwork(num_gaussian=len(config.mi.gaussian_indices),
                       categorical_sizes=tuple(spec.categorical_sizes[i] for i in cat_idx),
                       trunk=extractor(m.q_hidden, m.q_channels))
-  return vmi.VMIModel(vae=vae, q=q, latent=spec,
+  return model_lib.VMIModel(vae=vae, q=q, latent=spec,
                       mi_gaussian_indices=tuple(int(i) for i in config.mi.gaussian_indices),
                       mi_categorical_indices=cat_idx, likelihood=config.likelihood,
                       pixel_range=PIXEL_RANGES[config.pixel_range],

@@ -48,11 +48,11 @@ from vmivae_jax import data
 from vmivae_jax import distributions
 from vmivae_jax import latents
 from vmivae_jax import losses
-from vmivae_jax import models
+from vmivae_jax import networks
 from vmivae_jax import objectives
 from vmivae_jax import trainer
 from vmivae_jax import validation
-from vmivae_jax import vmi
+from vmivae_jax import model as model_lib
 from vmivae_jax import workdir as workdir_lib
 
 EVAL_DIR = 'eval'
@@ -85,7 +85,7 @@ def eval_keys(seed: int) -> dict[str, jax.Array]:
 # Models and images.
 
 
-local_model = vmi.local_model
+local_model = model_lib.local_model
 
 
 def _flat_draw(sampler, key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
@@ -141,16 +141,16 @@ def _map_batches(fn, images: np.ndarray, batch_size: int, key: jax.Array):
   return jax.tree.map(lambda *xs: np.concatenate(xs)[:n], *outputs)
 
 
-def _output_logvar(model: vmi.VMIModel, vae_vars: dict):
+def _output_logvar(model: model_lib.VMIModel, vae_vars: dict):
   return vae_vars['params']['output_logvar'] if model.vae.learn_output_logvar else None
 
 
-def _decode_raw(model: vmi.VMIModel, vae_vars: dict, code: jax.Array) -> jax.Array:
-  return model.vae.apply(vae_vars, code, train=False, method=models.VAE.decode)
+def _decode_raw(model: model_lib.VMIModel, vae_vars: dict, code: jax.Array) -> jax.Array:
+  return model.vae.apply(vae_vars, code, train=False, method=networks.VAE.decode)
 
 
 @functools.partial(jax.jit, static_argnames=('model',))
-def decode_mean(model: vmi.VMIModel, vae_vars: dict, code: jax.Array) -> jax.Array:
+def decode_mean(model: model_lib.VMIModel, vae_vars: dict, code: jax.Array) -> jax.Array:
   """x' = the decoder mean image [B, 28, 28, 1] of latent codes [B, code_size]."""
   return model.decoder_mean(_decode_raw(model, vae_vars, code))
 
@@ -177,7 +177,7 @@ def _eval_batch(model, vae_vars, q_vars_tuple, images, key, temperature, *, rela
   return out
 
 
-def vae_statistics(model: vmi.VMIModel, vae_vars: dict, images, *, key: jax.Array,
+def vae_statistics(model: model_lib.VMIModel, vae_vars: dict, images, *, key: jax.Array,
                    temperature: float, batch_size: int, q_vars: dict[str, dict] | None = None,
                    relaxed: bool = True) -> dict:
   """Per-example posterior parameters, ELBO terms and log Q, one latent sample each.
@@ -230,7 +230,7 @@ def _log_likelihood_samples(model, raw, x, output_logvar):
     return jnp.sum(raw * x.reshape(1, b, -1) - softplus, axis=-1)
 
   def one(raw_s):
-    fwd = vmi.Forward(posterior=None, sample=None, raw_output=raw_s, output_logvar=output_logvar,
+    fwd = model_lib.Forward(posterior=None, sample=None, raw_output=raw_s, output_logvar=output_logvar,
                       x_prime=model.decoder_mean(raw_s))
     return model.reconstruction(fwd, x)
   return jax.vmap(one)(raw)
@@ -240,7 +240,7 @@ def _log_likelihood_samples(model, raw, x, output_logvar):
 def _iwae_batch(model, vae_vars, images, key, *, num_samples, chunk):
   x = _to_float(images, model.pixel_range)
   b = x.shape[0]
-  posterior = model.vae.apply(vae_vars, x, train=False, method=models.VAE.encode)
+  posterior = model.vae.apply(vae_vars, x, train=False, method=networks.VAE.encode)
   output_logvar = _output_logvar(model, vae_vars)
   log_probs = tuple(jax.nn.log_softmax(l, axis=-1) for l in posterior.logits)
 
@@ -259,7 +259,7 @@ def _iwae_batch(model, vae_vars, images, key, *, num_samples, chunk):
       log_w += -math.log(k) - log_q_c
       parts.append(jax.nn.one_hot(c, k, dtype=z.dtype))
     code = jnp.concatenate(parts, axis=-1).reshape(chunk * b, -1)
-    raw = _decode_raw(model, vae_vars, code).reshape((chunk, b) + models.IMAGE_SHAPE)
+    raw = _decode_raw(model, vae_vars, code).reshape((chunk, b) + networks.IMAGE_SHAPE)
     log_w += _log_likelihood_samples(model, raw, x, output_logvar)
     return carry, jax.nn.logsumexp(log_w, axis=0)                      # [B]
 
@@ -277,7 +277,7 @@ def iwae_batch_size(chunk: int, max_batch_size: int) -> int:
   return max(1, min(max_batch_size, IWAE_ROWS_PER_DECODE // chunk))
 
 
-def iwae_log_likelihood(model: vmi.VMIModel, vae_vars: dict, images, *, num_samples: int,
+def iwae_log_likelihood(model: model_lib.VMIModel, vae_vars: dict, images, *, num_samples: int,
                         chunk: int, key: jax.Array, batch_size: int) -> np.ndarray:
   """[N] importance-weighted estimates of log p(x) in nats (Burda et al., 2016).
 
@@ -312,10 +312,10 @@ def iwae_log_likelihood(model: vmi.VMIModel, vae_vars: dict, images, *, num_samp
 
 @functools.partial(jax.jit, static_argnames=('model',))
 def _init_q(model, key):
-  return model.q.init(key, jnp.zeros((2,) + models.IMAGE_SHAPE, jnp.float32), train=False)
+  return model.q.init(key, jnp.zeros((2,) + networks.IMAGE_SHAPE, jnp.float32), train=False)
 
 
-def init_q(model: vmi.VMIModel, key: jax.Array) -> dict:
+def init_q(model: model_lib.VMIModel, key: jax.Array) -> dict:
   """Fresh Q variables from ``key`` (jitted: one compilation instead of one per op)."""
   return dict(_init_q(local_model(model), key))
 
@@ -349,7 +349,7 @@ def _train_q(model, vae_vars, q_vars, train_images, key, temperature, *, steps, 
   return {'params': params, **state}, q_losses
 
 
-def train_fresh_q(model: vmi.VMIModel, vae_vars: dict, train_images, *, steps: int,
+def train_fresh_q(model: model_lib.VMIModel, vae_vars: dict, train_images, *, steps: int,
                   batch_size: int, learning_rate: float, key: jax.Array, temperature: float,
                   binarize: bool = False) -> tuple[dict, np.ndarray]:
   """Trains a Q from scratch on the frozen VAE: ``steps`` Adam steps on -E log Q(z_sel|x').
@@ -405,7 +405,7 @@ def categorical_entropy_of_mean(probs: np.ndarray) -> float:
   return float(-np.sum(p * np.log(p)))
 
 
-def mi_bounds_from_statistics(model: vmi.VMIModel, stats: dict, *,
+def mi_bounds_from_statistics(model: model_lib.VMIModel, stats: dict, *,
                               gaussian_entropy: str = 'gaussian_prior') -> dict:
   """Barber-Agakov bounds E log Q + H(z_sel) from :func:`vae_statistics` output.
 
@@ -429,7 +429,7 @@ def mi_bounds_from_statistics(model: vmi.VMIModel, stats: dict, *,
     prior_h = entropy + losses.gaussian_prior_entropy(num_dims=len(idx))
     entropy = prior_h if gaussian_entropy == 'gaussian_prior' else aggregate_h
     out['entropy_aggregate_mc'] = aggregate_h
-  out.update(entropy=float(entropy), entropy_kind=vmi.entropy_kind_label(model, gaussian_entropy))
+  out.update(entropy=float(entropy), entropy_kind=model_lib.entropy_kind_label(model, gaussian_entropy))
   for name, log_q in stats['log_q'].items():
     mean_log_q = float(np.mean(log_q.astype(np.float64)))
     out[name] = mean_log_q + float(entropy)
@@ -439,7 +439,7 @@ def mi_bounds_from_statistics(model: vmi.VMIModel, stats: dict, *,
   return out
 
 
-def mi_bounds(model: vmi.VMIModel, vae_vars: dict, q_vars: dict[str, dict], images, *,
+def mi_bounds(model: model_lib.VMIModel, vae_vars: dict, q_vars: dict[str, dict], images, *,
               key: jax.Array, temperature: float, batch_size: int,
               gaussian_entropy: str = 'gaussian_prior') -> dict:
   """Barber-Agakov bounds of one or more Q networks, on the same latent samples.
@@ -452,7 +452,7 @@ def mi_bounds(model: vmi.VMIModel, vae_vars: dict, q_vars: dict[str, dict], imag
   return mi_bounds_from_statistics(model, stats, gaussian_entropy=gaussian_entropy)
 
 
-def fresh_q_mi_bound(model: vmi.VMIModel, vae_vars: dict, train_images, test_images, *,
+def fresh_q_mi_bound(model: model_lib.VMIModel, vae_vars: dict, train_images, test_images, *,
                      steps: int, batch_size: int, learning_rate: float, key: jax.Array,
                      temperature: float, eval_batch_size: int = 500, binarize: bool = False,
                      gaussian_entropy: str = 'gaussian_prior') -> dict:
@@ -600,7 +600,7 @@ def _influence_batch(model, vae_vars, gaussian, categorical, delta):
   return change.T
 
 
-def latent_influence(model: vmi.VMIModel, vae_vars: dict, posterior_means: np.ndarray,
+def latent_influence(model: model_lib.VMIModel, vae_vars: dict, posterior_means: np.ndarray,
                      posterior_logits: tuple = (), *, delta: float = INFLUENCE_DELTA,
                      max_decodes: int = 16384) -> np.ndarray:
   """[D] mean absolute per-pixel change of x' per unit change of each Gaussian dim.
@@ -639,7 +639,7 @@ def _to_unit(images, pixel_range) -> np.ndarray:
   return np.clip((np.asarray(images, np.float32) - low) / (high - low), 0.0, 1.0)
 
 
-def traversal_dims(model: vmi.VMIModel) -> tuple[int, ...]:
+def traversal_dims(model: model_lib.VMIModel) -> tuple[int, ...]:
   """The Gaussian dims the traversal figures vary: the MI-targeted ones (two for the
   grid, completed by the lowest other dims), else dims 0 and 1."""
   d = model.latent.gaussian_dims
@@ -656,7 +656,7 @@ def _decode_unit(model, vae_vars, codes, pixel_range):
   return _to_unit(np.asarray(decode_mean(model, vae_vars, jnp.asarray(codes))), pixel_range)
 
 
-def figure_arrays(model: vmi.VMIModel, vae_vars: dict, stats: dict, test_images_float,
+def figure_arrays(model: model_lib.VMIModel, vae_vars: dict, stats: dict, test_images_float,
                   *, code_index: int | None, num_examples: int, traversal_range: float,
                   traversal_steps: int) -> dict:
   """Decoded images for the traversal and category figures, in [0, 1].
@@ -698,7 +698,7 @@ def figure_arrays(model: vmi.VMIModel, vae_vars: dict, stats: dict, test_images_
     decoded = _decode_unit(model, vae_vars, np.concatenate([c for _, c, _ in pieces]), pr)
     start = 0
     for key, codes, shape in pieces:
-      out[key] = decoded[start:start + len(codes)].reshape(shape + models.IMAGE_SHAPE)
+      out[key] = decoded[start:start + len(codes)].reshape(shape + networks.IMAGE_SHAPE)
       start += len(codes)
   if mi_dims:
     out['rows'] = np.stack([out.pop(('rows', d)) for d in mi_dims])
@@ -766,7 +766,7 @@ def evaluate_workdir(workdir: str | Path, step: int | None = None, *,
   model = local_model(run.model)
   vae_vars = {'params': state.vae_params, **state.vae_state}
   training_q_vars = {'params': state.q_params, **state.q_state}
-  temperature = float(run.step_config.temperature(restored_step))
+  temperature = float(run.step_statics.temperature(restored_step))
   keys = eval_keys(int(config.seed))
   e = config.eval
   batch_size = int(e.batch_size)

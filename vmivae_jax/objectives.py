@@ -23,7 +23,7 @@ import jax.numpy as jnp
 
 from vmivae_jax import latents
 from vmivae_jax import parallel
-from vmivae_jax import vmi
+from vmivae_jax import model as model_lib
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,7 +43,7 @@ class ObjectiveWeights:
     beta: weight of every KL term without a capacity target (1 = ELBO).
     capacity: per latent group name ('gaussian', 'categorical_0', ...), a Capacity
       that replaces beta * KL for that group.
-    gaussian_entropy_kind: entropy term for Gaussian MI targets (vmi.GAUSSIAN_ENTROPY_KINDS).
+    gaussian_entropy_kind: entropy term for Gaussian MI targets (model_lib.GAUSSIAN_ENTROPY_KINDS).
     stop_target_gradient: do not differentiate log Q through the sampled target z_sel.
     mi_warmup_steps: lambda rises linearly from 0 to ``mi_weight`` over this many
       steps (0 = constant lambda).
@@ -73,7 +73,7 @@ def _linear_ramp(step: jax.Array, steps: int) -> jax.Array:
   return jnp.minimum(1.0, jnp.asarray(step, jnp.float32) / max(steps, 1))
 
 
-def vae_loss_from_forward(forward: vmi.Forward, images: jax.Array, *, model: vmi.VMIModel,
+def vae_loss_from_forward(forward: model_lib.Forward, images: jax.Array, *, model: model_lib.VMIModel,
                           q_vars: dict, step: jax.Array, weights: ObjectiveWeights,
                           axis_name: str | None = None) -> tuple[jax.Array, dict]:
   """-ELBO (beta/capacity weighted) - lambda * MI for one forward pass.
@@ -128,7 +128,7 @@ def vae_loss_from_forward(forward: vmi.Forward, images: jax.Array, *, model: vmi
   return loss, metrics
 
 
-def vae_objective(vae_params: dict, *, vae_state: dict, q_vars: dict, model: vmi.VMIModel,
+def vae_objective(vae_params: dict, *, vae_state: dict, q_vars: dict, model: model_lib.VMIModel,
                   images: jax.Array, noise: latents.LatentNoise, temperature: jax.Array | float,
                   step: jax.Array, weights: ObjectiveWeights, hard: bool = False,
                   axis_name: str | None = None) -> tuple[jax.Array, dict]:
@@ -144,8 +144,8 @@ def vae_objective(vae_params: dict, *, vae_state: dict, q_vars: dict, model: vmi
   return loss, {'metrics': metrics, 'vae_state': new_state}
 
 
-def q_objective(q_params: dict, *, q_state: dict, model: vmi.VMIModel, x_prime: jax.Array,
-                targets: vmi.MITargets) -> tuple[jax.Array, dict]:
+def q_objective(q_params: dict, *, q_state: dict, model: model_lib.VMIModel, x_prime: jax.Array,
+                targets: model_lib.MITargets) -> tuple[jax.Array, dict]:
   """-E[log Q(z_sel | x')] over the batch; x' and z_sel are constants (the VAE is fixed).
 
   Returns:

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from vmivae_jax import vmi
+from vmivae_jax import model as model_lib
 
 
 @flax.struct.dataclass
@@ -29,7 +29,7 @@ def split_variables(variables: dict) -> tuple[dict, dict]:
   return variables['params'], rest
 
 
-def create(model: vmi.VMIModel, key: jax.Array, *, vae_tx: optax.GradientTransformation,
+def create(model: model_lib.VMIModel, key: jax.Array, *, vae_tx: optax.GradientTransformation,
            q_tx: optax.GradientTransformation) -> TrainState:
   """Initial state. ``key`` alone fixes both networks: runs that differ only in the
   objective (e.g. lambda) start from identical parameters."""

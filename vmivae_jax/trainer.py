@@ -26,10 +26,10 @@ from absl import logging
 from vmivae_jax import config_lib
 from vmivae_jax import data
 from vmivae_jax import parallel
-from vmivae_jax import steps
+from vmivae_jax import train_step
 from vmivae_jax import train_state as train_state_lib
 from vmivae_jax import validation
-from vmivae_jax import vmi
+from vmivae_jax import model as model_lib
 from vmivae_jax import workdir as workdir_lib
 
 
@@ -48,7 +48,7 @@ class TrainingInterrupted(RuntimeError):
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def _jit_init(model: vmi.VMIModel, key: jax.Array):
+def _jit_init(model: model_lib.VMIModel, key: jax.Array):
   return model.init(key)
 
 
@@ -56,7 +56,7 @@ def _jit_init(model: vmi.VMIModel, key: jax.Array):
 class _JitInit:
   """``model`` whose ``init`` is jitted (one compilation, cached per model, instead of
   dozens of op-by-op ones: seconds per run). Same values as the eager init."""
-  model: vmi.VMIModel
+  model: model_lib.VMIModel
 
   def init(self, key):
     return _jit_init(self.model, key)
@@ -66,13 +66,13 @@ class _JitInit:
 class Run:
   """The objects a config defines, shared by training, evaluation and benchmarks."""
   config: ml_collections.ConfigDict
-  model: vmi.VMIModel
-  step_config: steps.StepConfig
+  model: model_lib.VMIModel
+  step_statics: train_step.StepStatics
   keys: dict
 
   def initial_state(self) -> train_state_lib.TrainState:
     return train_state_lib.create(_JitInit(self.model), self.keys['init'],
-                                  vae_tx=self.step_config.vae_tx, q_tx=self.step_config.q_tx)
+                                  vae_tx=self.step_statics.vae_tx, q_tx=self.step_statics.q_tx)
 
   def abstract_state(self) -> train_state_lib.TrainState:
     return jax.eval_shape(self.initial_state)
@@ -82,15 +82,15 @@ def build_run(config: ml_collections.ConfigDict, *, num_train_examples: int) -> 
   """Model, optimizers, step configuration and keys for ``config`` (already validated)."""
   model = config_lib.build_model(config, batch_norm_axis=parallel.DATA_AXIS)
   t = config.temperature
-  step_config = steps.StepConfig(
+  step_statics = train_step.StepStatics(
       model=model, weights=config_lib.objective_weights(config),
       vae_tx=config_lib.build_optimizer(config.vae_optimizer),
       q_tx=config_lib.build_optimizer(config.q_optimizer),
-      temperature=steps.TemperatureSchedule(initial=float(t.initial), floor=float(t.floor),
+      temperature=train_step.TemperatureSchedule(initial=float(t.initial), floor=float(t.floor),
                                             anneal_rate=float(t.anneal_rate), hard=bool(t.hard)),
       batch_size=int(config.batch_size), num_examples=int(num_train_examples),
       pixel_range=config_lib.PIXEL_RANGES[config.pixel_range], binarize=bool(config.binarize))
-  return Run(config=config, model=model, step_config=step_config,
+  return Run(config=config, model=model, step_statics=step_statics,
              keys=train_state_lib.run_keys(int(config.seed)))
 
 
@@ -252,7 +252,7 @@ def _train_loop(run: Run, workdir: Path, manager, images: np.ndarray, mesh, stop
       # metrics as an uninterrupted run: both are bitwise identical.
       next_checkpoint = (step // every + 1) * every
       length = min(config.steps_per_chunk, total - step, next_checkpoint - step)
-      chunk = steps.cached_train_chunk(run.step_config, mesh, length)
+      chunk = train_step.cached_train_chunk(run.step_statics, mesh, length)
       state, metrics = chunk(state, device_images, step_key, data_key)
       metrics = jax.device_get(metrics)
       bad = _first_non_finite(metrics, step)

@@ -27,8 +27,8 @@ from typing import Any
 import ml_collections
 
 from vmivae_jax import config_lib
-from vmivae_jax import models
-from vmivae_jax import vmi
+from vmivae_jax import networks
+from vmivae_jax import model as model_lib
 
 PIXEL_RANGES = config_lib.PIXEL_RANGES
 OPTIMIZERS = config_lib.OPTIMIZERS
@@ -195,7 +195,7 @@ def validate(config, *, num_devices: int = 1, check_paths: bool = True) -> None:
     _fail('train_limit', config.train_limit,
           f'fewer training examples than one batch (batch_size={config.batch_size})')
   _check_choice(config, 'pixel_range', PIXEL_RANGES)
-  _check_choice(config, 'likelihood', vmi.LIKELIHOODS)
+  _check_choice(config, 'likelihood', model_lib.LIKELIHOODS)
   if config.likelihood == 'bernoulli' and config.pixel_range != 'zero_one':
     _fail('pixel_range', config.pixel_range, "the Bernoulli likelihood needs 'zero_one'")
   if config.binarize and config.pixel_range != 'zero_one':
@@ -259,16 +259,16 @@ def validate(config, *, num_devices: int = 1, check_paths: bool = True) -> None:
   for key in ('gaussian_indices', 'categorical_indices'):
     if len(set(config.mi[key])) != len(tuple(config.mi[key])):
       _fail(f'mi.{key}', tuple(config.mi[key]), 'repeated index')
-  _check_choice(config, 'mi.gaussian_entropy', vmi.GAUSSIAN_ENTROPY_KINDS)
+  _check_choice(config, 'mi.gaussian_entropy', model_lib.GAUSSIAN_ENTROPY_KINDS)
   if config.mi_weight > 0 and not (config.mi.gaussian_indices or config.mi.categorical_indices):
     _fail('mi_weight', config.mi_weight, 'is > 0 but mi.gaussian_indices and '
           'mi.categorical_indices select nothing')
 
   # --- Networks.
   m = config.model
-  _check_choice(config, 'model.family', models.FAMILIES)
-  _check_choice(config, 'model.norm', models.NORMS)
-  _check_choice(config, 'model.activation', models._ACTIVATIONS)  # pylint: disable=protected-access
+  _check_choice(config, 'model.family', networks.FAMILIES)
+  _check_choice(config, 'model.norm', networks.NORMS)
+  _check_choice(config, 'model.activation', networks._ACTIVATIONS)  # pylint: disable=protected-access
   for key in ('encoder_hidden', 'decoder_hidden', 'q_hidden', 'encoder_channels',
               'decoder_channels', 'q_channels'):
     _check_int_items(config, f'model.{key}', minimum=1,

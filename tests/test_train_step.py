@@ -1,6 +1,6 @@
-"""Tests for vmivae_jax.steps: the jitted, data-parallel VMI-VAE train step.
+"""Tests for vmivae_jax.train_step: the jitted, data-parallel VMI-VAE train step.
 
-Each distinct (StepConfig, mesh, num_steps) is compiled once per module (``_chunk``);
+Each distinct (StepStatics, mesh, num_steps) is compiled once per module (``_chunk``);
 the state argument is donated, so every run starts from a host (numpy) copy of the
 initial state that is placed on the mesh afresh.
 """
@@ -25,7 +25,7 @@ from vmivae_jax import config_lib
 from vmivae_jax import latents
 from vmivae_jax import objectives
 from vmivae_jax import parallel
-from vmivae_jax import steps
+from vmivae_jax import train_step
 from vmivae_jax import train_state
 
 N = 128                      # on-device training set: 2 steps per epoch at batch 64
@@ -38,7 +38,7 @@ SEED = 0
 
 
 @dataclasses.dataclass(frozen=True)
-class CountingSchedule(steps.TemperatureSchedule):
+class CountingSchedule(train_step.TemperatureSchedule):
   """A temperature schedule that counts how often the step function is traced."""
   traces: list = dataclasses.field(default_factory=list, compare=False, hash=False)
 
@@ -47,10 +47,10 @@ class CountingSchedule(steps.TemperatureSchedule):
     return super().__call__(step)
 
 
-def _build(c, *, vae_tx=None, q_tx=None) -> steps.StepConfig:
+def _build(c, *, vae_tx=None, q_tx=None) -> train_step.StepStatics:
   model = config_lib.build_model(c, batch_norm_axis=parallel.DATA_AXIS)
   t = c.temperature
-  return steps.StepConfig(
+  return train_step.StepStatics(
       model=model, weights=config_lib.objective_weights(c),
       vae_tx=vae_tx or config_lib.build_optimizer(c.vae_optimizer),
       q_tx=q_tx or config_lib.build_optimizer(c.q_optimizer),
@@ -106,7 +106,7 @@ CONFIGS = {
 
 
 @functools.cache
-def _cfg(name: str) -> steps.StepConfig:
+def _cfg(name: str) -> train_step.StepStatics:
   return CONFIGS[name]()
 
 
@@ -120,7 +120,7 @@ _COMPILED = set()   # (devices, num_steps) of 'mi' chunks that have run (see the
 
 @functools.cache
 def _chunk(name: str, devices: int, num_steps: int):
-  return steps.make_train_chunk(_cfg(name), _mesh(devices), num_steps)
+  return train_step.make_train_chunk(_cfg(name), _mesh(devices), num_steps)
 
 
 @functools.cache
@@ -251,7 +251,7 @@ def test_one_device_program_has_no_collectives_and_eight_devices_reduce():
   def hlo(devices):
     mesh = _mesh(devices)
     args = parallel.replicate((_initial('mi'), IMAGES, _keys()['step'], _keys()['data']), mesh)
-    return steps.make_train_chunk(_cfg('mi'), mesh, 1).lower(*args).as_text()
+    return train_step.make_train_chunk(_cfg('mi'), mesh, 1).lower(*args).as_text()
 
   hlo1, hlo8 = hlo(1), hlo(8)
   assert 'all_reduce' not in hlo1 and 'all-reduce' not in hlo1
@@ -274,7 +274,7 @@ def test_one_and_eight_devices_agree_conv_batchnorm():
 # The step equals a direct implementation of Algorithm 1.
 
 
-def _reference_step(cfg: steps.StepConfig, host_state, seed=SEED):
+def _reference_step(cfg: train_step.StepStatics, host_state, seed=SEED):
   """One step written directly: the Q update on q_objective, then jax.value_and_grad
   of vae_objective (which runs its own forward pass) with the updated Q."""
   model, b = cfg.model, cfg.batch_size
@@ -282,8 +282,8 @@ def _reference_step(cfg: steps.StepConfig, host_state, seed=SEED):
 
   @jax.jit
   def batch_and_noise(step_key, data_key):
-    idx = steps.epoch_permutation(data_key, 0, N)[:b]
-    x = steps.scale_images(jnp.asarray(IMAGES)[idx], cfg.pixel_range)
+    idx = train_step.epoch_permutation(data_key, 0, N)[:b]
+    x = train_step.scale_images(jnp.asarray(IMAGES)[idx], cfg.pixel_range)
     noise = latents.draw_noise(jax.random.split(jax.random.fold_in(step_key, 0))[0],
                                model.latent, b)
     return x, noise, cfg.temperature(0)
@@ -333,7 +333,7 @@ def test_elbo_step_equals_plain_elbo_gradient_step():
 
 
 def test_mi_step_equals_vae_objective_with_updated_q_on_eight_devices():
-  """Validates the shared-forward VJP in steps.py: the VAE gradient is that of
+  """Validates the shared-forward VJP in train_step.py: the VAE gradient is that of
   vae_objective (which runs its own forward) with the *updated* Q; on 8 devices."""
   cfg = _cfg('mi')
   s0 = _initial('mi')
@@ -396,14 +396,14 @@ def test_batch_not_divisible_by_devices_is_a_clear_error():
   assert parallel.local_batch_size(64, mesh8) == 8
   cfg = dataclasses.replace(_cfg('mi'), batch_size=60)
   with pytest.raises(ValueError, match='divisible'):
-    steps.make_train_chunk(cfg, mesh8, 1)
-  steps.make_train_chunk(cfg, _mesh(1), 1)     # fine on one device (nothing compiled yet)
+    train_step.make_train_chunk(cfg, mesh8, 1)
+  train_step.make_train_chunk(cfg, _mesh(1), 1)     # fine on one device (nothing compiled yet)
 
 
 def test_batch_larger_than_dataset_is_an_error():
   cfg = dataclasses.replace(_cfg('mi'), batch_size=256)
   with pytest.raises(ValueError, match='exceeds'):
-    steps.make_train_chunk(cfg, _mesh(1), 1)
+    train_step.make_train_chunk(cfg, _mesh(1), 1)
 
 
 def test_make_mesh_rejects_too_many_devices():
@@ -456,14 +456,14 @@ def test_lambda_does_not_change_initialisation_or_batches():
 
 def test_epoch_permutation():
   key = _keys()['data']
-  perms = np.stack([np.asarray(steps.epoch_permutation(key, e, N)) for e in range(2)])
+  perms = np.stack([np.asarray(train_step.epoch_permutation(key, e, N)) for e in range(2)])
   for p in perms:
     np.testing.assert_array_equal(np.sort(p), np.arange(N))
   assert not np.array_equal(perms[0], perms[1])
-  np.testing.assert_array_equal(steps.epoch_permutation(key, 0, N), perms[0])
+  np.testing.assert_array_equal(train_step.epoch_permutation(key, 0, N), perms[0])
 
 
 def test_scale_images():
   u8 = np.array([0, 51, 255], np.uint8)
-  np.testing.assert_allclose(steps.scale_images(u8, (0.0, 1.0)), [0.0, 0.2, 1.0], rtol=1e-6)
-  np.testing.assert_allclose(steps.scale_images(u8, (-1.0, 1.0)), [-1.0, -0.6, 1.0], rtol=1e-6)
+  np.testing.assert_allclose(train_step.scale_images(u8, (0.0, 1.0)), [0.0, 0.2, 1.0], rtol=1e-6)
+  np.testing.assert_allclose(train_step.scale_images(u8, (-1.0, 1.0)), [-1.0, -0.6, 1.0], rtol=1e-6)

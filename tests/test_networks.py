@@ -1,4 +1,4 @@
-"""Tests for vmivae_jax.models (Flax networks) and their VMIModel wiring."""
+"""Tests for vmivae_jax.networks (Flax networks) and their VMIModel wiring."""
 
 import functools
 
@@ -15,7 +15,7 @@ from conftest import make_tiny_config
 from conftest import numpy_variables
 from vmivae_jax import config_lib
 from vmivae_jax import latents
-from vmivae_jax import models
+from vmivae_jax import networks
 from vmivae_jax import parallel
 
 B = 4
@@ -178,7 +178,7 @@ def test_batchnorm_train_mode_uses_batch_statistics(authors_model):
 
 def test_batchnorm_momentum_convention():
   """Running mean <- 0.9 * running mean + 0.1 * batch mean (torch momentum 0.1)."""
-  trunk = models.FeatureExtractor(family='conv', hidden=(), conv_channels=(2, 3), norm='batch')
+  trunk = networks.FeatureExtractor(family='conv', hidden=(), conv_channels=(2, 3), norm='batch')
   x = _images(8, seed=6)
   variables = numpy_variables(jax.eval_shape(
       functools.partial(trunk.init, train=False), jax.random.PRNGKey(0), x))
@@ -195,8 +195,8 @@ def test_batchnorm_momentum_convention():
 def test_batchnorm_statistics_are_global_under_data_parallelism():
   """With batch_norm_axis='data', 8 devices x 2 examples normalise like 1 x 16."""
   kwargs = dict(family='conv', hidden=(6,), conv_channels=(2, 3), norm='batch')
-  local = models.FeatureExtractor(**kwargs)
-  sharded = models.FeatureExtractor(**kwargs, batch_norm_axis=parallel.DATA_AXIS)
+  local = networks.FeatureExtractor(**kwargs)
+  sharded = networks.FeatureExtractor(**kwargs, batch_norm_axis=parallel.DATA_AXIS)
   x = _images(16, seed=7)
   variables = numpy_variables(jax.eval_shape(
       functools.partial(local.init, train=False), jax.random.PRNGKey(0), x))
@@ -254,7 +254,7 @@ def _assert_matches_flax_layer(ours_fn, module, ref_layer, *, seed, x_shape, ker
 @pytest.mark.parametrize('impl', ['im2col', 'space_to_depth'])
 def test_strided_conv_matches_flax_conv(impl):
   _assert_matches_flax_layer(
-      lambda x, k: models.conv4x4_stride2(x, k, impl=impl), models.StridedConv(5),
+      lambda x, k: networks.conv4x4_stride2(x, k, impl=impl), networks.StridedConv(5),
       nn.Conv(5, (4, 4), strides=(2, 2), padding=((1, 1), (1, 1))),
       seed=8, x_shape=(2, 14, 14, 3), kernel_shape=(4, 4, 3, 5), out_shape=(2, 7, 7, 5))
 
@@ -262,8 +262,8 @@ def test_strided_conv_matches_flax_conv(impl):
 @pytest.mark.parametrize('impl', ['subpixel', 'phases', 'adjoint', 'auto'])
 def test_strided_conv_transpose_matches_flax_conv_transpose(impl):
   _assert_matches_flax_layer(
-      lambda x, k: models.conv_transpose4x4_stride2(x, k, impl=impl),
-      models.StridedConvTranspose(3), nn.ConvTranspose(3, (4, 4), strides=(2, 2), padding='SAME'),
+      lambda x, k: networks.conv_transpose4x4_stride2(x, k, impl=impl),
+      networks.StridedConvTranspose(3), nn.ConvTranspose(3, (4, 4), strides=(2, 2), padding='SAME'),
       seed=9, x_shape=(2, 7, 7, 4), kernel_shape=(4, 4, 4, 3), out_shape=(2, 14, 14, 3))
 
 
@@ -273,8 +273,8 @@ def test_strided_conv_transpose_matches_flax_conv_transpose(impl):
 
 @pytest.mark.parametrize('num_gaussian,sizes', [(2, (10, 3)), (0, (10,)), (1, ()), (3, (5,))])
 def test_q_network_output_shapes(num_gaussian, sizes):
-  q = models.QNetwork(num_gaussian=num_gaussian, categorical_sizes=sizes,
-                      trunk=models.FeatureExtractor(hidden=(8,)))
+  q = networks.QNetwork(num_gaussian=num_gaussian, categorical_sizes=sizes,
+                      trunk=networks.FeatureExtractor(hidden=(8,)))
   x = jax.ShapeDtypeStruct((B, 28, 28, 1), jnp.float32)
   variables = jax.eval_shape(lambda: q.init(jax.random.PRNGKey(0), jnp.zeros(x.shape), train=False))
   mean, logvar, logits = jax.eval_shape(lambda v, x: q.apply(v, x, train=True), variables, x)
@@ -294,7 +294,7 @@ def test_q_selection_from_config():
 
 def test_encoder_without_gaussian_dims():
   spec = latents.LatentSpec(gaussian_dims=0, categorical_sizes=(4,))
-  enc = models.Encoder(spec=spec, trunk=models.FeatureExtractor(hidden=(8,)))
+  enc = networks.Encoder(spec=spec, trunk=networks.FeatureExtractor(hidden=(8,)))
   x = jnp.zeros((B, 28, 28, 1))
   variables = jax.eval_shape(lambda: enc.init(jax.random.PRNGKey(0), x, train=False))
   post = jax.eval_shape(lambda v: enc.apply(v, x, train=False), variables)

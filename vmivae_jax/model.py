@@ -13,7 +13,7 @@ import jax.numpy as jnp
 
 from vmivae_jax import latents
 from vmivae_jax import losses
-from vmivae_jax import models
+from vmivae_jax import networks
 from vmivae_jax import parallel
 
 LIKELIHOODS = ('bernoulli', 'gaussian', 'mse')
@@ -52,8 +52,8 @@ class VMIModel:
     gaussian_logvar: fixed pixel log-variance of the 'gaussian' likelihood (ignored
       when the VAE learns it).
   """
-  vae: models.VAE
-  q: models.QNetwork
+  vae: networks.VAE
+  q: networks.QNetwork
   latent: latents.LatentSpec
   mi_gaussian_indices: tuple[int, ...] = ()
   mi_categorical_indices: tuple[int, ...] = ()
@@ -68,7 +68,7 @@ class VMIModel:
   def init(self, key: jax.Array, batch_size: int = 2) -> tuple[dict, dict]:
     """Initial VAE and Q variables ({'params': ..., maybe 'batch_stats': ...})."""
     vae_key, q_key, noise_key = jax.random.split(key, 3)
-    images = jnp.zeros((batch_size,) + models.IMAGE_SHAPE, jnp.float32)
+    images = jnp.zeros((batch_size,) + networks.IMAGE_SHAPE, jnp.float32)
     noise = latents.draw_noise(noise_key, self.latent, batch_size)
     vae_vars = self.vae.init(vae_key, images, noise, temperature=1.0, hard=False, train=False)
     q_vars = self.q.init(q_key, images, train=False)

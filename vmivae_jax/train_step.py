@@ -28,11 +28,11 @@ from jax.sharding import PartitionSpec as P
 
 from vmivae_jax import distributions
 from vmivae_jax import latents
-from vmivae_jax import models
+from vmivae_jax import networks
 from vmivae_jax import objectives
 from vmivae_jax import parallel
 from vmivae_jax import train_state as train_state_lib
-from vmivae_jax import vmi
+from vmivae_jax import model as model_lib
 
 TrainState = train_state_lib.TrainState
 
@@ -50,9 +50,9 @@ class TemperatureSchedule:
 
 
 @dataclasses.dataclass(frozen=True)
-class StepConfig:
+class StepStatics:
   """Everything static the train step needs (hashable: part of the compiled function)."""
-  model: vmi.VMIModel
+  model: model_lib.VMIModel
   weights: objectives.ObjectiveWeights
   vae_tx: optax.GradientTransformation
   q_tx: optax.GradientTransformation
@@ -87,7 +87,7 @@ def epoch_permutation(data_key: jax.Array, epoch: jax.Array, num_examples: int) 
   return jax.random.permutation(jax.random.fold_in(data_key, epoch), num_examples)
 
 
-def _train_step(cfg: StepConfig, local_batch: int, axis_name: str | None, state: TrainState,
+def _train_step(cfg: StepStatics, local_batch: int, axis_name: str | None, state: TrainState,
                 perm: jax.Array, images: jax.Array, step_key: jax.Array, data_key: jax.Array):
   """One step on one device; returns the new state, the epoch permutation and metrics."""
   model, b = cfg.model, cfg.batch_size
@@ -104,7 +104,7 @@ def _train_step(cfg: StepConfig, local_batch: int, axis_name: str | None, state:
   noise = jax.tree.map(lambda n: parallel.local_slice(n, local_batch, axis_name),
                        latents.draw_noise(noise_key, model.latent, b))
   if cfg.binarize:
-    u = jax.random.uniform(binarize_key, (b,) + models.IMAGE_SHAPE)
+    u = jax.random.uniform(binarize_key, (b,) + networks.IMAGE_SHAPE)
     x = (parallel.local_slice(u, local_batch, axis_name) < x).astype(jnp.float32)
   temperature = cfg.temperature(step)
 
@@ -147,7 +147,7 @@ def _train_step(cfg: StepConfig, local_batch: int, axis_name: str | None, state:
   return new_state, perm, _pmean_varying(metrics, axis_name)
 
 
-def make_train_chunk(cfg: StepConfig, mesh: jax.sharding.Mesh,
+def make_train_chunk(cfg: StepStatics, mesh: jax.sharding.Mesh,
                      num_steps: int) -> Callable[..., tuple[TrainState, dict]]:
   """A jitted function running ``num_steps`` train steps on device (one lax.scan).
 
@@ -158,7 +158,7 @@ def make_train_chunk(cfg: StepConfig, mesh: jax.sharding.Mesh,
   local_batch = parallel.local_batch_size(cfg.batch_size, mesh)
   axis_name = parallel.axis_name_for(mesh)
   if axis_name is None:
-    cfg = dataclasses.replace(cfg, model=vmi.local_model(cfg.model))
+    cfg = dataclasses.replace(cfg, model=model_lib.local_model(cfg.model))
   if cfg.steps_per_epoch < 1:
     raise ValueError(f'batch_size={cfg.batch_size} exceeds the {cfg.num_examples} '
                      'training examples')
@@ -184,6 +184,6 @@ def make_train_chunk(cfg: StepConfig, mesh: jax.sharding.Mesh,
 
 
 @functools.lru_cache(maxsize=None)
-def cached_train_chunk(cfg: StepConfig, mesh: jax.sharding.Mesh, num_steps: int):
+def cached_train_chunk(cfg: StepStatics, mesh: jax.sharding.Mesh, num_steps: int):
   """make_train_chunk, built once per (config, mesh, length) in a process."""
   return make_train_chunk(cfg, mesh, num_steps)
