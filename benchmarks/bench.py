@@ -22,8 +22,8 @@ Measures (each group in its own subprocess, so ``ru_maxrss`` is that group's pea
   matmul (2048^3 and 4096^3 ``jnp.dot``) timed in the same rounds of the same process.
 * ``torch``: the same networks and step written plainly in PyTorch
   (``benchmarks/torch_models.py``), eager and ``torch.compile``, threads = cores.
-* ``eval``: the importance-weighted log-likelihood (``evaluate.iwae_log_likelihood``,
-  k = 5000, test set) and the fresh-Q MI bound (``evaluate.fresh_q_mi_bound``) of the
+* ``eval``: the importance-weighted log-likelihood (``evaluation.iwae_log_likelihood``,
+  k = 5000, test set) and the fresh-Q MI bound (``evaluation.fresh_q_mi_bound``) of the
   MLP model.
 
 The machine is shared: every timing is repeated in interleaved rounds (each round
@@ -240,7 +240,7 @@ def jax_steps_worker(spec: dict) -> dict:
   import numpy as np  # pylint: disable=g-import-not-at-top
   from vmivae_jax import parallel  # pylint: disable=g-import-not-at-top
   from vmivae_jax import train_step as train_step_lib  # pylint: disable=g-import-not-at-top
-  from vmivae_jax import trainer  # pylint: disable=g-import-not-at-top
+  from vmivae_jax import build  # pylint: disable=g-import-not-at-top
   from vmivae_jax import validation  # pylint: disable=g-import-not-at-top
 
   tiny = spec['tiny']
@@ -263,7 +263,7 @@ def jax_steps_worker(spec: dict) -> dict:
       if tiny:
         config = _tiny_config(config)
       validation.validate(config, num_devices=devices, check_paths=False)
-      run = trainer.build_run(config, num_train_examples=num_examples)
+      run = build.build_run(config, num_train_examples=num_examples)
       cfg = run.step_statics
       state = parallel.replicate(run.initial_state(), mesh)
       keys = parallel.replicate((run.keys['step'], run.keys['data']), mesh)
@@ -330,7 +330,7 @@ def jax_steps_worker(spec: dict) -> dict:
         'matmul_fraction': _median([g / p for g, p in zip(gflops, peak_per_round)]),
     })
     out['configs'].append(entry)
-  out['dispatch'] = _dispatch_check(spec, jax, train_step_lib, parallel, trainer, images, mesh,
+  out['dispatch'] = _dispatch_check(spec, jax, train_step_lib, parallel, build, images, mesh,
                                     num_examples) if spec.get('dispatch') else None
   out['load_after'] = _loadavg()
   out['peak_rss_mib'] = _maxrss_mib()
@@ -351,7 +351,7 @@ def _step_flops(train_step_lib, cfg, mesh1, run, images_np) -> float:
   return float(cost.get('flops', float('nan'))) if cost else float('nan')
 
 
-def _dispatch_check(spec, jax, train_step_lib, parallel, trainer, images, mesh, num_examples):
+def _dispatch_check(spec, jax, train_step_lib, parallel, build, images, mesh, num_examples):
   """Per-step time of N one-step chunks called from Python vs one N-step chunk."""
   from vmivae_jax import validation  # pylint: disable=g-import-not-at-top
   arch, batch, kind = spec['arch'], min(spec['batches']), 'mi'
@@ -359,7 +359,7 @@ def _dispatch_check(spec, jax, train_step_lib, parallel, trainer, images, mesh, 
   if spec['tiny']:
     config = _tiny_config(config)
   validation.validate(config, num_devices=mesh.shape[parallel.DATA_AXIS], check_paths=False)
-  run = trainer.build_run(config, num_train_examples=num_examples)
+  run = build.build_run(config, num_train_examples=num_examples)
   n = spec['steps_per_call']
   keys = parallel.replicate((run.keys['step'], run.keys['data']), mesh)
   one = train_step_lib.make_train_chunk(run.step_statics, mesh, 1)
@@ -454,16 +454,16 @@ def torch_worker(spec: dict) -> dict:
 def eval_worker(spec: dict) -> dict:
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from vmivae_jax import trainer  # pylint: disable=g-import-not-at-top
+  from vmivae_jax import build  # pylint: disable=g-import-not-at-top
   out = {'load_before': _loadavg()}
   try:
-    from vmivae_jax import evaluate  # pylint: disable=g-import-not-at-top
+    from vmivae_jax import evaluation  # pylint: disable=g-import-not-at-top
   except ImportError as e:
-    return {'error': f'vmivae_jax.evaluate not importable: {e}'}
+    return {'error': f'vmivae_jax.evaluation not importable: {e}'}
   config = make_config('mlp', 'mi', 256)
   if spec['tiny']:
     config = _tiny_config(config)
-  run = trainer.build_run(config, num_train_examples=TRAIN_EXAMPLES)
+  run = build.build_run(config, num_train_examples=TRAIN_EXAMPLES)
   state = run.initial_state()
   vae_vars = {'params': state.vae_params, **state.vae_state}
   model = run.model
@@ -473,11 +473,11 @@ def eval_worker(spec: dict) -> dict:
   key = jax.random.PRNGKey(0)
   # Compile on one batch (the jitted batch function compiles once for all batches).
   t = time.perf_counter()
-  evaluate.iwae_log_likelihood(model, vae_vars, test_np[:batch], num_samples=k, chunk=chunk,
+  evaluation.iwae_log_likelihood(model, vae_vars, test_np[:batch], num_samples=k, chunk=chunk,
                                key=key, batch_size=batch)
   first = time.perf_counter() - t
   t = time.perf_counter()
-  ll = evaluate.iwae_log_likelihood(model, vae_vars, test_np, num_samples=k, chunk=chunk,
+  ll = evaluation.iwae_log_likelihood(model, vae_vars, test_np, num_samples=k, chunk=chunk,
                                     key=key, batch_size=batch)
   seconds = time.perf_counter() - t
   n = len(test_np)
@@ -509,20 +509,20 @@ def eval_worker(spec: dict) -> dict:
   q_steps = spec['q_steps']
   q_kwargs = dict(batch_size=256, learning_rate=1e-3, temperature=1.0)
   t = time.perf_counter()
-  q_vars, _ = evaluate.train_fresh_q(model, vae_vars, train_np, steps=q_steps,
+  q_vars, _ = evaluation.train_fresh_q(model, vae_vars, train_np, steps=q_steps,
                                      key=jax.random.PRNGKey(1), **q_kwargs)
   jax.block_until_ready(q_vars)
   first_train = time.perf_counter() - t
   t = time.perf_counter()
-  q_vars, _ = evaluate.train_fresh_q(model, vae_vars, train_np, steps=q_steps,
+  q_vars, _ = evaluation.train_fresh_q(model, vae_vars, train_np, steps=q_steps,
                                      key=jax.random.PRNGKey(2), **q_kwargs)
   jax.block_until_ready(q_vars)
   train_s = time.perf_counter() - t
   bound_kwargs = dict(key=jax.random.PRNGKey(3), temperature=1.0, batch_size=500)
-  evaluate.mi_bounds(model, vae_vars, {'fresh': q_vars}, test_np[:500], **bound_kwargs)
+  evaluation.mi_bounds(model, vae_vars, {'fresh': q_vars}, test_np[:500], **bound_kwargs)
   test_all, _ = load_images('test', TEST_EXAMPLES if not spec['tiny'] else 1000, spec['data_dir'])
   t = time.perf_counter()
-  evaluate.mi_bounds(model, vae_vars, {'fresh': q_vars}, test_all, **bound_kwargs)
+  evaluation.mi_bounds(model, vae_vars, {'fresh': q_vars}, test_all, **bound_kwargs)
   bound_s = time.perf_counter() - t
   full_steps = spec['q_full_steps']
   out['fresh_q'] = {

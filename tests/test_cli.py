@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from vmivae_jax import config_lib
+from vmivae_jax import fileio
 from vmivae_jax import workdir as workdir_lib
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,7 +62,7 @@ def cli(tmp_path_factory):
   empty = base / 'empty'
   empty.mkdir()
   no_checkpoints = base / 'no_checkpoints'
-  workdir_lib.atomic_write_text(no_checkpoints / workdir_lib.CONFIG_FILE,
+  fileio.atomic_write(no_checkpoints / workdir_lib.CONFIG_FILE,
                                 workdir_lib.config_to_json(
                                     config_lib.smoke(config_lib.joint_config('mnist'))))
   training = {name: _start(['train.py', f'--config={CONFIGS[name]}', f'--workdir={wd}',

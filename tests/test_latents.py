@@ -82,6 +82,17 @@ def test_draw_noise_shapes_and_determinism():
   assert not np.allclose(np.asarray(noise.gumbel[0])[:, :2], np.asarray(noise.gumbel[1]))
 
 
+def test_draw_noise_with_a_batch_shape_equals_shaped_draws():
+  # Draws are made flat and reshaped (fast to compile): the values of shaped draws, and a
+  # batch of shape (S, B) holds S batches of B.
+  key = jax.random.PRNGKey(3)
+  noise = draw_noise(key, SPEC, (2, B))
+  keys = jax.random.split(key, 3)
+  np.testing.assert_array_equal(noise.gaussian, jax.random.normal(keys[0], (2, B, 3)))
+  np.testing.assert_array_equal(noise.gumbel[1], jax.random.gumbel(keys[2], (2, B, 2)))
+  chex.assert_trees_all_equal(draw_noise(key, SPEC, B), draw_noise(key, SPEC, (B,)))
+
+
 def test_sample_shapes_and_reparameterisation():
   post = _posterior(1)
   noise = draw_noise(jax.random.PRNGKey(2), SPEC, B)

@@ -13,7 +13,7 @@ from jax.sharding import PartitionSpec as P
 
 from conftest import make_tiny_config
 from conftest import numpy_variables
-from vmivae_jax import config_lib
+from vmivae_jax import build
 from vmivae_jax import latents
 from vmivae_jax import networks
 from vmivae_jax import parallel
@@ -49,7 +49,7 @@ def _shape_tree(tree):
 
 
 def test_mlp_forward_shapes_and_ranges():
-  model = config_lib.build_model(make_tiny_config())
+  model = build.build_model(make_tiny_config())
   vae_vars, q_vars = numpy_variables(jax.eval_shape(model.init, jax.random.PRNGKey(0)))
   assert set(vae_vars) == {'params'} and set(q_vars) == {'params'}   # no BatchNorm
 
@@ -78,7 +78,7 @@ def test_mlp_forward_shapes_and_ranges():
 def test_mlp_parameter_shapes():
   c = make_tiny_config()
   c.model.encoder_hidden = (32, 16)
-  model = config_lib.build_model(c)
+  model = build.build_model(c)
   vae_vars, q_vars = jax.eval_shape(model.init, jax.random.PRNGKey(0))
   p = _shape_tree(vae_vars['params'])
   assert p['encoder']['trunk']['dense_0']['kernel'] == (784, 32)
@@ -93,7 +93,7 @@ def test_mlp_parameter_shapes():
 
 
 def test_conv_authors_architecture_shapes():
-  model = config_lib.build_model(_authors_config())
+  model = build.build_model(_authors_config())
   vae_vars, q_vars = jax.eval_shape(model.init, jax.random.PRNGKey(0))
   assert set(vae_vars) == {'params', 'batch_stats'} and set(q_vars) == {'params', 'batch_stats'}
   p = _shape_tree(vae_vars['params'])
@@ -118,7 +118,7 @@ def test_conv_authors_architecture_shapes():
 @pytest.fixture(scope='module')
 def authors_model():
   """The authors' conv architecture with BatchNorm, initialised, and a jitted pass."""
-  model = config_lib.build_model(_authors_config())
+  model = build.build_model(_authors_config())
   vae_vars, q_vars = numpy_variables(jax.eval_shape(model.init, jax.random.PRNGKey(0)))
 
   @functools.partial(jax.jit, static_argnames='train')
@@ -287,7 +287,7 @@ def test_q_selection_from_config():
   c.latent.categorical_sizes = (10, 3)
   c.mi.categorical_indices = (1,)
   c.mi.gaussian_indices = (0, 2, 3)
-  model = config_lib.build_model(c)
+  model = build.build_model(c)
   assert model.q.num_gaussian == 3
   assert model.q.categorical_sizes == (3,)          # the size of the *selected* code
 
@@ -307,18 +307,18 @@ def test_learned_output_logvar():
   c = make_tiny_config()
   c.likelihood = 'gaussian'
   c.learn_output_logvar = True
-  model = config_lib.build_model(c)
+  model = build.build_model(c)
   vae_vars, _ = jax.eval_shape(model.init, jax.random.PRNGKey(0))
   assert vae_vars['params']['output_logvar'].shape == ()
   c.learn_output_logvar = False
-  vae_vars, _ = jax.eval_shape(config_lib.build_model(c).init, jax.random.PRNGKey(0))
+  vae_vars, _ = jax.eval_shape(build.build_model(c).init, jax.random.PRNGKey(0))
   assert 'output_logvar' not in vae_vars['params']
 
 
 def test_layer_norm_in_mlp_family():
   c = make_tiny_config()
   c.model.norm = 'layer'
-  vae_vars, _ = jax.eval_shape(config_lib.build_model(c).init, jax.random.PRNGKey(0))
+  vae_vars, _ = jax.eval_shape(build.build_model(c).init, jax.random.PRNGKey(0))
   assert 'dense_norm_0' in vae_vars['params']['encoder']['trunk']
   assert 'dense_norm_0' in vae_vars['params']['decoder']
 
@@ -326,5 +326,5 @@ def test_layer_norm_in_mlp_family():
 def test_mlp_family_with_batch_norm_has_batchnorm():
   c = make_tiny_config()
   c.model.norm = 'batch'
-  vae_vars, q_vars = jax.eval_shape(config_lib.build_model(c).init, jax.random.PRNGKey(0))
+  vae_vars, q_vars = jax.eval_shape(build.build_model(c).init, jax.random.PRNGKey(0))
   assert 'batch_stats' in vae_vars and 'batch_stats' in q_vars

@@ -21,7 +21,7 @@ from jax.sharding import PartitionSpec as P
 
 from conftest import make_tiny_config
 from conftest import numpy_variables
-from vmivae_jax import config_lib
+from vmivae_jax import build
 from vmivae_jax import latents
 from vmivae_jax import losses
 from vmivae_jax import objectives
@@ -29,7 +29,13 @@ from vmivae_jax import parallel
 from vmivae_jax import model as model_lib
 
 B = 16
-W = objectives.ObjectiveWeights
+
+
+def W(*, mi_weight=0.0, beta=1.0, capacity=(), **options) -> objectives.ObjectiveSettings:
+  """Objective settings from the weights and options as keywords."""
+  return objectives.ObjectiveSettings(
+      weights=objectives.ObjectiveWeights(mi_weight=mi_weight, beta=beta, capacity=capacity),
+      **options)
 STEP = np.int32(0)
 TEMPERATURE = np.float32(0.7)
 
@@ -46,7 +52,7 @@ class Setup:
 
 @pytest.fixture(scope='module')
 def setup() -> Setup:
-  model = config_lib.build_model(make_tiny_config())
+  model = build.build_model(make_tiny_config())
   vae_vars, q_vars = numpy_variables(jax.eval_shape(model.init, jax.random.PRNGKey(0)))
   rng = np.random.default_rng(0)
   images = rng.uniform(size=(B, 28, 28, 1)).astype(np.float32)
@@ -59,21 +65,23 @@ def setup() -> Setup:
 
 
 @functools.lru_cache(maxsize=None)
-def _objective(model: model_lib.VMIModel, weights: objectives.ObjectiveWeights):
+def _objective(model: model_lib.VMIModel, settings: objectives.ObjectiveSettings):
   """jit(vae_objective) for one model and weights; beta is a traced argument (it only
   enters arithmetically), so tests that vary only beta share one compilation."""
   def f(vae_params, vae_state, q_vars, images, noise, temperature, step, beta):
     return objectives.vae_objective(
         vae_params, vae_state=vae_state, q_vars=q_vars, model=model, images=images, noise=noise,
-        temperature=temperature, step=step, weights=dataclasses.replace(weights, beta=beta))
+        temperature=temperature, step=step,
+        settings=dataclasses.replace(
+            settings, weights=dataclasses.replace(settings.weights, beta=beta)))
   return jax.jit(f)
 
 
-def _run(s: Setup, weights, *, step=STEP, model=None):
+def _run(s: Setup, settings, *, step=STEP, model=None):
   model = model or s.model
-  static = dataclasses.replace(weights, beta=1.0)
+  static = dataclasses.replace(settings, weights=dataclasses.replace(settings.weights, beta=1.0))
   return _objective(model, static)(s.vae_params, s.vae_state, s.q_vars, s.images, s.noise,
-                                   TEMPERATURE, step, np.float32(weights.beta))
+                                   TEMPERATURE, step, np.float32(settings.weights.beta))
 
 
 @functools.lru_cache(maxsize=None)
@@ -190,7 +198,7 @@ def test_objective_without_mi_targets(setup):
   c = make_tiny_config()
   c.mi.gaussian_indices = ()
   c.mi.categorical_indices = ()
-  model = config_lib.build_model(c)
+  model = build.build_model(c)
   assert not model.has_mi_targets
   # Same VAE parameter shapes; Q is unused.
   # lambda > 0 but nothing selected: the loss is the ELBO and no MI metric is reported.
@@ -212,7 +220,7 @@ def _grads_fn(model, weights_tuple):
     def grad(weights):
       return jax.grad(lambda p: objectives.vae_objective(
           p, vae_state=vae_state, q_vars=q_vars, model=model, images=images, noise=noise,
-          temperature=TEMPERATURE, step=STEP, weights=weights)[0])(vae_params)
+          temperature=TEMPERATURE, step=STEP, settings=weights)[0])(vae_params)
     return tuple(grad(w) for w in weights_tuple)
   return jax.jit(f)
 
@@ -304,7 +312,7 @@ def test_batch_level_terms_are_global_under_data_parallelism(setup):
   def loss_fn(vae_params, images, noise, axis_name):
     loss, aux = objectives.vae_objective(
         vae_params, vae_state={}, q_vars=setup.q_vars, model=model, images=images, noise=noise,
-        temperature=TEMPERATURE, step=step, weights=weights, axis_name=axis_name)
+        temperature=TEMPERATURE, step=step, settings=weights, axis_name=axis_name)
     if axis_name:
       loss = jax.lax.pmean(loss, axis_name)
     return loss, aux['metrics']['mi_entropy']
@@ -361,7 +369,7 @@ def test_mi_targets_select_dims_and_codes():
   c.latent.categorical_sizes = (10, 3)
   c.mi.gaussian_indices = (2, 0)
   c.mi.categorical_indices = (1,)
-  model = config_lib.build_model(c)
+  model = build.build_model(c)
   gaussian = np.arange(12, dtype=np.float32).reshape(3, 4)
   cats = (np.zeros((3, 10), np.float32), np.ones((3, 3), np.float32))
   t = model.mi_targets(latents.LatentSample(gaussian, cats))
@@ -383,7 +391,7 @@ def test_reconstruction_and_decoder_mean(likelihood, pixel_range):
   c.likelihood = likelihood
   c.pixel_range = pixel_range
   c.gaussian_logvar = -1.0
-  model = config_lib.build_model(c)
+  model = build.build_model(c)
   rng = np.random.default_rng(0)
   raw = rng.normal(size=(2, 28, 28, 1)).astype(np.float32)
   low = -1.0 if pixel_range == 'minus_one_one' else 0.0

@@ -39,6 +39,7 @@ import ml_collections
 import numpy as np
 import pytest
 
+from vmivae_jax import build
 from vmivae_jax import config_lib
 from vmivae_jax import trainer
 from vmivae_jax import workdir as workdir_lib
@@ -47,7 +48,7 @@ REPO = Path(__file__).resolve().parents[1]
 DATA_DIR = Path(os.environ.get('VMIVAE_DATA_DIR') or REPO.parent / 'shared' / 'datasets')
 HAVE_DATA = (DATA_DIR / 'mnist').is_dir()
 needs_data = pytest.mark.skipif(not HAVE_DATA, reason=f'real datasets not found at {DATA_DIR}')
-HAVE_EVALUATE = (REPO / 'vmivae_jax' / 'evaluate.py').exists()
+HAVE_EVALUATE = (REPO / 'vmivae_jax' / 'evaluation').is_dir()
 
 KILL_SEED = int(os.environ.get('VMIVAE_TEST_KILL_SEED', time.time_ns() % 2**32))
 STEPS, CHUNK, EVERY = 60, 4, 10   # chunks of 4 that never cross a multiple of 10
@@ -134,7 +135,7 @@ def fake_training(monkeypatch):
 
 def _restore(workdir, step=None, config=None):
   config = config or workdir_lib.load_config(workdir)
-  run = trainer.build_run(config, num_train_examples=int(config.train_limit or 512))
+  run = build.build_run(config, num_train_examples=int(config.train_limit or 512))
   manager = workdir_lib.checkpoint_manager(workdir, read_only=True)
   try:
     return workdir_lib.restore_checkpoint(manager, run.abstract_state(), step)
@@ -837,7 +838,7 @@ def test_divergence_stops_with_step_and_term_and_the_last_checkpoint_evaluates(
   assert _metric_steps(workdir) == []
   assert _all_finite(_restore(workdir))
   if evaluated is None:
-    pytest.skip('vmivae_jax/evaluate.py does not exist yet: eval.py not run')
+    pytest.skip('vmivae_jax/evaluation/ does not exist yet: eval.py not run')
   assert evaluated.returncode == 0, evaluated.describe()
   assert json.loads((workdir / 'eval' / 'metrics.json').read_text())
 
@@ -857,7 +858,7 @@ def test_a_different_config_is_refused_then_overwritten(background, reference):
   # Another seed: different metrics, different initial parameters.
   assert _metric_steps(workdir) == _chunk_ends()
   assert (workdir / 'metrics.jsonl').read_bytes() != (reference / 'metrics.jsonl').read_bytes()
-  abstract = trainer.build_run(workdir_lib.load_config(workdir),
+  abstract = build.build_run(workdir_lib.load_config(workdir),
                                num_train_examples=512).abstract_state()
   seed1 = workdir_lib.load_initial_state(workdir, abstract).vae_params
   seed0 = workdir_lib.load_initial_state(reference, abstract).vae_params
@@ -892,7 +893,7 @@ def test_elbo_only_and_mi_runs_share_the_initial_vae(background, reference):
   elbo_dir = reference.parent / 'elbo_only'
   elbo_config, mi_config = (workdir_lib.load_config(d) for d in (elbo_dir, reference))
   assert elbo_config.mi_weight == 0.0 and mi_config.mi_weight > 0
-  abstract = trainer.build_run(mi_config, num_train_examples=512).abstract_state()
+  abstract = build.build_run(mi_config, num_train_examples=512).abstract_state()
   mi_init = workdir_lib.load_initial_state(reference, abstract)
   elbo_init = workdir_lib.load_initial_state(elbo_dir, abstract)
   _assert_bitwise_equal(elbo_init.vae_params, mi_init.vae_params, 'initial VAE params')

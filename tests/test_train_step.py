@@ -21,10 +21,11 @@ from conftest import numpy_variables
 from conftest import random_uint8_images
 from conftest import TINY_Q_LR
 from conftest import TINY_VAE_LR
-from vmivae_jax import config_lib
+from vmivae_jax import build
 from vmivae_jax import latents
 from vmivae_jax import objectives
 from vmivae_jax import parallel
+from vmivae_jax import preprocess
 from vmivae_jax import train_step
 from vmivae_jax import train_state
 
@@ -48,15 +49,14 @@ class CountingSchedule(train_step.TemperatureSchedule):
 
 
 def _build(c, *, vae_tx=None, q_tx=None) -> train_step.StepStatics:
-  model = config_lib.build_model(c, batch_norm_axis=parallel.DATA_AXIS)
-  t = c.temperature
-  return train_step.StepStatics(
-      model=model, weights=config_lib.objective_weights(c),
-      vae_tx=vae_tx or config_lib.build_optimizer(c.vae_optimizer),
-      q_tx=q_tx or config_lib.build_optimizer(c.q_optimizer),
+  """build.step_statics, with a trace-counting temperature schedule and optional optimizers."""
+  model = build.build_model(c, batch_norm_axis=parallel.DATA_AXIS)
+  statics = build.step_statics(c, model, num_train_examples=N)
+  t = statics.temperature
+  return dataclasses.replace(
+      statics, vae_tx=vae_tx or statics.vae_tx, q_tx=q_tx or statics.q_tx,
       temperature=CountingSchedule(initial=t.initial, floor=t.floor, anneal_rate=t.anneal_rate,
-                                   hard=t.hard),
-      batch_size=c.batch_size, num_examples=N, binarize=c.binarize)
+                                   hard=t.hard))
 
 
 def _config_elbo():
@@ -282,8 +282,8 @@ def _reference_step(cfg: train_step.StepStatics, host_state, seed=SEED):
 
   @jax.jit
   def batch_and_noise(step_key, data_key):
-    idx = train_step.epoch_permutation(data_key, 0, N)[:b]
-    x = train_step.scale_images(jnp.asarray(IMAGES)[idx], cfg.pixel_range)
+    idx = preprocess.epoch_permutation(data_key, 0, N)[:b]
+    x = preprocess.scale_images(jnp.asarray(IMAGES)[idx], cfg.model.pixel_range)
     noise = latents.draw_noise(jax.random.split(jax.random.fold_in(step_key, 0))[0],
                                model.latent, b)
     return x, noise, cfg.temperature(0)
@@ -304,7 +304,7 @@ def _reference_step(cfg: train_step.StepStatics, host_state, seed=SEED):
   def vae_update(vae_params, q_params):
     (loss, aux), grads = jax.value_and_grad(objectives.vae_objective, has_aux=True)(
         vae_params, vae_state=s.vae_state, q_vars={'params': q_params, **s.q_state}, model=model,
-        images=x, noise=noise, temperature=temperature, step=np.int32(0), weights=cfg.weights)
+        images=x, noise=noise, temperature=temperature, step=np.int32(0), settings=cfg.objective)
     updates, _ = cfg.vae_tx.update(grads, s.vae_opt_state, vae_params)
     return optax.apply_updates(vae_params, updates), loss, aux['metrics'], grads
 
@@ -316,7 +316,8 @@ def _reference_step(cfg: train_step.StepStatics, host_state, seed=SEED):
 
 def test_elbo_step_equals_plain_elbo_gradient_step():
   cfg = _cfg('elbo')
-  assert cfg.weights.mi_weight == 0.0 and not cfg.weights.capacity and cfg.weights.beta == 1.0
+  w = cfg.objective.weights
+  assert w.mi_weight == 0.0 and not w.capacity and w.beta == 1.0
   s0 = _initial('elbo')
   ref = _reference_step(cfg, s0)
   s1, m1 = _run('elbo', 1, 1)
@@ -430,7 +431,7 @@ def test_same_seed_gives_bitwise_identical_runs():
 
 def test_lambda_does_not_change_initialisation_or_batches():
   cfg0, cfg1 = _cfg('elbo'), _cfg('mi')
-  assert cfg0.weights.mi_weight == 0.0 and cfg1.weights.mi_weight == 1.0
+  assert cfg0.objective.weights.mi_weight == 0.0 and cfg1.objective.weights.mi_weight == 1.0
   init_key = train_state.run_keys(SEED)['init']
   s0 = train_state.create(cfg0.model, init_key, vae_tx=cfg0.vae_tx, q_tx=cfg0.q_tx)
   s1 = train_state.create(cfg1.model, init_key, vae_tx=cfg1.vae_tx, q_tx=cfg1.q_tx)
@@ -456,14 +457,14 @@ def test_lambda_does_not_change_initialisation_or_batches():
 
 def test_epoch_permutation():
   key = _keys()['data']
-  perms = np.stack([np.asarray(train_step.epoch_permutation(key, e, N)) for e in range(2)])
+  perms = np.stack([np.asarray(preprocess.epoch_permutation(key, e, N)) for e in range(2)])
   for p in perms:
     np.testing.assert_array_equal(np.sort(p), np.arange(N))
   assert not np.array_equal(perms[0], perms[1])
-  np.testing.assert_array_equal(train_step.epoch_permutation(key, 0, N), perms[0])
+  np.testing.assert_array_equal(preprocess.epoch_permutation(key, 0, N), perms[0])
 
 
 def test_scale_images():
   u8 = np.array([0, 51, 255], np.uint8)
-  np.testing.assert_allclose(train_step.scale_images(u8, (0.0, 1.0)), [0.0, 0.2, 1.0], rtol=1e-6)
-  np.testing.assert_allclose(train_step.scale_images(u8, (-1.0, 1.0)), [-1.0, -0.6, 1.0], rtol=1e-6)
+  np.testing.assert_allclose(preprocess.scale_images(u8, (0.0, 1.0)), [0.0, 0.2, 1.0], rtol=1e-6)
+  np.testing.assert_allclose(preprocess.scale_images(u8, (-1.0, 1.0)), [-1.0, -0.6, 1.0], rtol=1e-6)

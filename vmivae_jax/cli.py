@@ -104,10 +104,10 @@ def run_train(config, workdir: str, *, overwrite: bool = False) -> None:
 
 def run_eval(workdir: str, *, step: int | None = None) -> None:
   try:
-    # Checked here, before evaluate.py's imports and compilations: a wrong --workdir
+    # Checked here, before the evaluation's imports and compilations: a wrong --workdir
     # fails in a second with one line.
-    workdir_lib.check_evaluable(workdir, step)
-    from vmivae_jax import evaluate  # pylint: disable=g-import-not-at-top
-    evaluate.evaluate_workdir(workdir, step=step)
+    config = workdir_lib.check_evaluable(workdir, step)
+    from vmivae_jax.evaluation import run  # pylint: disable=g-import-not-at-top
+    run.evaluate_workdir(workdir, step=step, config=config)
   except USER_ERRORS as e:
     _exit_with(e)

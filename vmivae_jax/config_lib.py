@@ -1,18 +1,13 @@
-"""The base experiment config and the builders that turn a config into library objects.
+"""The base experiment config and its variants: defaults only (ml_collections only).
 
-Every file in ``configs/`` starts from :func:`get_base_config` and changes a few
-fields; ``validation.validate`` checks a config before anything is built.
+Every file in ``configs/`` starts from :func:`get_base_config` (or a setting built on it)
+and changes a few fields; ``validation.validate`` checks a config, and ``build.py``
+turns it into library objects.
 """
 
 import ml_collections
-import optax
 
-from vmivae_jax import latents
-from vmivae_jax import networks
-from vmivae_jax import objectives
-from vmivae_jax import model as model_lib
-
-PIXEL_RANGES = {'zero_one': (0.0, 1.0), 'minus_one_one': (-1.0, 1.0)}
+PIXEL_RANGES = ('zero_one', 'minus_one_one')   # preprocess.PIXEL_RANGES maps them
 OPTIMIZERS = ('adam', 'adamw', 'sgd', 'rmsprop')
 
 
@@ -77,73 +72,6 @@ def joint_config(dataset: str):
   config.mi_weight = 10.0
   config.num_train_steps = 4680   # 20 epochs at batch 256
   return config
-
-
-# ----------------------------------------------------------------------------------
-# Builders.
-
-
-def latent_spec(config) -> latents.LatentSpec:
-  return latents.LatentSpec(gaussian_dims=int(config.latent.gaussian_dims),
-                            categorical_sizes=tuple(int(k) for k in config.latent.categorical_sizes))
-
-
-def build_model(config, *, batch_norm_axis: str | None = None) -> model_lib.VMIModel:
-  """The VMIModel a config describes; ``batch_norm_axis`` names the data-parallel axis."""
-  m = config.model
-  spec = latent_spec(config)
-
-  def extractor(hidden, channels):
-    return networks.FeatureExtractor(family=m.family, hidden=tuple(hidden),
-                                   conv_channels=tuple(channels), norm=m.norm,
-                                   activation=m.activation, batch_norm_axis=batch_norm_axis)
-
-  cat_idx = tuple(int(i) for i in config.mi.categorical_indices)
-  vae = networks.VAE(
-      encoder=networks.Encoder(spec=spec, trunk=extractor(m.encoder_hidden, m.encoder_channels)),
-      decoder=networks.Decoder(family=m.family, hidden=tuple(m.decoder_hidden),
-                             conv_channels=tuple(m.decoder_channels), norm=m.norm,
-                             activation=m.activation, batch_norm_axis=batch_norm_axis),
-      learn_output_logvar=bool(config.learn_output_logvar and config.likelihood == 'gaussian'))
-  q = networks.QNetwork(num_gaussian=len(config.mi.gaussian_indices),
-                      categorical_sizes=tuple(spec.categorical_sizes[i] for i in cat_idx),
-                      trunk=extractor(m.q_hidden, m.q_channels))
-  return model_lib.VMIModel(vae=vae, q=q, latent=spec,
-                      mi_gaussian_indices=tuple(int(i) for i in config.mi.gaussian_indices),
-                      mi_categorical_indices=cat_idx, likelihood=config.likelihood,
-                      pixel_range=PIXEL_RANGES[config.pixel_range],
-                      gaussian_logvar=float(config.gaussian_logvar))
-
-
-def objective_weights(config) -> objectives.ObjectiveWeights:
-  spec = latent_spec(config)
-  capacity = []
-  for group in spec.group_names():
-    cap = config.capacity.gaussian if group == 'gaussian' else config.capacity.categorical
-    if cap.gamma > 0:
-      capacity.append((group, objectives.Capacity(gamma=float(cap.gamma),
-                                                  max_nats=float(cap.max_nats),
-                                                  steps=int(cap.steps))))
-  return objectives.ObjectiveWeights(
-      mi_weight=float(config.mi_weight), beta=float(config.beta), capacity=tuple(capacity),
-      gaussian_entropy_kind=config.mi.gaussian_entropy,
-      stop_target_gradient=bool(config.mi.stop_target_gradient),
-      mi_warmup_steps=int(config.mi_warmup_steps))
-
-
-def build_optimizer(opt) -> optax.GradientTransformation:
-  """An optax chain from an optimizer sub-config (name, learning_rate, ...)."""
-  if opt.name == 'adam':
-    tx = optax.adam(opt.learning_rate, b1=opt.b1, b2=opt.b2)
-  elif opt.name == 'adamw':
-    tx = optax.adamw(opt.learning_rate, b1=opt.b1, b2=opt.b2, weight_decay=opt.weight_decay)
-  elif opt.name == 'rmsprop':
-    tx = optax.rmsprop(opt.learning_rate)
-  else:
-    tx = optax.sgd(opt.learning_rate)
-  if opt.grad_clip_norm > 0:
-    tx = optax.chain(optax.clip_by_global_norm(opt.grad_clip_norm), tx)
-  return tx
 
 
 def smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:

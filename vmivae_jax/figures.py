@@ -1,6 +1,6 @@
 """The thesis figures as PNG files: plotting only.
 
-``evaluate.py`` computes every array; the functions here lay them out, label them
+``evaluation/`` computes every array; the functions here lay them out, label them
 and write the file. They use matplotlib's object-oriented API on the Agg canvas
 (no pyplot, no global state, no display needed) and write each PNG atomically
 (temporary file + rename), so a killed evaluation never leaves a truncated image.
@@ -11,8 +11,6 @@ Images are given in [0, 1] (the caller maps the data's pixel range), as
 
 import io
 import math
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -20,26 +18,18 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from vmivae_jax import fileio
+
 DPI = 90
 _GAP = 1  # pixels of background between tiles
 
 
 def _write_png(fig: Figure, path: Path | str) -> Path:
   """Renders ``fig`` and writes it to ``path`` atomically."""
-  path = Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
   FigureCanvasAgg(fig)
   buffer = io.BytesIO()
   fig.savefig(buffer, format='png', dpi=DPI, bbox_inches='tight')
-  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
-  try:
-    with os.fdopen(fd, 'wb') as f:
-      f.write(buffer.getvalue())
-    os.replace(tmp, path)
-  except BaseException:
-    Path(tmp).unlink(missing_ok=True)
-    raise
-  return path
+  return fileio.atomic_write(path, buffer.getvalue())
 
 
 def _squeeze_channel(images: np.ndarray) -> np.ndarray:

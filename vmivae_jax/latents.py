@@ -7,6 +7,7 @@ per-group KLs). Pure functions over arrays; only jax is imported.
 """
 
 import dataclasses
+import math
 from typing import NamedTuple
 
 import jax
@@ -54,15 +55,21 @@ class LatentSample(NamedTuple):
     return jnp.concatenate((self.gaussian,) + tuple(self.categorical), axis=-1)
 
 
-def draw_noise(key: jax.Array, spec: LatentSpec, batch_size: int) -> LatentNoise:
-  """Draws the noise for ``batch_size`` latent samples from one key."""
-  # Flat draws reshaped: the same values as 2-D draws, but multi-dimensional threefry
-  # draws take seconds each to compile on CPU.
+def draw_noise(key: jax.Array, spec: LatentSpec, batch_shape: int | tuple[int, ...]
+               ) -> LatentNoise:
+  """Draws the noise for latent samples of leading shape ``batch_shape`` from one key."""
+  # Flat draws reshaped: the same values as multi-dimensional draws (partitionable
+  # threefry numbers elements in row-major order), but those take seconds each to
+  # compile on CPU.
+  if isinstance(batch_shape, int):
+    batch_shape = (batch_shape,)
   keys = jax.random.split(key, 1 + len(spec.categorical_sizes))
-  gaussian = jax.random.normal(keys[0], (batch_size * spec.gaussian_dims,))
+
+  def flat(sampler, k, size):
+    return sampler(k, (math.prod(batch_shape) * size,)).reshape(batch_shape + (size,))
   return LatentNoise(
-      gaussian=gaussian.reshape(batch_size, spec.gaussian_dims),
-      gumbel=tuple(distributions.gumbel_noise(k, (batch_size * size,)).reshape(batch_size, size)
+      gaussian=flat(jax.random.normal, keys[0], spec.gaussian_dims),
+      gumbel=tuple(flat(distributions.gumbel_noise, k, size)
                    for k, size in zip(keys[1:], spec.categorical_sizes)))
 
 

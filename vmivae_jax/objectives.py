@@ -22,8 +22,8 @@ import jax
 import jax.numpy as jnp
 
 from vmivae_jax import latents
-from vmivae_jax import parallel
 from vmivae_jax import model as model_lib
+from vmivae_jax import parallel
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,21 +36,34 @@ class Capacity:
 
 @dataclasses.dataclass(frozen=True)
 class ObjectiveWeights:
-  """Hyper-parameters of the VAE objective.
+  """The weights of the VAE objective's terms.
 
   Attributes:
     mi_weight: lambda, weight of the MI bound (0 = ELBO only).
     beta: weight of every KL term without a capacity target (1 = ELBO).
     capacity: per latent group name ('gaussian', 'categorical_0', ...), a Capacity
       that replaces beta * KL for that group.
-    gaussian_entropy_kind: entropy term for Gaussian MI targets (model_lib.GAUSSIAN_ENTROPY_KINDS).
-    stop_target_gradient: do not differentiate log Q through the sampled target z_sel.
-    mi_warmup_steps: lambda rises linearly from 0 to ``mi_weight`` over this many
-      steps (0 = constant lambda).
   """
   mi_weight: float = 0.0
   beta: float = 1.0
   capacity: tuple[tuple[str, Capacity], ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class ObjectiveSettings:
+  """Everything the VAE objective is configured with: the weights, then how the terms are
+  computed and scheduled. New options of the objective are fields here (with defaults
+  that keep the current behaviour).
+
+  Attributes:
+    weights: the terms' weights.
+    gaussian_entropy_kind: entropy term for Gaussian MI targets
+      (model_lib.GAUSSIAN_ENTROPY_KINDS).
+    stop_target_gradient: do not differentiate log Q through the sampled target z_sel.
+    mi_warmup_steps: lambda rises linearly from 0 to ``weights.mi_weight`` over this
+      many steps (0 = constant lambda).
+  """
+  weights: ObjectiveWeights = ObjectiveWeights()
   gaussian_entropy_kind: str = 'gaussian_prior'
   stop_target_gradient: bool = False
   mi_warmup_steps: int = 0
@@ -74,7 +87,7 @@ def _linear_ramp(step: jax.Array, steps: int) -> jax.Array:
 
 
 def vae_loss_from_forward(forward: model_lib.Forward, images: jax.Array, *, model: model_lib.VMIModel,
-                          q_vars: dict, step: jax.Array, weights: ObjectiveWeights,
+                          q_vars: dict, step: jax.Array, settings: ObjectiveSettings,
                           axis_name: str | None = None) -> tuple[jax.Array, dict]:
   """-ELBO (beta/capacity weighted) - lambda * MI for one forward pass.
 
@@ -84,7 +97,7 @@ def vae_loss_from_forward(forward: model_lib.Forward, images: jax.Array, *, mode
     model: the VMI model.
     q_vars: Q's variables (held fixed here).
     step: training step, for capacity schedules.
-    weights: objective hyper-parameters.
+    settings: the objective's weights and options.
     axis_name: data-parallel axis; batch-level statistics (aggregate entropy, the
       KL inside a capacity term) are then taken over the global batch.
 
@@ -93,6 +106,7 @@ def vae_loss_from_forward(forward: model_lib.Forward, images: jax.Array, *, mode
   """
   reconstruction = model.reconstruction(forward, images)                # [B]
   kls = model.kl_per_group(forward.posterior)                          # {group: [B]}
+  weights = settings.weights
   capacities = dict(weights.capacity)
   penalty = jnp.zeros((), jnp.float32)
   metrics = {}
@@ -112,14 +126,14 @@ def vae_loss_from_forward(forward: model_lib.Forward, images: jax.Array, *, mode
                  elbo=jnp.mean(elbo))
   if model.has_mi_targets:
     targets = model.mi_targets(forward.sample)
-    if weights.stop_target_gradient:
+    if settings.stop_target_gradient:
       targets = jax.lax.stop_gradient(targets)
     log_q, _ = model.log_q(q_vars, forward.x_prime, targets)
     entropy = model.mi_entropy(forward.posterior, forward.sample,
-                               gaussian_kind=weights.gaussian_entropy_kind, axis_name=axis_name)
+                               gaussian_kind=settings.gaussian_entropy_kind, axis_name=axis_name)
     mi_bound = jnp.mean(log_q) + entropy
     mi_weight = mi_weight_at(step, mi_weight=weights.mi_weight,
-                             warmup_steps=weights.mi_warmup_steps)
+                             warmup_steps=settings.mi_warmup_steps)
     if weights.mi_weight:
       loss -= mi_weight * mi_bound
     metrics['mi_weight'] = mi_weight
@@ -130,7 +144,7 @@ def vae_loss_from_forward(forward: model_lib.Forward, images: jax.Array, *, mode
 
 def vae_objective(vae_params: dict, *, vae_state: dict, q_vars: dict, model: model_lib.VMIModel,
                   images: jax.Array, noise: latents.LatentNoise, temperature: jax.Array | float,
-                  step: jax.Array, weights: ObjectiveWeights, hard: bool = False,
+                  step: jax.Array, settings: ObjectiveSettings, hard: bool = False,
                   axis_name: str | None = None) -> tuple[jax.Array, dict]:
   """The VAE objective as a function of the VAE parameters (for value_and_grad).
 
@@ -140,7 +154,7 @@ def vae_objective(vae_params: dict, *, vae_state: dict, q_vars: dict, model: mod
   forward, new_state = model.forward({'params': vae_params, **vae_state}, images, noise,
                                      temperature=temperature, hard=hard, train=True)
   loss, metrics = vae_loss_from_forward(forward, images, model=model, q_vars=q_vars, step=step,
-                                        weights=weights, axis_name=axis_name)
+                                        settings=settings, axis_name=axis_name)
   return loss, {'metrics': metrics, 'vae_state': new_state}
 
 

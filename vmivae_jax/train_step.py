@@ -31,6 +31,7 @@ from vmivae_jax import latents
 from vmivae_jax import networks
 from vmivae_jax import objectives
 from vmivae_jax import parallel
+from vmivae_jax import preprocess
 from vmivae_jax import train_state as train_state_lib
 from vmivae_jax import model as model_lib
 
@@ -53,13 +54,12 @@ class TemperatureSchedule:
 class StepStatics:
   """Everything static the train step needs (hashable: part of the compiled function)."""
   model: model_lib.VMIModel
-  weights: objectives.ObjectiveWeights
+  objective: objectives.ObjectiveSettings
   vae_tx: optax.GradientTransformation
   q_tx: optax.GradientTransformation
   temperature: TemperatureSchedule
   batch_size: int                 # global
   num_examples: int               # size of the on-device training set
-  pixel_range: tuple[float, float] = (0.0, 1.0)
   binarize: bool = False
 
   @property
@@ -76,17 +76,6 @@ def _pmean_varying(tree, axis_name: str | None):
   return jax.tree.map(reduce, tree)
 
 
-def scale_images(images_uint8: jax.Array, pixel_range: tuple[float, float]) -> jax.Array:
-  """uint8 [0, 255] -> float32 in ``pixel_range``."""
-  low, high = pixel_range
-  return low + (high - low) * images_uint8.astype(jnp.float32) / 255.0
-
-
-def epoch_permutation(data_key: jax.Array, epoch: jax.Array, num_examples: int) -> jax.Array:
-  """The example order of one epoch, a function of the run's data key only."""
-  return jax.random.permutation(jax.random.fold_in(data_key, epoch), num_examples)
-
-
 def _train_step(cfg: StepStatics, local_batch: int, axis_name: str | None, state: TrainState,
                 perm: jax.Array, images: jax.Array, step_key: jax.Array, data_key: jax.Array):
   """One step on one device; returns the new state, the epoch permutation and metrics."""
@@ -94,18 +83,18 @@ def _train_step(cfg: StepStatics, local_batch: int, axis_name: str | None, state
   step = state.step
   epoch, position = jnp.divmod(step, cfg.steps_per_epoch)
   perm = jax.lax.cond(position == 0,
-                      lambda: epoch_permutation(data_key, epoch, cfg.num_examples),
+                      lambda: preprocess.epoch_permutation(data_key, epoch, cfg.num_examples),
                       lambda: perm)
   batch_index = jax.lax.dynamic_slice_in_dim(perm, position * b, b)
-  x = scale_images(images[parallel.local_slice(batch_index, local_batch, axis_name)],
-                   cfg.pixel_range)
+  x = preprocess.scale_images(images[parallel.local_slice(batch_index, local_batch, axis_name)],
+                   model.pixel_range)
 
   noise_key, binarize_key = jax.random.split(jax.random.fold_in(step_key, step))
   noise = jax.tree.map(lambda n: parallel.local_slice(n, local_batch, axis_name),
                        latents.draw_noise(noise_key, model.latent, b))
   if cfg.binarize:
     u = jax.random.uniform(binarize_key, (b,) + networks.IMAGE_SHAPE)
-    x = (parallel.local_slice(u, local_batch, axis_name) < x).astype(jnp.float32)
+    x = preprocess.binarize(x, parallel.local_slice(u, local_batch, axis_name))
   temperature = cfg.temperature(step)
 
   def forward_fn(vae_params):
@@ -132,7 +121,7 @@ def _train_step(cfg: StepStatics, local_batch: int, axis_name: str | None, state
   def vae_loss(fwd):
     loss, vae_metrics = objectives.vae_loss_from_forward(
         fwd, x, model=model, q_vars={'params': q_params, **q_state}, step=step,
-        weights=cfg.weights, axis_name=axis_name)
+        settings=cfg.objective, axis_name=axis_name)
     return parallel.pmean(loss, axis_name), vae_metrics
 
   (_, vae_metrics), forward_grads = jax.value_and_grad(vae_loss, has_aux=True)(forward)
@@ -153,19 +142,17 @@ def make_train_chunk(cfg: StepStatics, mesh: jax.sharding.Mesh,
 
   Signature: ``(state, images_uint8, step_key, data_key) -> (state, metrics)``, with
   ``images_uint8`` the replicated [N, 28, 28, 1] training set and ``metrics`` a dict
-  of [num_steps] arrays. The state argument is donated.
+  of [num_steps] arrays. The state argument is donated. The training set must hold a
+  batch (``validation.check_train_examples``, run by the trainer).
   """
   local_batch = parallel.local_batch_size(cfg.batch_size, mesh)
   axis_name = parallel.axis_name_for(mesh)
   if axis_name is None:
     cfg = dataclasses.replace(cfg, model=model_lib.local_model(cfg.model))
-  if cfg.steps_per_epoch < 1:
-    raise ValueError(f'batch_size={cfg.batch_size} exceeds the {cfg.num_examples} '
-                     'training examples')
 
   def chunk(state, images, step_key, data_key):
     epoch = state.step // cfg.steps_per_epoch
-    perm = epoch_permutation(data_key, epoch, cfg.num_examples)
+    perm = preprocess.epoch_permutation(data_key, epoch, cfg.num_examples)
 
     def body(carry, _):
       st, pm = carry

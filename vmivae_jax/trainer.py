@@ -9,8 +9,6 @@ and chunks are aligned to checkpoint steps). See docs/reliability.md for every
 failure mode and what the user sees.
 """
 
-import dataclasses
-import functools
 import math
 import os
 import signal
@@ -23,13 +21,12 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from vmivae_jax import config_lib
+from vmivae_jax import build
 from vmivae_jax import data
 from vmivae_jax import parallel
 from vmivae_jax import train_step
 from vmivae_jax import train_state as train_state_lib
 from vmivae_jax import validation
-from vmivae_jax import model as model_lib
 from vmivae_jax import workdir as workdir_lib
 
 
@@ -45,53 +42,6 @@ class TrainingInterrupted(RuntimeError):
     super().__init__(
         f'stopped by {signal.Signals(signum).name} at step {step}/{total}; a checkpoint of '
         f'step {step} is saved in {workdir}/checkpoints. Rerun the same command to resume.')
-
-
-@functools.partial(jax.jit, static_argnums=0)
-def _jit_init(model: model_lib.VMIModel, key: jax.Array):
-  return model.init(key)
-
-
-@dataclasses.dataclass(frozen=True)
-class _JitInit:
-  """``model`` whose ``init`` is jitted (one compilation, cached per model, instead of
-  dozens of op-by-op ones: seconds per run). Same values as the eager init."""
-  model: model_lib.VMIModel
-
-  def init(self, key):
-    return _jit_init(self.model, key)
-
-
-@dataclasses.dataclass(frozen=True)
-class Run:
-  """The objects a config defines, shared by training, evaluation and benchmarks."""
-  config: ml_collections.ConfigDict
-  model: model_lib.VMIModel
-  step_statics: train_step.StepStatics
-  keys: dict
-
-  def initial_state(self) -> train_state_lib.TrainState:
-    return train_state_lib.create(_JitInit(self.model), self.keys['init'],
-                                  vae_tx=self.step_statics.vae_tx, q_tx=self.step_statics.q_tx)
-
-  def abstract_state(self) -> train_state_lib.TrainState:
-    return jax.eval_shape(self.initial_state)
-
-
-def build_run(config: ml_collections.ConfigDict, *, num_train_examples: int) -> Run:
-  """Model, optimizers, step configuration and keys for ``config`` (already validated)."""
-  model = config_lib.build_model(config, batch_norm_axis=parallel.DATA_AXIS)
-  t = config.temperature
-  step_statics = train_step.StepStatics(
-      model=model, weights=config_lib.objective_weights(config),
-      vae_tx=config_lib.build_optimizer(config.vae_optimizer),
-      q_tx=config_lib.build_optimizer(config.q_optimizer),
-      temperature=train_step.TemperatureSchedule(initial=float(t.initial), floor=float(t.floor),
-                                            anneal_rate=float(t.anneal_rate), hard=bool(t.hard)),
-      batch_size=int(config.batch_size), num_examples=int(num_train_examples),
-      pixel_range=config_lib.PIXEL_RANGES[config.pixel_range], binarize=bool(config.binarize))
-  return Run(config=config, model=model, step_statics=step_statics,
-             keys=train_state_lib.run_keys(int(config.seed)))
 
 
 def load_train_images(config) -> np.ndarray:
@@ -205,13 +155,10 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path, *, overwrite: 
   mesh = parallel.make_mesh(num_devices)
   validation.validate(config, num_devices=mesh.shape[parallel.DATA_AXIS])
   images = load_train_images(config)
-  if len(images) < config.batch_size:
-    raise validation.ConfigError(
-        f'config.batch_size={config.batch_size}: larger than the {len(images)} training '
-        f'examples of {config.dataset} in {config.data_dir or "$" + data.DATA_DIR_ENV}')
+  validation.check_train_examples(config, len(images))
   with _StopRequest() as stop, workdir_lib.lock(workdir):
     resuming = workdir_lib.claim(workdir, config, overwrite=overwrite)
-    run = build_run(config, num_train_examples=len(images))
+    run = build.build_run(config, num_train_examples=len(images))
     manager = workdir_lib.checkpoint_manager(workdir, keep=config.keep_checkpoints)
     try:
       return _train_loop(run, workdir, manager, images, mesh, stop, resuming=resuming)
@@ -219,7 +166,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path, *, overwrite: 
       workdir_lib.close(manager)
 
 
-def _train_loop(run: Run, workdir: Path, manager, images: np.ndarray, mesh, stop: _StopRequest,
+def _train_loop(run: build.Run, workdir: Path, manager, images: np.ndarray, mesh, stop: _StopRequest,
                 *, resuming: bool) -> train_state_lib.TrainState:
   config = run.config
   state = workdir_lib.restore_checkpoint(manager, run.abstract_state()) if resuming else None

@@ -162,6 +162,15 @@ def check_data_dir(config) -> None:
             'does not exist or is not a directory')
 
 
+def check_train_examples(config, num_examples: int) -> None:
+  """The loaded training set must hold at least one batch."""
+  from vmivae_jax import data  # pylint: disable=g-import-not-at-top  (keeps this module light)
+  if num_examples < config.batch_size:
+    raise ConfigError(
+        f'config.batch_size={config.batch_size}: larger than the {num_examples} training '
+        f'examples of {config.dataset} in {config.data_dir or "$" + data.DATA_DIR_ENV}')
+
+
 def validate(config, *, num_devices: int = 1, check_paths: bool = True) -> None:
   """Raises ConfigError for the first invalid value found.
 

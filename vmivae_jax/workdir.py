@@ -22,18 +22,20 @@ import contextlib
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from absl import logging
 import jax
 import ml_collections
-import numpy as np
 import orbax.checkpoint as ocp
+
+from vmivae_jax import fileio
+from vmivae_jax import validation
 
 CONFIG_FILE = 'config.json'
 METRICS_FILE = 'metrics.jsonl'
+EVAL_DIR = 'eval'            # eval.py's outputs
 LOCK_FILE = '.lock'
 TMP_MARKER = '.orbax-checkpoint-tmp'
 
@@ -42,45 +44,8 @@ class WorkdirError(RuntimeError):
   """The workdir cannot be used as asked (foreign run, nothing to evaluate, ...)."""
 
 
-def atomic_write_text(path: Path | str, text: str) -> None:
-  """Writes ``text`` to ``path`` via a temporary file in the same directory + rename."""
-  path = Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
-  try:
-    with os.fdopen(fd, 'w') as f:
-      f.write(text)
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, path)
-  except BaseException:
-    Path(tmp).unlink(missing_ok=True)
-    raise
-
-
-def atomic_save_npz(path: Path | str, **arrays) -> None:
-  path = Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
-  try:
-    with os.fdopen(fd, 'wb') as f:
-      np.savez(f, **arrays)
-    os.replace(tmp, path)
-  except BaseException:
-    Path(tmp).unlink(missing_ok=True)
-    raise
-
-
-def _to_jsonable(value: Any) -> Any:
-  if isinstance(value, dict):
-    return {k: _to_jsonable(v) for k, v in value.items()}
-  if isinstance(value, (list, tuple)):
-    return [_to_jsonable(v) for v in value]
-  return value
-
-
 def config_to_json(config: ml_collections.ConfigDict) -> str:
-  return json.dumps(_to_jsonable(config.to_dict()), indent=2, sort_keys=True)
+  return fileio.dumps(config.to_dict())
 
 
 def _tuples(value: Any) -> Any:
@@ -193,7 +158,7 @@ def claim(workdir: Path | str, config: ml_collections.ConfigDict, *, overwrite: 
                        '(pass --overwrite to delete them).')
   elif overwrite:
     _delete_run(workdir)
-  atomic_write_text(path, text)
+  fileio.atomic_write(path, text)
   return False
 
 
@@ -237,7 +202,7 @@ def truncate_metrics(workdir: Path | str, last_step: int) -> None:
         kept.append(line)
     except (ValueError, KeyError, TypeError):
       break  # a torn last line from a kill mid-write
-  atomic_write_text(path, ''.join(l + '\n' for l in kept))
+  fileio.atomic_write(path, ''.join(l + '\n' for l in kept))
 
 
 def append_metrics(workdir: Path | str, record: dict) -> None:
@@ -341,7 +306,6 @@ def check_evaluable(workdir: Path | str, step: int | None = None) -> ml_collecti
     WorkdirError: the workdir does not exist, is not a train.py workdir (no or foreign
       config.json), has no checkpoint yet, or has none for ``step``.
   """
-  from vmivae_jax import validation  # pylint: disable=g-import-not-at-top  (import cycle)
   workdir = Path(workdir)
   if not workdir.exists():
     raise WorkdirError(f'{workdir} does not exist')

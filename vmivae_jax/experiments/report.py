@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from vmivae_jax import fileio
 from vmivae_jax import workdir as workdir_lib
 from vmivae_jax.experiments import suite as suite_lib
 
@@ -301,7 +302,7 @@ def write(experiments: list[suite_lib.Experiment], *, root: Path, results_dir: P
   for exp in experiments:
     if exp.name in summary:
       figures[exp.name] = _copy_figures(exp, summary[exp.name], root, docs_dir)
-  workdir_lib.atomic_write_text(results_dir / 'summary.json',
+  fileio.atomic_write(results_dir / 'summary.json',
                                 json.dumps(summary, indent=2, sort_keys=True))
-  workdir_lib.atomic_write_text(docs_dir / 'results.md', render(summary, experiments, figures))
+  fileio.atomic_write(docs_dir / 'results.md', render(summary, experiments, figures))
   return summary

@@ -24,6 +24,7 @@ from absl import flags
 from absl import logging
 
 from vmivae_jax import config_lib
+from vmivae_jax import fileio
 from vmivae_jax.experiments import report
 from vmivae_jax.experiments import suite as suite_lib
 
@@ -74,7 +75,7 @@ def run_dir(root: Path, experiment: str, variant: str, seed: int) -> Path:
 
 def run_one(experiment: suite_lib.Experiment, variant: str, seed: int, root: Path) -> dict:
   """Trains and evaluates one run (or reuses it when done); returns its record."""
-  from vmivae_jax import evaluate  # pylint: disable=g-import-not-at-top
+  from vmivae_jax import evaluation  # pylint: disable=g-import-not-at-top
   from vmivae_jax import trainer  # pylint: disable=g-import-not-at-top
   from vmivae_jax import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
   workdir = run_dir(root, experiment.name, variant, seed)
@@ -92,11 +93,11 @@ def run_one(experiment: suite_lib.Experiment, variant: str, seed: int, root: Pat
     record = {'experiment': experiment.name, 'variant': variant, 'seed': seed,
               'step': int(config.num_train_steps), 'failure': str(e),
               'command': suite_lib.train_command(experiment, variant, seed, str(workdir))}
-    workdir_lib.atomic_write_text(record_path, json.dumps(record, indent=2, sort_keys=True))
+    fileio.atomic_write(record_path, json.dumps(record, indent=2, sort_keys=True))
     return record
   train_seconds = time.time() - start
   start = time.time()
-  metrics = evaluate.evaluate_workdir(workdir)
+  metrics = evaluation.evaluate_workdir(workdir)
   record = {
       'experiment': experiment.name, 'variant': variant, 'seed': seed,
       'step': int(config.num_train_steps),
@@ -105,7 +106,7 @@ def run_one(experiment: suite_lib.Experiment, variant: str, seed: int, root: Pat
       'train_seconds': round(train_seconds, 1), 'eval_seconds': round(time.time() - start, 1),
       'code_version': code_version(), 'metrics': metrics,
   }
-  workdir_lib.atomic_write_text(record_path, json.dumps(record, indent=2, sort_keys=True))
+  fileio.atomic_write(record_path, json.dumps(record, indent=2, sort_keys=True))
   return record
 
 

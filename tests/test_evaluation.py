@@ -1,4 +1,4 @@
-"""Tests for vmivae_jax.evaluate: clustering scores, active units, IWAE, MI bounds.
+"""Tests for vmivae_jax.evaluation: clustering scores, active units, IWAE, MI bounds.
 
 Tiny random models and synthetic images only: no data set, no checkpoint.
 """
@@ -10,8 +10,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from vmivae_jax import build
 from vmivae_jax import config_lib
-from vmivae_jax import evaluate
+from vmivae_jax import fileio
+from vmivae_jax import evaluation
 from vmivae_jax import losses
 from vmivae_jax import workdir as workdir_lib
 
@@ -28,7 +30,7 @@ def tiny_config(*, gaussian_dims=4, categorical_sizes=(10,), mi_gaussian=(), mi_
 
 
 def tiny_model(config, seed=0):
-  model = config_lib.build_model(config)
+  model = build.build_model(config)
   vae_vars, q_vars = jax.jit(model.init)(jax.random.PRNGKey(seed))
   return model, vae_vars, q_vars
 
@@ -57,26 +59,26 @@ def test_hungarian_vs_majority_accuracy():
   codes = np.array([0, 0, 1, 1, 0, 1])
   # Many-to-one: both codes map to label 0 -> 4/6. One-to-one: one code must take label 1
   # -> 2 + 1 = 3/6.
-  assert evaluate.accuracy_majority(labels, codes) == pytest.approx(4 / 6)
-  assert evaluate.accuracy_hungarian(labels, codes) == pytest.approx(3 / 6)
+  assert evaluation.accuracy_majority(labels, codes) == pytest.approx(4 / 6)
+  assert evaluation.accuracy_hungarian(labels, codes) == pytest.approx(3 / 6)
 
 
 def test_accuracies_of_a_permuted_perfect_clustering_are_one():
   labels = np.array([0, 0, 1, 1, 2, 2, 2])
   codes = np.array([7, 7, 3, 3, 5, 5, 5])  # any code names
-  assert evaluate.accuracy_hungarian(labels, codes) == 1.0
-  assert evaluate.accuracy_majority(labels, codes) == 1.0
+  assert evaluation.accuracy_hungarian(labels, codes) == 1.0
+  assert evaluation.accuracy_majority(labels, codes) == 1.0
 
 
 def test_more_codes_than_labels():
   labels = np.array([0, 0, 1, 1])
   codes = np.array([0, 1, 2, 3])
-  assert evaluate.accuracy_majority(labels, codes) == 1.0   # every code is pure
-  assert evaluate.accuracy_hungarian(labels, codes) == 0.5  # only 2 codes can be matched
+  assert evaluation.accuracy_majority(labels, codes) == 1.0   # every code is pure
+  assert evaluation.accuracy_hungarian(labels, codes) == 0.5  # only 2 codes can be matched
 
 
 def test_count_matrix():
-  counts = evaluate.count_matrix([0, 1, 1, 2], [1, 1, 0, 1], num_labels=4, num_codes=3)
+  counts = evaluation.count_matrix([0, 1, 1, 2], [1, 1, 0, 1], num_labels=4, num_codes=3)
   np.testing.assert_array_equal(counts, [[0, 1, 0], [1, 1, 0], [0, 1, 0], [0, 0, 0]])
 
 
@@ -84,33 +86,33 @@ def test_nmi_and_ari_hand_computed():
   labels = np.array([0, 0, 0, 1, 1, 1])
   codes = np.array([0, 0, 1, 1, 2, 2])
   # I = (2/3) ln 2; H(labels) = ln 2; H(codes) = ln 3; NMI = I / ((ln 2 + ln 3) / 2).
-  assert evaluate.normalized_mutual_information(labels, codes) == pytest.approx(
+  assert evaluation.normalized_mutual_information(labels, codes) == pytest.approx(
       (4 / 3) * math.log(2) / math.log(6))
   # sum_ij C(n_ij, 2) = 2, sum_i C(a_i, 2) = 6, sum_j C(b_j, 2) = 3, C(6, 2) = 15:
   # (2 - 6 * 3 / 15) / ((6 + 3) / 2 - 6 * 3 / 15) = 0.8 / 3.3 = 8/33.
-  assert evaluate.adjusted_rand_index(labels, codes) == pytest.approx(8 / 33)
+  assert evaluation.adjusted_rand_index(labels, codes) == pytest.approx(8 / 33)
   # sklearn's docstring example: adjusted_rand_score([0, 0, 1, 2], [0, 0, 1, 1]) = 0.57...
-  assert evaluate.adjusted_rand_index([0, 0, 1, 2], [0, 0, 1, 1]) == pytest.approx(4 / 7)
+  assert evaluation.adjusted_rand_index([0, 0, 1, 2], [0, 0, 1, 1]) == pytest.approx(4 / 7)
   # Crossed partitions: ARI = (0 - 2 * 2 / 6) / (2 - 4 / 6) = -0.5, NMI = 0.
-  assert evaluate.adjusted_rand_index([0, 0, 1, 1], [0, 1, 0, 1]) == pytest.approx(-0.5)
-  assert evaluate.normalized_mutual_information([0, 0, 1, 1], [0, 1, 0, 1]) == pytest.approx(0.0)
+  assert evaluation.adjusted_rand_index([0, 0, 1, 1], [0, 1, 0, 1]) == pytest.approx(-0.5)
+  assert evaluation.normalized_mutual_information([0, 0, 1, 1], [0, 1, 0, 1]) == pytest.approx(0.0)
 
 
 def test_nmi_and_ari_edge_cases():
   labels = np.array([0, 0, 1, 1, 2, 2])
   perfect = np.array([2, 2, 0, 0, 1, 1])
-  assert evaluate.normalized_mutual_information(labels, perfect) == pytest.approx(1.0)
-  assert evaluate.adjusted_rand_index(labels, perfect) == pytest.approx(1.0)
+  assert evaluation.normalized_mutual_information(labels, perfect) == pytest.approx(1.0)
+  assert evaluation.adjusted_rand_index(labels, perfect) == pytest.approx(1.0)
   ones = np.zeros(6, int)
-  assert evaluate.normalized_mutual_information(ones, ones) == 1.0
-  assert evaluate.adjusted_rand_index(ones, ones) == 1.0
-  assert evaluate.normalized_mutual_information(labels, ones) == pytest.approx(0.0)
-  assert evaluate.adjusted_rand_index(labels, ones) == pytest.approx(0.0)
+  assert evaluation.normalized_mutual_information(ones, ones) == 1.0
+  assert evaluation.adjusted_rand_index(ones, ones) == 1.0
+  assert evaluation.normalized_mutual_information(labels, ones) == pytest.approx(0.0)
+  assert evaluation.adjusted_rand_index(labels, ones) == pytest.approx(0.0)
   # Independent labels and codes: both near 0.
   rng = np.random.default_rng(0)
   a, b = rng.integers(0, 10, 20_000), rng.integers(0, 10, 20_000)
-  assert abs(evaluate.adjusted_rand_index(a, b)) < 0.005
-  assert 0.0 <= evaluate.normalized_mutual_information(a, b) < 0.005
+  assert abs(evaluation.adjusted_rand_index(a, b)) < 0.005
+  assert 0.0 <= evaluation.normalized_mutual_information(a, b) < 0.005
 
 
 # ----------------------------------------------------------------------------------
@@ -124,7 +126,7 @@ def test_active_units_constructed():
                     rng.normal(0, math.sqrt(0.005), n),   # variance 0.005 < 0.01
                     rng.normal(2, math.sqrt(0.05), n),    # variance 0.05 > 0.01
                     rng.normal(0, 1.0, n)], axis=1)       # variance 1
-  count, variances = evaluate.active_units(means)
+  count, variances = evaluation.active_units(means)
   assert count == 2
   np.testing.assert_allclose(variances, [0.0, 0.005, 0.05, 1.0], rtol=0.05, atol=1e-12)
 
@@ -137,7 +139,7 @@ def test_latent_influence_is_zero_for_an_ignored_dim(joint):
   params['decoder']['dense_0']['kernel'] = kernel.at[2].set(0.0)
   vae_vars = {**vae_vars, 'params': params}
   rng = np.random.default_rng(0)
-  influence = evaluate.latent_influence(model, vae_vars, rng.normal(size=(20, 4)),
+  influence = evaluation.latent_influence(model, vae_vars, rng.normal(size=(20, 4)),
                                         (rng.normal(size=(20, 10)),), max_decodes=64)
   assert influence.shape == (4,)
   assert influence[2] == 0.0
@@ -146,17 +148,6 @@ def test_latent_influence_is_zero_for_an_ignored_dim(joint):
 
 # ----------------------------------------------------------------------------------
 # IWAE.
-
-
-def test_bernoulli_fast_path_matches_model_reconstruction(joint):
-  model, _, _ = joint
-  rng = np.random.default_rng(0)
-  raw = jnp.asarray(rng.normal(size=(3, 5, 28, 28, 1)) * 3, jnp.float32)
-  x = jnp.asarray(rng.random((5, 28, 28, 1)), jnp.float32)
-  fast = evaluate._log_likelihood_samples(model, raw, x, None)  # pylint: disable=protected-access
-  for s in range(3):
-    fwd = evaluate.model_lib.Forward(None, None, raw[s], None, model.decoder_mean(raw[s]))
-    np.testing.assert_allclose(fast[s], model.reconstruction(fwd, x), rtol=1e-5)
 
 
 def test_iwae_is_at_least_the_elbo_and_k1_matches_it(joint):
@@ -168,9 +159,9 @@ def test_iwae_is_at_least_the_elbo_and_k1_matches_it(joint):
   def per_example(fn, offset):  # [64] mean over `reps` independent draws
     return np.mean([fn(jax.random.fold_in(key, offset + r)) for r in range(reps)], axis=0)
 
-  elbo = per_example(lambda k: evaluate.vae_statistics(
+  elbo = per_example(lambda k: evaluation.vae_statistics(
       model, vae_vars, images, key=k, temperature=1.0, batch_size=64)['elbo'], 0)
-  iwae = {n: per_example(lambda k, n=n: evaluate.iwae_log_likelihood(
+  iwae = {n: per_example(lambda k, n=n: evaluation.iwae_log_likelihood(
       model, vae_vars, images, num_samples=n, chunk=min(n, 16), key=k, batch_size=32), 100 * n)
           for n in (1, 8, 64)}
   # k = 1 is an unbiased ELBO estimate (same exact categorical sampling): equal means up
@@ -187,24 +178,24 @@ def test_iwae_is_deterministic_and_batch_padding_is_harmless(joint):
   model, vae_vars, _ = joint
   images = random_images(10, seed=3, binary=False)  # uint8 input, scaled inside
   key = jax.random.PRNGKey(5)
-  a = evaluate.iwae_log_likelihood(model, vae_vars, images, num_samples=8, chunk=4, key=key,
+  a = evaluation.iwae_log_likelihood(model, vae_vars, images, num_samples=8, chunk=4, key=key,
                                    batch_size=4)  # 3 batches, the last one padded
-  b = evaluate.iwae_log_likelihood(model, vae_vars, images, num_samples=8, chunk=4, key=key,
+  b = evaluation.iwae_log_likelihood(model, vae_vars, images, num_samples=8, chunk=4, key=key,
                                    batch_size=4)
   np.testing.assert_array_equal(a, b)
   assert a.shape == (10,)
-  c = evaluate.iwae_log_likelihood(model, vae_vars, images[:4], num_samples=8, chunk=4,
+  c = evaluation.iwae_log_likelihood(model, vae_vars, images[:4], num_samples=8, chunk=4,
                                    key=key, batch_size=4)
   np.testing.assert_allclose(a[:4], c, rtol=1e-6)  # same first batch, same draws
 
 
 def test_iwae_refuses_mse_and_bad_chunks():
-  mse = config_lib.build_model(tiny_config(likelihood='mse', pixel_range='minus_one_one'))
+  mse = build.build_model(tiny_config(likelihood='mse', pixel_range='minus_one_one'))
   with pytest.raises(ValueError, match='mse'):
-    evaluate.iwae_log_likelihood(mse, None, random_images(2), num_samples=2, chunk=1,
+    evaluation.iwae_log_likelihood(mse, None, random_images(2), num_samples=2, chunk=1,
                                  key=jax.random.PRNGKey(0), batch_size=2)
   with pytest.raises(ValueError, match='divide'):
-    evaluate.iwae_log_likelihood(config_lib.build_model(tiny_config()), None, random_images(2),
+    evaluation.iwae_log_likelihood(build.build_model(tiny_config()), None, random_images(2),
                                  num_samples=5, chunk=2, key=jax.random.PRNGKey(0),
                                  batch_size=2)
 
@@ -213,7 +204,7 @@ def test_iwae_gaussian_likelihood_is_finite():
   model, vae_vars, _ = tiny_model(tiny_config(likelihood='gaussian', gaussian_logvar=-2.0,
                                               categorical_sizes=(), mi_categorical=(),
                                               mi_gaussian=(0,)))
-  out = evaluate.iwae_log_likelihood(model, vae_vars, random_images(6), num_samples=4,
+  out = evaluation.iwae_log_likelihood(model, vae_vars, random_images(6), num_samples=4,
                                      chunk=2, key=jax.random.PRNGKey(0), batch_size=6)
   assert out.shape == (6,) and np.all(np.isfinite(out))
 
@@ -222,13 +213,11 @@ def test_iwae_gaussian_likelihood_is_finite():
 # Entropies and MI bounds.
 
 
-def test_exact_mi_and_entropies_agree_with_losses():
+def test_exact_mi_is_aggregate_minus_conditional_entropy():
   rng = np.random.default_rng(0)
   logits = rng.normal(size=(50, 6)) * 2
-  probs = evaluate._softmax(logits)  # pylint: disable=protected-access
-  h_mean = evaluate.categorical_entropy_of_mean(probs)
-  assert h_mean == pytest.approx(
-      float(losses.categorical_aggregate_entropy(logits=jnp.asarray(logits))), rel=1e-5)
+  probs = evaluation.mi_bound.softmax(logits)
+  h_mean = evaluation.categorical_entropy_of_mean(probs)
   conditional = -np.mean(np.sum(probs * np.log(probs), axis=1))
   assert float(losses.exact_categorical_mutual_information(logits=jnp.asarray(logits))) == (
       pytest.approx(h_mean - conditional, rel=1e-4))
@@ -245,13 +234,13 @@ def test_chunked_aggregate_entropy_matches_losses():
   expected = float(losses.gaussian_aggregate_entropy_mc(
       samples=jnp.asarray(z, jnp.float32), mean=jnp.asarray(mean, jnp.float32),
       logvar=jnp.asarray(logvar, jnp.float32)))
-  chunked = evaluate.gaussian_aggregate_entropy(z, mean, logvar, max_pairs=37 * 5)  # 8 chunks
+  chunked = evaluation.gaussian_aggregate_entropy(z, mean, logvar, max_pairs=37 * 5)  # 8 chunks
   assert chunked == pytest.approx(expected, rel=1e-5)
 
 
 def test_fresh_q_mi_bound_categorical_is_at_most_log_k(joint):
   model, vae_vars, _ = joint
-  out = evaluate.fresh_q_mi_bound(model, vae_vars, random_images(128, binary=False),
+  out = evaluation.fresh_q_mi_bound(model, vae_vars, random_images(128, binary=False),
                                   random_images(60, seed=1, binary=False), steps=30,
                                   batch_size=32, learning_rate=1e-3, key=jax.random.PRNGKey(0),
                                   temperature=0.5, eval_batch_size=32)
@@ -261,7 +250,7 @@ def test_fresh_q_mi_bound_categorical_is_at_most_log_k(joint):
   assert out['entropy_kind'] == 'categorical_aggregate'
   assert 'mi_bound_aggregate_mc' not in out
   assert out['q_loss_last'] < out['q_loss_first']  # Q learns something in 30 steps
-  again = evaluate.fresh_q_mi_bound(model, vae_vars, random_images(128, binary=False),
+  again = evaluation.fresh_q_mi_bound(model, vae_vars, random_images(128, binary=False),
                                     random_images(60, seed=1, binary=False), steps=30,
                                     batch_size=32, learning_rate=1e-3,
                                     key=jax.random.PRNGKey(0), temperature=0.5,
@@ -272,7 +261,7 @@ def test_fresh_q_mi_bound_categorical_is_at_most_log_k(joint):
 def test_mi_bounds_gaussian_reports_both_entropies():
   model, vae_vars, q_vars = tiny_model(tiny_config(categorical_sizes=(), mi_categorical=(),
                                                    mi_gaussian=(0, 1)))
-  out = evaluate.mi_bounds(model, vae_vars, {'a': q_vars, 'b': q_vars}, random_images(40),
+  out = evaluation.mi_bounds(model, vae_vars, {'a': q_vars, 'b': q_vars}, random_images(40),
                            key=jax.random.PRNGKey(0), temperature=1.0, batch_size=16)
   assert out['entropy_kind'] == 'gaussian_prior'
   assert out['entropy'] == pytest.approx(losses.gaussian_prior_entropy(num_dims=2))
@@ -288,12 +277,12 @@ def test_local_model_lets_batchnorm_train_outside_a_mesh():
                           'model.encoder_hidden': (8,), 'model.decoder_hidden': (8,),
                           'model.q_hidden': (8,), 'model.encoder_channels': (2, 4),
                           'model.q_channels': (2, 4), 'model.decoder_channels': (4, 2)})
-  model = config_lib.build_model(config, batch_norm_axis='data')
-  local = evaluate.local_model(model)
+  model = build.build_model(config, batch_norm_axis='data')
+  local = evaluation.local_model(model)
   for module in (local.vae.encoder.trunk, local.vae.decoder, local.q.trunk):
     assert module.batch_norm_axis is None
-  assert local == evaluate.local_model(local)  # idempotent: same jit cache entry
-  q_vars = evaluate.init_q(model, jax.random.PRNGKey(0))
+  assert local == evaluation.local_model(local)  # idempotent: same jit cache entry
+  q_vars = evaluation.init_q(model, jax.random.PRNGKey(0))
   x = jnp.zeros((4, 28, 28, 1))
   apply = jax.jit(lambda m, v: m.q.apply(v, x, train=True, mutable=['batch_stats']),
                   static_argnums=0)
@@ -304,7 +293,7 @@ def test_local_model_lets_batchnorm_train_outside_a_mesh():
 
 
 def test_eval_keys_are_deterministic_and_distinct():
-  a, b = evaluate.eval_keys(3), evaluate.eval_keys(3)
+  a, b = evaluation.eval_keys(3), evaluation.eval_keys(3)
   for name in a:
     np.testing.assert_array_equal(jax.random.key_data(a[name]), jax.random.key_data(b[name]))
   values = {tuple(np.asarray(jax.random.key_data(k)).ravel()) for k in a.values()}
@@ -318,34 +307,27 @@ def test_eval_keys_are_deterministic_and_distinct():
 def test_evaluate_workdir_refuses_empty_and_checkpointless_dirs(tmp_path):
   # The checks are workdir.check_evaluable's (the same ones eval.py runs first).
   with pytest.raises(workdir_lib.WorkdirError, match='does not exist'):
-    evaluate.evaluate_workdir(tmp_path / 'missing')
+    evaluation.evaluate_workdir(tmp_path / 'missing')
   with pytest.raises(workdir_lib.WorkdirError, match='not the workdir of a train.py run'):
-    evaluate.evaluate_workdir(tmp_path)
-  workdir_lib.atomic_write_text(tmp_path / workdir_lib.CONFIG_FILE,
+    evaluation.evaluate_workdir(tmp_path)
+  fileio.atomic_write(tmp_path / workdir_lib.CONFIG_FILE,
                                 workdir_lib.config_to_json(tiny_config()))
   with pytest.raises(workdir_lib.WorkdirError, match='no checkpoint'):
-    evaluate.evaluate_workdir(tmp_path)
+    evaluation.evaluate_workdir(tmp_path)
   (tmp_path / 'checkpoints').mkdir()
   with pytest.raises(workdir_lib.WorkdirError, match='no checkpoint'):
-    evaluate.evaluate_workdir(tmp_path)
+    evaluation.evaluate_workdir(tmp_path)
   (tmp_path / 'checkpoints' / '10').mkdir()
   with pytest.raises(workdir_lib.WorkdirError, match='step 7'):
-    evaluate.evaluate_workdir(tmp_path, step=7)
+    evaluation.evaluate_workdir(tmp_path, step=7)
 
 
 # ----------------------------------------------------------------------------------
 # Helpers.
 
 
-def test_flat_draws_equal_shaped_draws():
-  key = jax.random.PRNGKey(3)
-  for sampler in (jax.random.normal, jax.random.gumbel, jax.random.uniform):
-    np.testing.assert_array_equal(evaluate._flat_draw(sampler, key, (4, 6)),  # pylint: disable=protected-access
-                                  sampler(key, (4, 6)))
-
-
 def test_jsonable_turns_non_finite_into_null():
-  out = evaluate._jsonable({'a': np.float32(1.5), 'b': float('nan'),  # pylint: disable=protected-access
+  out = fileio.to_jsonable({'a': np.float32(1.5), 'b': float('nan'),
                             'c': [np.int64(2), np.array([1.0, np.inf])], 'd': (True,)})
   assert out == {'a': 1.5, 'b': None, 'c': [2, [1.0, None]], 'd': [True]}
 
@@ -353,9 +335,9 @@ def test_jsonable_turns_non_finite_into_null():
 def test_figure_arrays_shapes(joint):
   model, vae_vars, _ = joint
   images = random_images(6)
-  stats = evaluate.vae_statistics(model, vae_vars, images, key=jax.random.PRNGKey(0),
+  stats = evaluation.vae_statistics(model, vae_vars, images, key=jax.random.PRNGKey(0),
                                   temperature=1.0, batch_size=6, relaxed=False)
-  out = evaluate.figure_arrays(model, vae_vars, stats, images, code_index=0, num_examples=3,
+  out = evaluation.figure_arrays(model, vae_vars, stats, images, code_index=0, num_examples=3,
                                traversal_range=2.0, traversal_steps=5)
   assert out['grid'].shape == (5, 5, 28, 28, 1) and out['grid_dims'] == (0, 1)
   assert out['rows'].shape == (2, 3, 5, 28, 28, 1)  # no MI Gaussian dims: dims 0 and 1
@@ -367,6 +349,6 @@ def test_figure_arrays_shapes(joint):
   code = np.concatenate([stats['mean'][:1], np.eye(10)[np.argmax(stats['logits'][0][:1], -1)]],
                         axis=-1)
   code[0, :2] = 0.0
-  centre = evaluate.decode_mean(model, vae_vars, jnp.asarray(code, jnp.float32))
+  centre = evaluation.decode_mean(model, vae_vars, jnp.asarray(code, jnp.float32))
   np.testing.assert_allclose(out['grid'][2, 2], centre[0], atol=1e-5)
-  assert evaluate.traversal_dims(evaluate.local_model(model)) == (0, 1)
+  assert evaluation.traversal_dims(evaluation.local_model(model)) == (0, 1)
