@@ -128,7 +128,7 @@ def fake_training(monkeypatch):
 
   def run(config, workdir, fake=None, **kwargs):
     fake = fake or FakeChunks()
-    monkeypatch.setattr(trainer.steps, 'cached_train_chunk', fake)
+    monkeypatch.setattr(trainer.train_step, 'cached_train_chunk', fake)
     return trainer.train(config, workdir, num_devices=1, **kwargs), fake
   return run
 

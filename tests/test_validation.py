@@ -406,7 +406,7 @@ def _forbid(what):
 def test_train_raises_config_error_before_data_workdir_or_compilation(
     monkeypatch, tmp_path, key, value):
   monkeypatch.setattr(trainer, 'load_train_images', _forbid('data loading'))
-  monkeypatch.setattr(trainer.steps, 'cached_train_chunk', _forbid('compilation'))
+  monkeypatch.setattr(trainer.train_step, 'cached_train_chunk', _forbid('compilation'))
   monkeypatch.setattr(trainer.workdir_lib, 'lock', _forbid('the workdir'))
   monkeypatch.setattr(trainer.workdir_lib, 'claim', _forbid('the workdir'))
   workdir = tmp_path / 'run'
@@ -419,7 +419,7 @@ def test_train_raises_config_error_before_data_workdir_or_compilation(
 def test_train_refuses_a_batch_larger_than_the_data(monkeypatch, tmp_path):
   images = np.zeros((40, 28, 28, 1), np.uint8)
   monkeypatch.setattr(trainer, 'load_train_images', lambda config: images)
-  monkeypatch.setattr(trainer.steps, 'cached_train_chunk', _forbid('compilation'))
+  monkeypatch.setattr(trainer.train_step, 'cached_train_chunk', _forbid('compilation'))
   config = _with(JOINT, 'train_limit', 0)
   with pytest.raises(ConfigError, match=r'config.batch_size=64: larger than the 40 training'):
     trainer.train(config, tmp_path / 'run', num_devices=1)

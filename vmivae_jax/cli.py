@@ -21,9 +21,12 @@ import sys
 from absl import flags
 from absl import logging
 
+from vmivae_jax import console
 from vmivae_jax import data
 from vmivae_jax import validation
 from vmivae_jax import workdir as workdir_lib
+
+console.quiet_libraries()
 
 # Failures a user can fix; anything else is a bug and keeps its traceback.
 USER_ERRORS = (validation.ConfigError, data.DataError, workdir_lib.WorkdirError)

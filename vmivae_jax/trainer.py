@@ -22,6 +22,7 @@ import numpy as np
 from absl import logging
 
 from vmivae_jax import build
+from vmivae_jax import console
 from vmivae_jax import data
 from vmivae_jax import parallel
 from vmivae_jax import train_step
@@ -127,7 +128,8 @@ class _StopRequest:
 
 def _metric_writer(workdir: Path):
   """TensorBoard event files via CLU (the console line below replaces CLU's logging writer)."""
-  from clu import metric_writers  # pylint: disable=g-import-not-at-top  (imports TensorFlow)
+  with console.silenced_native_stderr():  # TensorFlow's import notices
+    from clu import metric_writers  # pylint: disable=g-import-not-at-top  (imports TensorFlow)
   if jax.process_index() > 0:
     return metric_writers.MultiWriter([])
   return metric_writers.SummaryWriter(str(workdir))
