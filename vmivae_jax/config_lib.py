@@ -85,13 +85,28 @@ def smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   config.num_train_steps = 20
   config.steps_per_chunk = 5
   config.checkpoint_every_steps = 10
-  m = config.model
-  m.encoder_hidden = m.decoder_hidden = m.q_hidden = (32,) if m.family == 'mlp' else (16,)
-  m.encoder_channels = m.q_channels = (4, 8)
-  m.decoder_channels = (8, 4)
+  smoke_widths(config.model)
   config.eval.update(batch_size=100, iwae_samples=8, iwae_chunk=4, q_train_steps=20,
                      q_batch_size=50, num_figure_examples=4)
   return config
+
+
+def smoke_widths(model: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Tiny layer widths for ``config.model``, keeping its family (smoke runs, benchmarks)."""
+  model.encoder_hidden = model.decoder_hidden = model.q_hidden = (
+      (32,) if model.family == 'mlp' else (16,))
+  model.encoder_channels = model.q_channels = (4, 8)
+  model.decoder_channels = (8, 4)
+  return model
+
+
+def authors_architecture(model: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """The authors' conv networks in ``config.model``: k4 s2 convs 64/128, BatchNorm,
+  LeakyReLU 0.2, Linear 512, transpose-conv decoder."""
+  model.update(family='conv', encoder_hidden=(512,), decoder_hidden=(512,),
+               q_hidden=(512,), encoder_channels=(64, 128), decoder_channels=(128, 64),
+               q_channels=(64, 128), norm='batch', activation='leaky_relu')
+  return model
 
 
 def authors_config(dataset: str, setting: str) -> ml_collections.ConfigDict:
@@ -113,9 +128,7 @@ def authors_config(dataset: str, setting: str) -> ml_collections.ConfigDict:
   if setting == 'gauss':
     config.latent.gaussian_dims = 32
     config.mi.gaussian_indices = (0, 1)
-  config.model.update(family='conv', encoder_hidden=(512,), decoder_hidden=(512,),
-                      q_hidden=(512,), encoder_channels=(64, 128), decoder_channels=(128, 64),
-                      q_channels=(64, 128), norm='batch', activation='leaky_relu')
+  authors_architecture(config.model)
   config.pixel_range = 'minus_one_one'
   config.likelihood = 'mse'
   config.beta = 0.005
