@@ -326,12 +326,6 @@ def test_evaluate_workdir_refuses_empty_and_checkpointless_dirs(tmp_path):
 # Helpers.
 
 
-def test_jsonable_turns_non_finite_into_null():
-  out = fileio.to_jsonable({'a': np.float32(1.5), 'b': float('nan'),
-                            'c': [np.int64(2), np.array([1.0, np.inf])], 'd': (True,)})
-  assert out == {'a': 1.5, 'b': None, 'c': [2, [1.0, None]], 'd': [True]}
-
-
 def test_figure_arrays_shapes(joint):
   model, vae_vars, _ = joint
   images = random_images(6)

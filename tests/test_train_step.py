@@ -453,18 +453,3 @@ def test_lambda_does_not_change_initialisation_or_batches():
     assert abs(float(m_other['reconstruction'][0] - m0['reconstruction'][0])) > 1e-2
     recon.append(float(m0['reconstruction'][0]))
   assert len(set(np.round(recon, 2))) == 3      # and the three steps use different batches
-
-
-def test_epoch_permutation():
-  key = _keys()['data']
-  perms = np.stack([np.asarray(preprocess.epoch_permutation(key, e, N)) for e in range(2)])
-  for p in perms:
-    np.testing.assert_array_equal(np.sort(p), np.arange(N))
-  assert not np.array_equal(perms[0], perms[1])
-  np.testing.assert_array_equal(preprocess.epoch_permutation(key, 0, N), perms[0])
-
-
-def test_scale_images():
-  u8 = np.array([0, 51, 255], np.uint8)
-  np.testing.assert_allclose(preprocess.scale_images(u8, (0.0, 1.0)), [0.0, 0.2, 1.0], rtol=1e-6)
-  np.testing.assert_allclose(preprocess.scale_images(u8, (-1.0, 1.0)), [-1.0, -0.6, 1.0], rtol=1e-6)
