@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 
 from vmivae_jax import fileio
-from vmivae_jax import workdir as workdir_lib
 from vmivae_jax.experiments import suite as suite_lib
 
 SUITE_COMMAND = 'python -m vmivae_jax.experiments.reproduce --suite=thesis'

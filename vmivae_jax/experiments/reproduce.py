@@ -77,7 +77,6 @@ def run_one(experiment: suite_lib.Experiment, variant: str, seed: int, root: Pat
   """Trains and evaluates one run (or reuses it when done); returns its record."""
   from vmivae_jax import evaluation  # pylint: disable=g-import-not-at-top
   from vmivae_jax import trainer  # pylint: disable=g-import-not-at-top
-  from vmivae_jax import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
   workdir = run_dir(root, experiment.name, variant, seed)
   overrides = {'seed': seed, **experiment.variant_overrides(variant)}
   config = load_config(experiment.config_file, overrides)
