@@ -108,6 +108,16 @@ def gaussian_entropy(*, logvar: jax.Array) -> jax.Array:
 
 # ----------------------------------------------------------------------------------
 # Categorical q(c|x) = Cat(softmax(logits)) with a uniform prior over K classes.
+#
+# A logit of -inf masks a class (probability exactly 0). Every categorical function
+# here treats 0 log 0 as 0 and keeps gradients finite with masked classes, using
+# ``jnp.where`` on the masked entries only, so finite logits give the same bits as
+# the plain formulas.
+
+
+def _is_masked(log_probs: jax.Array) -> jax.Array:
+  """True where a log-probability is -inf (a masked class)."""
+  return log_probs == -jnp.inf
 
 
 def gumbel_noise(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
@@ -124,6 +134,9 @@ def gumbel_softmax_sample(*, logits: jax.Array, gumbel: jax.Array, temperature: 
   With ``hard=True`` the forward value is the one-hot argmax of ``y`` and the
   gradient is that of ``y`` (straight-through estimator).
 
+  A logit of -inf masks its class: y_k = 0 exactly and every gradient stays finite
+  (at least one logit per row must be finite).
+
   Args:
     logits: [B, K] unnormalised log-probabilities (log pi up to a constant).
     gumbel: [B, K] Gumbel(0, 1) noise (see :func:`gumbel_noise`).
@@ -139,7 +152,12 @@ def gumbel_softmax_sample(*, logits: jax.Array, gumbel: jax.Array, temperature: 
   >>> y.tolist()
   [[0.0, 1.0]]
   """
-  soft = jax.nn.softmax((jax.nn.log_softmax(logits) + gumbel) / temperature, axis=-1)
+  log_probs = jax.nn.log_softmax(logits)
+  masked = _is_masked(log_probs)
+  # Masked classes (logit -inf) get -inf scores without dividing -inf by tau, so the
+  # gradient stays finite in tau too; finite logits take the unchanged path bit for bit.
+  scores = (jnp.where(masked, 0.0, log_probs) + gumbel) / temperature
+  soft = jax.nn.softmax(jnp.where(masked, -jnp.inf, scores), axis=-1)
   if not hard:
     return soft
   one_hot = jax.nn.one_hot(jnp.argmax(soft, axis=-1), soft.shape[-1], dtype=soft.dtype)
@@ -148,6 +166,10 @@ def gumbel_softmax_sample(*, logits: jax.Array, gumbel: jax.Array, temperature: 
 
 def categorical_kl_to_uniform(*, logits: jax.Array) -> jax.Array:
   """Closed-form KL(Cat(softmax(logits)) || Uniform(K)) = log K - H(q).
+
+  The uniform prior is over all K columns; a masked class (logit -inf) has q_k = 0
+  and adds nothing, so KL = KL(q_sub || Uniform(K_sub)) + log(K / K_sub) over the
+  K_sub unmasked classes (finite value and gradient).
 
   Args:
     logits: [B, K] logits.
@@ -165,6 +187,10 @@ def categorical_kl_to_uniform(*, logits: jax.Array) -> jax.Array:
 def categorical_entropy(*, logits: jax.Array) -> jax.Array:
   """Entropy H(q) = -sum_k q_k log q_k of Cat(softmax(logits)).
 
+  A logit of -inf masks its class (q_k = 0, and 0 log 0 = 0): the value and the
+  gradient equal those over the unmasked classes alone. Finite logits give the same
+  bits as the plain formula.
+
   Args:
     logits: [..., K] logits.
 
@@ -176,7 +202,9 @@ def categorical_entropy(*, logits: jax.Array) -> jax.Array:
   0.6931
   """
   log_probs = jax.nn.log_softmax(logits, axis=-1)
-  return -jnp.sum(jnp.exp(log_probs) * log_probs, axis=-1)
+  # 0 log 0 = 0 for masked classes; the inner where keeps the gradient finite as well.
+  safe_log_probs = jnp.where(_is_masked(log_probs), 0.0, log_probs)
+  return -jnp.sum(jnp.exp(log_probs) * safe_log_probs, axis=-1)
 
 
 # ----------------------------------------------------------------------------------
