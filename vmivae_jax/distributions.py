@@ -110,14 +110,23 @@ def gaussian_entropy(*, logvar: jax.Array) -> jax.Array:
 # Categorical q(c|x) = Cat(softmax(logits)) with a uniform prior over K classes.
 #
 # A logit of -inf masks a class (probability exactly 0). Every categorical function
-# here treats 0 log 0 as 0 and keeps gradients finite with masked classes, using
-# ``jnp.where`` on the masked entries only, so finite logits give the same bits as
-# the plain formulas.
+# here first raises logits to MASKED_LOGIT (a no-op for any finite logit above it):
+# a masked class then has probability exactly 0 and a huge but finite log-probability,
+# so 0 log 0 = 0, and values and gradients stay finite. Unlike a ``jnp.where`` on the
+# results, this elementwise max leaves XLA's fusion of the rest unchanged, so finite
+# logits give the same bits as the plain formulas, in training runs too (float32).
+
+MASKED_LOGIT = -1e30
 
 
-def _is_masked(log_probs: jax.Array) -> jax.Array:
-  """True where a log-probability is -inf (a masked class)."""
-  return log_probs == -jnp.inf
+def unmask_logits(logits: jax.Array) -> jax.Array:
+  """max(logits, MASKED_LOGIT): -inf (masked) logits become a finite stand-in.
+
+  >>> import jax.numpy as jnp
+  >>> unmask_logits(jnp.array([0.5, -jnp.inf])).tolist()
+  [0.5, -1.0000000150474662e+30]
+  """
+  return jnp.maximum(logits, MASKED_LOGIT)
 
 
 def gumbel_noise(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
@@ -135,7 +144,7 @@ def gumbel_softmax_sample(*, logits: jax.Array, gumbel: jax.Array, temperature: 
   gradient is that of ``y`` (straight-through estimator).
 
   A logit of -inf masks its class: y_k = 0 exactly and every gradient stays finite
-  (at least one logit per row must be finite).
+  (at least one logit per row must be finite; tau >= 1e-4 for a finite d/d tau).
 
   Args:
     logits: [B, K] unnormalised log-probabilities (log pi up to a constant).
@@ -152,12 +161,8 @@ def gumbel_softmax_sample(*, logits: jax.Array, gumbel: jax.Array, temperature: 
   >>> y.tolist()
   [[0.0, 1.0]]
   """
-  log_probs = jax.nn.log_softmax(logits)
-  masked = _is_masked(log_probs)
-  # Masked classes (logit -inf) get -inf scores without dividing -inf by tau, so the
-  # gradient stays finite in tau too; finite logits take the unchanged path bit for bit.
-  scores = (jnp.where(masked, 0.0, log_probs) + gumbel) / temperature
-  soft = jax.nn.softmax(jnp.where(masked, -jnp.inf, scores), axis=-1)
+  soft = jax.nn.softmax((jax.nn.log_softmax(unmask_logits(logits)) + gumbel) / temperature,
+                        axis=-1)
   if not hard:
     return soft
   one_hot = jax.nn.one_hot(jnp.argmax(soft, axis=-1), soft.shape[-1], dtype=soft.dtype)
@@ -201,10 +206,8 @@ def categorical_entropy(*, logits: jax.Array) -> jax.Array:
   >>> round(float(categorical_entropy(logits=jnp.zeros((2,)))), 4)
   0.6931
   """
-  log_probs = jax.nn.log_softmax(logits, axis=-1)
-  # 0 log 0 = 0 for masked classes; the inner where keeps the gradient finite as well.
-  safe_log_probs = jnp.where(_is_masked(log_probs), 0.0, log_probs)
-  return -jnp.sum(jnp.exp(log_probs) * safe_log_probs, axis=-1)
+  log_probs = jax.nn.log_softmax(unmask_logits(logits), axis=-1)
+  return -jnp.sum(jnp.exp(log_probs) * log_probs, axis=-1)
 
 
 # ----------------------------------------------------------------------------------

@@ -135,7 +135,8 @@ def categorical_log_q(*, q_logits: jax.Array, target: jax.Array) -> jax.Array:
   """log Q(c | x') = sum_k c_k log softmax(q_logits)_k for a one-hot or relaxed target c.
 
   A class masked in Q (q_logit -inf) with target weight 0 contributes nothing (value
-  and gradient finite); target weight on a masked class gives -inf.
+  and gradient finite); target weight t on a masked class gives about -1e30 t, the
+  finite stand-in for log 0 (see ``distributions.MASKED_LOGIT``).
 
   Args:
     q_logits: [B, K] Q's logits from x'.
@@ -148,11 +149,8 @@ def categorical_log_q(*, q_logits: jax.Array, target: jax.Array) -> jax.Array:
   >>> round(float(categorical_log_q(q_logits=jnp.zeros((1, 4)), target=jnp.eye(4)[:1])[0]), 4)
   -1.3863
   """
-  log_probs = jax.nn.log_softmax(q_logits, axis=-1)
-  # A masked class (q_logit -inf) that the target does not use adds 0, not 0 * -inf;
-  # the inner where keeps gradients finite. A target on a masked class gives -inf.
-  unused = (log_probs == -jnp.inf) & (target == 0)
-  return jnp.sum(target * jnp.where(unused, 0.0, log_probs), axis=-1)
+  log_probs = jax.nn.log_softmax(distributions.unmask_logits(q_logits), axis=-1)
+  return jnp.sum(target * log_probs, axis=-1)
 
 
 def categorical_aggregate_entropy(*, logits: jax.Array, per_example: bool = False) -> jax.Array:
@@ -264,7 +262,7 @@ def _joint_log_probs(logits_list: list, batch: int) -> jax.Array:
   """[B, K_1 * ... * K_M] log prod_m q(c_m|x) over every joint code (row-major)."""
   joint = jnp.zeros((batch, 1), jnp.float32)
   for logits in logits_list:
-    log_probs = jax.nn.log_softmax(logits, axis=-1)
+    log_probs = jax.nn.log_softmax(distributions.unmask_logits(logits), axis=-1)
     joint = (joint[:, :, None] + log_probs[:, None, :]).reshape(batch, -1)
   return joint
 
@@ -308,14 +306,11 @@ def joint_aggregate_entropy_terms(*, samples: jax.Array, sample_logits, mean: ja
   if leave_out is not None:
     gauss = jnp.where(jnp.arange(num_comps)[None, :] == leave_out[:, None], -jnp.inf, gauss)
     count -= 1
+  # Masked classes have log pi = MASKED_LOGIT (finite): pi = 0 exactly and 0 * log q
+  # = 0 even for a code no component uses, with finite gradients.
   log_joint = gauss[:, :, None] + comp_log_pi[None, :, :]              # [P, B, C]
-  unused = query_log_pi == -jnp.inf                                     # pi_p(c) = 0
-  # Feed zeros (not all -inf columns) to logsumexp where the query does not use the
-  # code, so the gradient stays finite; those terms are dropped below anyway.
-  log_joint = jnp.where(unused[:, None, :], 0.0, log_joint)
   log_aggregate = jax.nn.logsumexp(log_joint, axis=1) - math.log(count)  # [P, C]
-  safe = jnp.where(unused, 0.0, log_aggregate)
-  return -jnp.sum(jnp.exp(query_log_pi) * safe, axis=-1)
+  return -jnp.sum(jnp.exp(query_log_pi) * log_aggregate, axis=-1)
 
 
 def joint_aggregate_entropy_mc(*, samples: jax.Array, mean: jax.Array, logvar: jax.Array,
@@ -438,9 +433,8 @@ def exact_categorical_mutual_information(*, logits: jax.Array,
   0.6931
   """
   if per_example:
-    log_probs = jax.nn.log_softmax(logits, axis=-1)
+    log_probs = jax.nn.log_softmax(distributions.unmask_logits(logits), axis=-1)
     log_aggregate = jnp.log(jnp.clip(jnp.mean(jnp.exp(log_probs), axis=0), 1e-30))
-    log_ratio = jnp.where(log_probs == -jnp.inf, 0.0, log_probs - log_aggregate)
-    return jnp.sum(jnp.exp(log_probs) * log_ratio, axis=-1)
+    return jnp.sum(jnp.exp(log_probs) * (log_probs - log_aggregate), axis=-1)
   conditional = jnp.mean(distributions.categorical_entropy(logits=logits))
   return categorical_aggregate_entropy(logits=logits) - conditional
