@@ -130,7 +130,15 @@ def unmask_logits(logits: jax.Array) -> jax.Array:
 
 
 def gumbel_noise(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
-  """Standard Gumbel(0, 1) draws g = -log(-log(u)), u ~ U(0, 1), of the given shape."""
+  """Standard Gumbel(0, 1) draws g = -log(-log(u)), u ~ U(0, 1), of the given shape.
+
+  Draw it with a key of its own: noise made from the key that drew the logits is a
+  function of them, not independent of them.
+
+  >>> import jax
+  >>> gumbel_noise(jax.random.PRNGKey(0), (2, 3)).shape
+  (2, 3)
+  """
   return jax.random.gumbel(key, shape)
 
 
