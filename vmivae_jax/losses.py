@@ -18,7 +18,16 @@ where ``z_sel`` is the chosen part of the latent and ``x'`` is the decoder's mea
 (Bernoulli probabilities, or the Gaussian mean). The expectation term is per example
 (:func:`gaussian_log_q`, :func:`categorical_log_q`); the entropy term is a property of
 the whole batch or evaluation set, so it is computed separately and every reported
-bound names which entropy it used (see ``ENTROPY_KINDS``).
+bound names which entropy it used (see ``ENTROPY_KINDS``). With several target groups
+the entropy must be their joint one (:func:`joint_aggregate_entropy_mc`).
+
+Uncertainty: the entropy estimators and the exact code MI take ``per_example=True``
+and then return per-example terms whose mean is the estimate; :func:`standard_error`
+of those terms (for a bound, of ``mi_lower_bound(log_q=..., entropy=terms)``) is the
+first-order standard error over the Monte Carlo draws and the finite example set.
+
+Masked categories: a logit of -inf gives probability 0 and finite values and
+gradients everywhere (``distributions.MASKED_LOGIT``).
 """
 
 import math
@@ -34,7 +43,8 @@ ENTROPY_KINDS = {
     'categorical_aggregate': 'H(mean_x q(c|x)): plug-in entropy of the aggregated posterior',
     'gaussian_prior': 'H(N(0, I)) of the selected dims: assumes q(z) = p(z), as the thesis does',
     'gaussian_aggregate_mc': ('-mean_i log mean_j q(z_i|x_j): Monte Carlo entropy of the '
-                              'aggregated posterior (no prior assumption; minibatch estimate)'),
+                              'aggregated posterior (no prior assumption; exact in expectation '
+                              'for the evaluated set, biased down for small batches)'),
   'joint_aggregate_mc': ('-mean_i sum_c q(c|x_i) log mean_j q(g_i, c|x_j): joint entropy of '
                          'Gaussian dims and codes (not the sum of separate entropies)'),
 }
