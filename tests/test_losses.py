@@ -17,6 +17,7 @@ import pytest
 import scipy.integrate
 import scipy.stats
 
+from vmivae_jax import distributions
 from vmivae_jax import losses
 
 N_EVAL = 200_000
@@ -92,13 +93,19 @@ def _sym_bound_terms(params, batch, entropy):
                                entropy=entropy)
 
 
-def test_discrete_mi_reference_matches_closed_form_for_uniform_prior():
-  # Uniform prior, symmetric channel: I = log K - H(row), row = (1-eps+eps/K, eps/K, ...).
-  # K=4, eps=0.3: row = (0.775, 0.075, 0.075, 0.075), H(row) = 0.780352, I = 0.605943.
-  row = np.array([0.775, 0.075, 0.075, 0.075])
-  closed = math.log(4) + float(np.sum(row * np.log(row)))
-  assert closed == pytest.approx(0.605943, abs=1e-6)
-  assert _discrete_mi(np.full(4, 0.25), _symmetric_channel()) == pytest.approx(closed, rel=1e-12)
+def test_exact_code_mi_of_channel_rows_matches_closed_form_and_reference():
+  # Encoder rows q(c|x) = the symmetric channel's rows, x uniform over K symbols:
+  # I(x; c) = log K - H(row), row = (1-eps+eps/K, eps/K, ...); K=4, eps=0.3:
+  # row = (0.775, 0.075, 0.075, 0.075), H(row) = 0.780352, I = 0.605943.
+  logits = np.log(_symmetric_channel()).astype(np.float32)
+  assert exact_mi(logits=logits) == pytest.approx(0.605943, abs=2e-6)
+  terms = losses.exact_categorical_mutual_information(logits=logits, per_example=True)
+  np.testing.assert_allclose(terms, 0.605943, atol=2e-6)  # each row: KL(row || uniform)
+  # Non-uniform p(x) = P_SYM as 4:3:2:1 copies of the rows: the library's exact MI
+  # equals the independent joint-table reference used by the bound tests below.
+  weighted = np.repeat(logits, (P_SYM * 10).astype(int), axis=0)
+  assert exact_mi(logits=weighted) == pytest.approx(_discrete_mi(P_SYM, _symmetric_channel()),
+                                                    abs=3e-6)
 
 
 @pytest.fixture(scope='module')
@@ -280,10 +287,14 @@ def test_gaussian_aggregate_entropy_mc_approximates_true_entropy(aggregate_var):
     assert abs(losses.gaussian_prior_entropy(num_dims=1) - true_h) > 0.6
 
 
-def test_gaussian_prior_entropy_matches_scipy():
+def test_gaussian_prior_entropy_is_the_mean_negative_log_density_of_prior_samples():
+  # Monte Carlo: H(N(0, I_S)) = E[-log N(z; 0, I)], with the library's density.
   for s in (1, 2, 5):
-    ref = scipy.stats.multivariate_normal(np.zeros(s), np.eye(s)).entropy()
-    assert losses.gaussian_prior_entropy(num_dims=s) == pytest.approx(ref, rel=1e-12)
+    z = jax.random.normal(jax.random.PRNGKey(s), (100_000, s))
+    neg_log = -distributions.gaussian_log_density(z, mean=jnp.zeros(s), logvar=jnp.zeros(s))
+    mean, se = _mean_and_se(neg_log)
+    assert abs(losses.gaussian_prior_entropy(num_dims=s) - mean) < 4 * se, (s, mean)
+    assert se < 0.01
 
 
 # ----------------------------------------------------------------------------------
@@ -390,8 +401,36 @@ def test_mi_lower_bound_adds_entropy_per_example():
   log_q = np.array([-1.0, -2.5, -0.1], np.float32)
   np.testing.assert_allclose(losses.mi_lower_bound(log_q=log_q, entropy=1.5), [0.5, -1.0, 1.4],
                              rtol=1e-6)
+  # Per-example entropy terms pair with the same examples' log Q terms.
+  np.testing.assert_allclose(
+      losses.mi_lower_bound(log_q=log_q, entropy=np.array([1.0, 2.0, 3.0], np.float32)),
+      [0.0, -0.5, 2.9], rtol=1e-6)
 
 
-def test_entropy_kinds_documented():
+def test_entropy_kind_decides_whether_the_bound_is_a_lower_bound():
+  # z_sel's aggregate posterior is N(0, V) with V = 1/4, not the prior N(0, 1):
+  # q(z|x) = N(mu_x, 1/16), mu_x ~ N(0, 3/16); x' = z + SIGMA_Z noise; Q the exact
+  # posterior. True I(z; x') = 1/2 log(1 + V / SIGMA_Z^2) = 1/2 log 2.
+  v, s2, n = 0.25, 1 / 16, 4000
   assert set(losses.ENTROPY_KINDS) == {'categorical_aggregate', 'gaussian_prior',
-                                      'gaussian_aggregate_mc'}
+                                      'gaussian_aggregate_mc', 'joint_aggregate_mc'}
+  true_mi = 0.5 * math.log(1 + v / SIGMA_Z**2)
+  k1, k2, k3 = jax.random.split(jax.random.PRNGKey(400), 3)
+  mu = math.sqrt(v - s2) * jax.random.normal(k1, (n, 1))
+  logvar = jnp.full((n, 1), math.log(s2))
+  z = mu + math.sqrt(s2) * jax.random.normal(k2, (n, 1))
+  x = z + SIGMA_Z * jax.random.normal(k3, (n, 1))
+  log_q = losses.gaussian_log_q(q_mean=v / (v + SIGMA_Z**2) * x,
+                                q_logvar=jnp.full((n, 1), math.log(v * SIGMA_Z**2 / (v + SIGMA_Z**2))),
+                                target=z)
+  h_terms = losses.gaussian_aggregate_entropy_mc(samples=z, mean=mu, logvar=logvar,
+                                                 per_example=True)
+  terms = losses.mi_lower_bound(log_q=log_q, entropy=h_terms)       # 'gaussian_aggregate_mc'
+  mean, se = _mean_and_se(terms)
+  assert mean <= true_mi + 3 * se and abs(mean - true_mi) < 4 * se + 0.01, (mean, true_mi)
+  # 'gaussian_prior' assumes q(z) = p(z): here it adds 1/2 log(1/V) = 0.69 nats and the
+  # "bound" exceeds the true MI by far more than its standard error.
+  prior_terms = losses.mi_lower_bound(log_q=log_q,
+                                      entropy=losses.gaussian_prior_entropy(num_dims=1))
+  prior_mean, prior_se = _mean_and_se(prior_terms)
+  assert prior_mean - true_mi > 0.6 and prior_mean - true_mi > 20 * prior_se

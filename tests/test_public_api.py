@@ -1,6 +1,7 @@
 """The public, import-from-anywhere API of the core library and its docstring examples."""
 
 import doctest
+import inspect
 import os
 import subprocess
 import sys
@@ -45,25 +46,32 @@ def test_import_from_a_separate_process(tmp_path):
 
 def test_distributions_docstring_examples():
   results = doctest.testmod(distributions, verbose=False, report=True)
-  assert results.attempted >= 10
+  assert results.attempted >= 12
   assert results.failed == 0
 
 
 def test_losses_docstring_examples():
-  results = doctest.testmod(losses, verbose=False, report=False)
-  assert results.attempted >= 10
+  results = doctest.testmod(losses, verbose=False, report=True)
+  assert results.attempted >= 18
   assert results.failed == 0
 
 
-def test_losses_docstring_examples_other_than_the_module_example():
-  """Every function-level example of losses.py passes (only the module one fails)."""
-  finder = doctest.DocTestFinder()
-  runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
-  attempted = 0
-  for test in finder.find(losses):
-    if test.name == losses.__name__:
-      continue
-    result = runner.run(test, out=lambda s: None)
-    attempted += result.attempted
-    assert result.failed == 0, test.name
-  assert attempted >= 8
+def _public_functions(module):
+  return [(name, fn) for name, fn in inspect.getmembers(module, inspect.isfunction)
+          if not name.startswith('_') and fn.__module__ == module.__name__]
+
+
+# Functions whose leading data arguments may be positional (as in jax.random).
+_POSITIONAL = {'gumbel_noise': 2}
+
+
+@pytest.mark.parametrize('module', [distributions, losses], ids=lambda m: m.__name__)
+def test_public_functions_have_an_example_and_keyword_only_hyper_parameters(module):
+  functions = _public_functions(module)
+  assert len(functions) >= 8
+  for name, fn in functions:
+    assert fn.__doc__ and '>>>' in fn.__doc__, f'{name} has no docstring example'
+    params = list(inspect.signature(fn).parameters.values())
+    positional = [p.name for p in params if p.kind != p.KEYWORD_ONLY]
+    assert len(positional) <= _POSITIONAL.get(name, 1), (name, positional)
+    assert all(p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) for p in params), name

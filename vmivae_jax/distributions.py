@@ -108,10 +108,37 @@ def gaussian_entropy(*, logvar: jax.Array) -> jax.Array:
 
 # ----------------------------------------------------------------------------------
 # Categorical q(c|x) = Cat(softmax(logits)) with a uniform prior over K classes.
+#
+# A logit of -inf masks a class (probability exactly 0). Every categorical function
+# here first raises logits to MASKED_LOGIT (a no-op for any finite logit above it):
+# a masked class then has probability exactly 0 and a huge but finite log-probability,
+# so 0 log 0 = 0, and values and gradients stay finite. Unlike a ``jnp.where`` on the
+# results, this elementwise max leaves XLA's fusion of the rest unchanged, so finite
+# logits give the same bits as the plain formulas, in training runs too (float32).
+
+MASKED_LOGIT = -1e30
+
+
+def unmask_logits(logits: jax.Array) -> jax.Array:
+  """max(logits, MASKED_LOGIT): -inf (masked) logits become a finite stand-in.
+
+  >>> import jax.numpy as jnp
+  >>> unmask_logits(jnp.array([0.5, -jnp.inf])).tolist()
+  [0.5, -1.0000000150474662e+30]
+  """
+  return jnp.maximum(logits, MASKED_LOGIT)
 
 
 def gumbel_noise(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
-  """Standard Gumbel(0, 1) draws g = -log(-log(u)), u ~ U(0, 1), of the given shape."""
+  """Standard Gumbel(0, 1) draws g = -log(-log(u)), u ~ U(0, 1), of the given shape.
+
+  Draw it with a key of its own: noise made from the key that drew the logits is a
+  function of them, not independent of them.
+
+  >>> import jax
+  >>> gumbel_noise(jax.random.PRNGKey(0), (2, 3)).shape
+  (2, 3)
+  """
   return jax.random.gumbel(key, shape)
 
 
@@ -123,6 +150,9 @@ def gumbel_softmax_sample(*, logits: jax.Array, gumbel: jax.Array, temperature: 
 
   With ``hard=True`` the forward value is the one-hot argmax of ``y`` and the
   gradient is that of ``y`` (straight-through estimator).
+
+  A logit of -inf masks its class: y_k = 0 exactly and every gradient stays finite
+  (at least one logit per row must be finite; tau >= 1e-4 for a finite d/d tau).
 
   Args:
     logits: [B, K] unnormalised log-probabilities (log pi up to a constant).
@@ -139,7 +169,8 @@ def gumbel_softmax_sample(*, logits: jax.Array, gumbel: jax.Array, temperature: 
   >>> y.tolist()
   [[0.0, 1.0]]
   """
-  soft = jax.nn.softmax((jax.nn.log_softmax(logits) + gumbel) / temperature, axis=-1)
+  soft = jax.nn.softmax((jax.nn.log_softmax(unmask_logits(logits)) + gumbel) / temperature,
+                        axis=-1)
   if not hard:
     return soft
   one_hot = jax.nn.one_hot(jnp.argmax(soft, axis=-1), soft.shape[-1], dtype=soft.dtype)
@@ -148,6 +179,10 @@ def gumbel_softmax_sample(*, logits: jax.Array, gumbel: jax.Array, temperature: 
 
 def categorical_kl_to_uniform(*, logits: jax.Array) -> jax.Array:
   """Closed-form KL(Cat(softmax(logits)) || Uniform(K)) = log K - H(q).
+
+  The uniform prior is over all K columns; a masked class (logit -inf) has q_k = 0
+  and adds nothing, so KL = KL(q_sub || Uniform(K_sub)) + log(K / K_sub) over the
+  K_sub unmasked classes (finite value and gradient).
 
   Args:
     logits: [B, K] logits.
@@ -165,6 +200,10 @@ def categorical_kl_to_uniform(*, logits: jax.Array) -> jax.Array:
 def categorical_entropy(*, logits: jax.Array) -> jax.Array:
   """Entropy H(q) = -sum_k q_k log q_k of Cat(softmax(logits)).
 
+  A logit of -inf masks its class (q_k = 0, and 0 log 0 = 0): the value and the
+  gradient equal those over the unmasked classes alone. Finite logits give the same
+  bits as the plain formula.
+
   Args:
     logits: [..., K] logits.
 
@@ -175,7 +214,7 @@ def categorical_entropy(*, logits: jax.Array) -> jax.Array:
   >>> round(float(categorical_entropy(logits=jnp.zeros((2,)))), 4)
   0.6931
   """
-  log_probs = jax.nn.log_softmax(logits, axis=-1)
+  log_probs = jax.nn.log_softmax(unmask_logits(logits), axis=-1)
   return -jnp.sum(jnp.exp(log_probs) * log_probs, axis=-1)
 
 
