@@ -14,7 +14,7 @@ H = W = 9
 # Jitted once per set of hyper-parameters (eager op-by-op dispatch is slow on a busy CPU).
 _augment = jax.jit(augment.augment, static_argnames=(
     'max_rotation', 'max_scale', 'max_aspect', 'max_shear', 'max_translation',
-    'elastic_alpha', 'elastic_sigma', 'dilate_prob', 'erode_prob'))
+    'elastic_alpha', 'elastic_sigma', 'dilate_prob', 'erode_prob', 'thickness_footprint'))
 
 
 def _images(batch=3, channels=None, seed=0):
@@ -168,6 +168,17 @@ def test_dilation_of_a_single_pixel_is_a_3x3_square_and_erosion_undoes_it():
   # Channels are filtered separately.
   x2 = jnp.stack([x, 2 * x], -1)
   np.testing.assert_array_equal(augment.dilate(x2)[..., 1], 2 * d)
+  # The cross footprint: centre + 4 neighbours, also not padded with zeros.
+  c = augment.dilate(x, footprint='cross')
+  expect = np.zeros((H, W), np.float32)
+  expect[0, 3:6] = expect[1, 4] = 0.7
+  expect[5:8, 6] = expect[6, 5:8] = 1.0
+  np.testing.assert_array_equal(c[0], expect)
+  np.testing.assert_array_equal(augment.erode(c, footprint='cross'), x)
+  block = jnp.ones((1, H, W))
+  np.testing.assert_array_equal(augment.erode(block, footprint='cross'), block)
+  with pytest.raises(ValueError):
+    augment.dilate(x, footprint='disk')
 
 
 def test_random_thickness_probabilities():
