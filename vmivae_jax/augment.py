@@ -1,0 +1,400 @@
+"""Random image augmentation on device: affine warps, elastic distortion, stroke thickness.
+
+Pure functions of arrays that import nothing but jax. They take a PRNG key (the train
+step passes ``jax.random.fold_in(key, step)``), draw one transform per example, work
+under ``jit`` and ``vmap`` and do no Python work per step: every hyper-parameter is a
+static Python number and 0 switches a part off.
+
+Images are [B, H, W] or [B, H, W, C] in any range (they are not clipped). Warps use
+bilinear interpolation with zero fill outside the image.
+
+Coordinate convention (used by every function here): a pixel is addressed by
+(row, col) = (y, x), row 0 at the top; transforms act about the image centre
+c = ((H - 1) / 2, (W - 1) / 2). A forward transform with linear part A and translation
+t moves the input point p to A (p - c) + c + t. The warp is applied by inverse mapping:
+output pixel p samples the input at A^-1 (p - c - t) + c. Matrices are therefore stored
+as *sampling* matrices M [B, 2, 3] with input = M @ (row, col, 1) of the output pixel.
+Rotations are in DEGREES; a positive angle turns the content the way ``jnp.rot90`` does
+(counter-clockwise as displayed with row 0 at the top). Shear is an angle in degrees
+(factor tan(angle), col' = col + tan(angle) * row, as torchvision's x-shear).
+
+>>> import jax, jax.numpy as jnp
+>>> from vmivae_jax import augment
+>>> x = jnp.zeros((2, 28, 28)).at[:, 10:18, 12:16].set(1.0)
+>>> y = augment.augment(jax.random.key(0), x, max_rotation=15.0, max_translation=2.0)
+>>> y.shape, y.dtype
+((2, 28, 28), dtype('float32'))
+>>> bool(jnp.all(augment.augment(jax.random.key(0), x) == x))  # everything off
+True
+"""
+
+import math
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+
+def _is_off(value) -> bool:
+  """True when a hyper-parameter is the static number 0 (the part is skipped)."""
+  return isinstance(value, (int, float)) and value == 0
+
+
+def _with_channels(images: jax.Array) -> tuple[jax.Array, bool]:
+  """[B, H, W] -> [B, H, W, 1] (and a flag to undo it); [B, H, W, C] unchanged."""
+  if images.ndim == 3:
+    return images[..., None], True
+  if images.ndim != 4:
+    raise ValueError(f'images must be [B, H, W] or [B, H, W, C], got shape {images.shape}')
+  return images, False
+
+
+# ----------------------------------------------------------------------------------
+# Affine matrices.
+
+
+def affine_from_params(*, rotation: jax.Array, scale: jax.Array, shear: jax.Array,
+                       translation: jax.Array, height: int, width: int,
+                       aspect: jax.Array | float = 1.0) -> jax.Array:
+  """Sampling matrices [B, 2, 3] of forward transforms given by their parameters.
+
+  Forward linear part A = R(rotation) @ Shear(shear) @ diag(scale * a, scale / a) with
+  a = sqrt(aspect) (row axis, col axis), R(t) = [[cos t, -sin t], [sin t, cos t]] in
+  (row, col) coordinates, Shear(s) = [[1, 0], [tan s, 1]]. The returned sampling matrix
+  is M = [A^-1 | c - A^-1 (c + t)] (see the module docstring).
+
+  Args:
+    rotation: [B] angles in degrees (positive = the ``jnp.rot90`` direction).
+    scale: [B] isotropic zoom factors (> 1 enlarges the content).
+    shear: [B] shear angles in degrees.
+    translation: [B, 2] shifts (rows, cols) in pixels (+ moves content down / right).
+    height, width: image size (static), fixing the centre ((H-1)/2, (W-1)/2).
+    aspect: [B] or scalar ratio of row zoom to col zoom (1 = isotropic).
+
+  Returns:
+    [B, 2, 3] float32 sampling matrices.
+
+  >>> import jax.numpy as jnp
+  >>> m = affine_from_params(rotation=jnp.zeros(1), scale=jnp.ones(1), shear=jnp.zeros(1),
+  ...                        translation=jnp.array([[1.0, -2.0]]), height=5, width=5)
+  >>> (m[0] + 0.0).tolist()
+  [[1.0, 0.0, -1.0], [0.0, 1.0, 2.0]]
+  """
+  rotation = jnp.asarray(rotation, jnp.float32)
+  theta = jnp.deg2rad(rotation)
+  cos, sin = jnp.cos(theta), jnp.sin(theta)
+  shear_factor = jnp.tan(jnp.deg2rad(jnp.asarray(shear, jnp.float32)))
+  scale = jnp.asarray(scale, jnp.float32)
+  root_aspect = jnp.sqrt(jnp.asarray(aspect, jnp.float32))
+  s_row = jnp.broadcast_to(scale * root_aspect, rotation.shape)
+  s_col = jnp.broadcast_to(scale / root_aspect, rotation.shape)
+  # A = R @ Sh @ S, written out: Sh @ S = [[s_row, 0], [k s_row, s_col]].
+  a00 = cos * s_row - sin * shear_factor * s_row
+  a01 = -sin * s_col
+  a10 = sin * s_row + cos * shear_factor * s_row
+  a11 = cos * s_col
+  det = a00 * a11 - a01 * a10
+  i00, i01, i10, i11 = a11 / det, -a01 / det, -a10 / det, a00 / det
+  inverse = jnp.stack([jnp.stack([i00, i01], -1), jnp.stack([i10, i11], -1)], -2)
+  centre = jnp.array([(height - 1) / 2.0, (width - 1) / 2.0], jnp.float32)
+  shifted = centre + jnp.asarray(translation, jnp.float32)          # [B, 2]
+  offset = centre - jnp.einsum('bij,bj->bi', inverse, shifted)
+  return jnp.concatenate([inverse, offset[..., None]], axis=-1)
+
+
+def affine_matrices(key: jax.Array, batch: int, *, height: int, width: int,
+                    max_rotation: float = 0.0, max_scale: float = 0.0,
+                    max_aspect: float = 0.0, max_shear: float = 0.0,
+                    max_translation: float = 0.0) -> jax.Array:
+  """[B, 2, 3] random sampling matrices, one independent transform per example.
+
+  rotation ~ U[-max_rotation, max_rotation] degrees; scale ~ U[1 - max_scale,
+  1 + max_scale]; aspect = exp(U[-log(1+max_aspect), log(1+max_aspect)]) (row/col zoom
+  ratio); shear ~ U[-max_shear, max_shear] degrees; each translation axis ~
+  U[-max_translation, max_translation] pixels. All zeros give the identity.
+
+  >>> import jax
+  >>> m = affine_matrices(jax.random.key(0), 3, height=28, width=28, max_rotation=10.0)
+  >>> m.shape
+  (3, 2, 3)
+  """
+  k_rot, k_scale, k_aspect, k_shear, k_shift = jax.random.split(key, 5)
+
+  def sym(k, bound, shape=(batch,)):
+    return jax.random.uniform(k, shape, jnp.float32, -bound, bound)
+
+  zeros = jnp.zeros((batch,), jnp.float32)
+  rotation = zeros if _is_off(max_rotation) else sym(k_rot, max_rotation)
+  scale = 1.0 + (zeros if _is_off(max_scale) else sym(k_scale, max_scale))
+  aspect = (jnp.ones((batch,), jnp.float32) if _is_off(max_aspect)
+            else jnp.exp(sym(k_aspect, math.log1p(max_aspect))))
+  shear = zeros if _is_off(max_shear) else sym(k_shear, max_shear)
+  translation = (jnp.zeros((batch, 2), jnp.float32) if _is_off(max_translation)
+                 else sym(k_shift, max_translation, (batch, 2)))
+  return affine_from_params(rotation=rotation, scale=scale, shear=shear,
+                            translation=translation, aspect=aspect,
+                            height=height, width=width)
+
+
+def compose_affine(first: jax.Array, second: jax.Array) -> jax.Array:
+  """Sampling matrix of "warp by ``first``, then by ``second``" ([..., 2, 3] each).
+
+  Warping by ``first`` then ``second`` samples the original at first(second(p)), so the
+  result is first @ second in homogeneous coordinates. (Bilinear resampling twice blurs
+  more than once, so the images agree only approximately.)
+  """
+  lin = first[..., :2] @ second[..., :2]
+  off = (first[..., :2] @ second[..., 2:])[..., 0] + first[..., 2]
+  return jnp.concatenate([lin, off[..., None]], axis=-1)
+
+
+def invert_affine(matrices: jax.Array) -> jax.Array:
+  """The inverse transform's sampling matrix ([..., 2, 3] -> [..., 2, 3])."""
+  lin = jnp.linalg.inv(matrices[..., :2])
+  off = -(lin @ matrices[..., 2:])[..., 0]
+  return jnp.concatenate([lin, off[..., None]], axis=-1)
+
+
+# ----------------------------------------------------------------------------------
+# Sampling.
+
+
+def pixel_grid(height: int, width: int) -> jax.Array:
+  """[H, W, 2] float32 (row, col) coordinates of every pixel."""
+  rows, cols = jnp.meshgrid(jnp.arange(height, dtype=jnp.float32),
+                            jnp.arange(width, dtype=jnp.float32), indexing='ij')
+  return jnp.stack([rows, cols], axis=-1)
+
+
+def affine_coordinates(matrices: jax.Array, height: int, width: int) -> jax.Array:
+  """[B, H, W, 2] input (row, col) sampled by each output pixel: M @ (row, col, 1)."""
+  grid = pixel_grid(height, width)
+  return (jnp.einsum('bij,hwj->bhwi', matrices[..., :2], grid)
+          + matrices[:, None, None, :, 2])
+
+
+def sample_bilinear(images: jax.Array, coordinates: jax.Array) -> jax.Array:
+  """Bilinear interpolation of each image at real-valued (row, col); 0 outside.
+
+  out[b, i, j] = sum over the 4 neighbours n of coordinates[b, i, j] of
+  w_n * images[b, n] (w_n the bilinear weights; out-of-image neighbours count as 0).
+  Implemented as 4 gathers on the flattened image.
+
+  Args:
+    images: [B, H, W] or [B, H, W, C].
+    coordinates: [B, H', W', 2] (row, col) in input pixel units.
+
+  Returns:
+    [B, H', W'] or [B, H', W', C], the dtype of ``images``.
+
+  >>> import jax.numpy as jnp
+  >>> img = jnp.arange(4.0).reshape(1, 2, 2)
+  >>> sample_bilinear(img, jnp.array([[[[0.5, 0.5]]]])).tolist()
+  [[[1.5]]]
+  """
+  x, squeeze = _with_channels(images)
+  batch, height, width, channels = x.shape
+  flat = x.reshape(batch, height * width, channels)
+  coordinates = coordinates.astype(jnp.float32)
+  out_shape = coordinates.shape[1:3]
+  r = coordinates[..., 0].reshape(batch, -1)
+  c = coordinates[..., 1].reshape(batch, -1)
+  r0, c0 = jnp.floor(r), jnp.floor(c)
+  fr, fc = r - r0, c - c0
+  r0, c0 = r0.astype(jnp.int32), c0.astype(jnp.int32)
+  out = 0.0
+  for dr, dc, weight in ((0, 0, (1 - fr) * (1 - fc)), (0, 1, (1 - fr) * fc),
+                         (1, 0, fr * (1 - fc)), (1, 1, fr * fc)):
+    rr, cc = r0 + dr, c0 + dc
+    inside = (rr >= 0) & (rr < height) & (cc >= 0) & (cc < width)
+    index = jnp.clip(rr, 0, height - 1) * width + jnp.clip(cc, 0, width - 1)
+    values = jnp.take_along_axis(flat, index[..., None], axis=1)     # [B, N, C]
+    out = out + jnp.where(inside, weight, 0.0)[..., None] * values
+  out = out.reshape(batch, *out_shape, channels).astype(images.dtype)
+  return out[..., 0] if squeeze else out
+
+
+def apply_affine(images: jax.Array, matrices: jax.Array) -> jax.Array:
+  """Warp each image by its sampling matrix (bilinear, zero fill); shape kept.
+
+  out[b, p] = images[b](M_b @ (p, 1)) for every output pixel p = (row, col).
+
+  >>> import jax.numpy as jnp
+  >>> x = jnp.arange(9.0).reshape(1, 3, 3)
+  >>> shift = jnp.array([[[1.0, 0.0, 0.0], [0.0, 1.0, -1.0]]])  # content moves right
+  >>> apply_affine(x, shift)[0].tolist()
+  [[0.0, 0.0, 1.0], [0.0, 3.0, 4.0], [0.0, 6.0, 7.0]]
+  """
+  height, width = images.shape[1], images.shape[2]
+  return sample_bilinear(images, affine_coordinates(matrices, height, width))
+
+
+def random_affine(key: jax.Array, images: jax.Array, *, max_rotation: float = 0.0,
+                  max_scale: float = 0.0, max_aspect: float = 0.0, max_shear: float = 0.0,
+                  max_translation: float = 0.0) -> jax.Array:
+  """Random per-example affine warp: :func:`affine_matrices` then :func:`apply_affine`.
+
+  Ranges as in :func:`affine_matrices` (rotation and shear in degrees, translation in
+  pixels). Shape and dtype of ``images`` are kept.
+  """
+  matrices = affine_matrices(key, images.shape[0], height=images.shape[1],
+                             width=images.shape[2], max_rotation=max_rotation,
+                             max_scale=max_scale, max_aspect=max_aspect,
+                             max_shear=max_shear, max_translation=max_translation)
+  return apply_affine(images, matrices)
+
+
+# ----------------------------------------------------------------------------------
+# Elastic distortion (Simard, Steinkraus & Platt 2003).
+
+
+def _gaussian_smoothing_matrix(size: int, sigma: float) -> jax.Array:
+  """[size, size] zero-padded Gaussian blur as a matrix (row i = kernel centred at i)."""
+  idx = jnp.arange(size, dtype=jnp.float32)
+  kernel = jnp.exp(-0.5 * ((idx[:, None] - idx[None, :]) / sigma) ** 2)
+  radius = max(1, int(math.ceil(3 * sigma)))
+  # Normalise by the full (untruncated by the border) kernel mass, as zero padding does.
+  full = jnp.exp(-0.5 * (jnp.arange(-radius, radius + 1, dtype=jnp.float32) / sigma) ** 2)
+  return kernel / jnp.sum(full)
+
+
+def elastic_displacement(key: jax.Array, batch: int, *, height: int, width: int,
+                         alpha: float, sigma: float) -> jax.Array:
+  """[B, H, W, 2] smooth random displacement fields in pixels.
+
+  Simard et al. (2003): d = alpha * G_sigma * U[-1, 1]^(H x W) per axis, with G_sigma a
+  Gaussian blur (here separable: G_H @ u @ G_W^T with zero padding). MNIST values in
+  the paper: alpha = 34, sigma = 4 (strong); alpha ~ 8-15 with sigma = 3-4 are milder.
+  """
+  noise = jax.random.uniform(key, (batch, 2, height, width), jnp.float32, -1.0, 1.0)
+  g_h = _gaussian_smoothing_matrix(height, sigma)
+  g_w = _gaussian_smoothing_matrix(width, sigma)
+  smooth = jnp.einsum('ij,bcjk,lk->bcil', g_h, noise, g_w)
+  return alpha * jnp.moveaxis(smooth, 1, -1)
+
+
+def elastic_distort(key: jax.Array, images: jax.Array, *, alpha: float,
+                    sigma: float = 4.0) -> jax.Array:
+  """Warp by a random smooth displacement: out[p] = images(p + d(p)) (bilinear, 0 fill)."""
+  batch, height, width = images.shape[:3]
+  field = elastic_displacement(key, batch, height=height, width=width, alpha=alpha,
+                               sigma=sigma)
+  return sample_bilinear(images, pixel_grid(height, width) + field)
+
+
+# ----------------------------------------------------------------------------------
+# Stroke thickness: grey-scale morphology.
+
+
+def _pool3x3(images: jax.Array, *, maximum: bool, footprint: str) -> jax.Array:
+  if footprint not in ('square', 'cross'):
+    raise ValueError(f"footprint must be 'square' or 'cross', got {footprint!r}")
+  x, squeeze = _with_channels(images)
+  init = -jnp.inf if maximum else jnp.inf
+  op = lax.max if maximum else lax.min
+  if footprint == 'square':
+    out = lax.reduce_window(x, jnp.array(init, x.dtype), op, (1, 3, 3, 1), (1, 1, 1, 1),
+                            'SAME')
+  else:  # centre and its 4 neighbours
+    height, width = x.shape[1], x.shape[2]
+    padded = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), constant_values=init)
+    out = x
+    for dr, dc in ((0, 1), (2, 1), (1, 0), (1, 2)):
+      out = op(out, padded[:, dr:dr + height, dc:dc + width])
+  return out[..., 0] if squeeze else out
+
+
+def dilate(images: jax.Array, *, footprint: str = 'square') -> jax.Array:
+  """Grey-scale dilation: 3x3 max filter (the border is not padded with zeros).
+
+  Thickens bright strokes on a dark background by one pixel on each side. ``footprint``
+  'square' (3x3) or 'cross' (centre + 4 neighbours: milder, keeps corners).
+
+  >>> import jax.numpy as jnp
+  >>> x = jnp.zeros((1, 5, 5)).at[0, 2, 2].set(1.0)
+  >>> int(dilate(x).sum()), int(dilate(x, footprint='cross').sum())
+  (9, 5)
+  """
+  return _pool3x3(images, maximum=True, footprint=footprint)
+
+
+def erode(images: jax.Array, *, footprint: str = 'square') -> jax.Array:
+  """Grey-scale erosion: 3x3 min filter (thins bright strokes by one pixel).
+
+  On MNIST (strokes 2-3 px wide) the square erosion erases thin digits; prefer a small
+  ``erode_prob`` or the 'cross' footprint.
+  """
+  return _pool3x3(images, maximum=False, footprint=footprint)
+
+
+def random_thickness(key: jax.Array, images: jax.Array, *, dilate_prob: float = 0.0,
+                     erode_prob: float = 0.0, footprint: str = 'square') -> jax.Array:
+  """Per example: dilate with prob ``dilate_prob``, else erode with prob ``erode_prob``.
+
+  One uniform u per example: u < dilate_prob -> dilate; dilate_prob <= u <
+  dilate_prob + erode_prob -> erode; otherwise unchanged. Requires dilate_prob +
+  erode_prob <= 1.
+  """
+  if dilate_prob + erode_prob > 1.0:
+    raise ValueError(f'dilate_prob + erode_prob must be <= 1, got {dilate_prob + erode_prob}')
+  if _is_off(dilate_prob) and _is_off(erode_prob):
+    return images
+  u = jax.random.uniform(key, (images.shape[0],) + (1,) * (images.ndim - 1))
+  out = images
+  if not _is_off(erode_prob):
+    eroded = erode(images, footprint=footprint)
+    out = jnp.where((u >= dilate_prob) & (u < dilate_prob + erode_prob), eroded, out)
+  if not _is_off(dilate_prob):
+    out = jnp.where(u < dilate_prob, dilate(images, footprint=footprint), out)
+  return out
+
+
+# ----------------------------------------------------------------------------------
+# Everything together.
+
+
+def augment(key: jax.Array, images: jax.Array, *, max_rotation: float = 0.0,
+            max_scale: float = 0.0, max_aspect: float = 0.0, max_shear: float = 0.0,
+            max_translation: float = 0.0, elastic_alpha: float = 0.0,
+            elastic_sigma: float = 4.0, dilate_prob: float = 0.0,
+            erode_prob: float = 0.0, thickness_footprint: str = 'square') -> jax.Array:
+  """Random stroke thickness, then ONE bilinear resampling for affine + elastic warps.
+
+  x' = thickness(x);  out[p] = x'(M p + d(p)), with M from :func:`affine_matrices` and d
+  from :func:`elastic_displacement` (in output pixel units). Every part is off at 0; with
+  all off the input is returned unchanged. Hyper-parameters are static Python numbers.
+
+  Args:
+    key: PRNG key (split internally into one key per part).
+    images: [B, H, W] or [B, H, W, C].
+    max_rotation: degrees. max_scale: relative zoom range. max_aspect: relative row/col
+      zoom ratio range. max_shear: degrees. max_translation: pixels per axis.
+    elastic_alpha, elastic_sigma: elastic field strength (pixels) and smoothness.
+    dilate_prob, erode_prob: per-example probabilities of a 3x3 dilation / erosion.
+    thickness_footprint: 'square' or 'cross' (see :func:`dilate`).
+
+  Returns:
+    Augmented images, same shape and dtype.
+  """
+  k_thick, k_affine, k_elastic = jax.random.split(key, 3)
+  x = random_thickness(k_thick, images, dilate_prob=dilate_prob, erode_prob=erode_prob,
+                       footprint=thickness_footprint)
+  affine_off = all(_is_off(v) for v in (max_rotation, max_scale, max_aspect, max_shear,
+                                        max_translation))
+  elastic_off = _is_off(elastic_alpha)
+  if affine_off and elastic_off:
+    return x
+  batch, height, width = images.shape[:3]
+  if affine_off:
+    coordinates = jnp.broadcast_to(pixel_grid(height, width), (batch, height, width, 2))
+  else:
+    matrices = affine_matrices(k_affine, batch, height=height, width=width,
+                               max_rotation=max_rotation, max_scale=max_scale,
+                               max_aspect=max_aspect, max_shear=max_shear,
+                               max_translation=max_translation)
+    coordinates = affine_coordinates(matrices, height, width)
+  if not elastic_off:
+    coordinates = coordinates + elastic_displacement(
+        k_elastic, batch, height=height, width=width, alpha=elastic_alpha,
+        sigma=elastic_sigma)
+  return sample_bilinear(x, coordinates)
