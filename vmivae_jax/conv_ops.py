@@ -45,7 +45,7 @@ import jax.numpy as jnp
 
 DN = ('NHWC', 'HWIO', 'NHWC')
 
-CONV_IMPLS = ('lax', 's2d_conv', 'im2col', 's2d', 's2d_taps', 'im2col_nchw')
+CONV_IMPLS = ('lax', 'lax_vjp', 's2d_conv', 'im2col', 's2d', 's2d_taps', 'im2col_nchw')
 DECONV_IMPLS = ('lax', 'auto', 'adjoint_lax', 'vjp:s2d_conv', 'phases', 'adjoint', 'adjoint_phases', 'vjp:im2col',
                 'vjp:s2d', 'vjp:lax')
 
@@ -95,6 +95,8 @@ def conv4x4_stride2(x: jax.Array, kernel: jax.Array, impl: str = 's2d') -> jax.A
     patches = jnp.concatenate([s[:, a:a + ho, e:e + wo] for a in (0, 1) for e in (0, 1)],
                               axis=-1)                                       # [B, ho, wo, 16C]
     return jnp.dot(patches, _s2d_kernel(kernel).reshape(16 * c, o))
+  if impl == 'lax_vjp':
+    return _conv_lax(x, kernel)
   if impl == 's2d_conv':
     return jax.lax.conv_general_dilated(_space_to_depth_padded(x), _s2d_kernel(kernel), (1, 1),
                                         'VALID', dimension_numbers=DN)
@@ -129,14 +131,67 @@ def _lax_conv(u: jax.Array, k: jax.Array) -> jax.Array:
   return jax.lax.conv_general_dilated(u, k, (2, 2), ((1, 1), (1, 1)), dimension_numbers=DN)
 
 
+def _lax_conv_kernel_grad(x: jax.Array, g: jax.Array) -> jax.Array:
+  """d/dk of <conv(x, k), g> = sum_{b,i,j} xpad[b, 2i + di, 2j + dj, c] g[b, i, j, o].
+
+  Written as the canonical NHWC conv that XLA:CPU hands to YNNPACK: the channels of x
+  act as the batch, the batch as the contracted feature, g as a [ho, wo, B, O] kernel
+  dilated by 2. The optimisation barriers keep XLA from folding the two transposes
+  back into the convolution's dimension numbers (f01b_i01o->01bf), a form it runs on
+  its slow generic convolution path (about 20x slower inside the train step).
+  """
+  h, w = x.shape[1:3]
+  ho, wo = g.shape[1:3]
+  lhs = jax.lax.optimization_barrier(x.transpose(3, 1, 2, 0))              # [C, H, W, B]
+  rhs = jax.lax.optimization_barrier(g.transpose(1, 2, 0, 3))              # [ho, wo, B, O]
+  # Tap di reads padded rows di + 2i, i < ho: padding 1 before and 2 ho + 1 - H after
+  # (1 for even H) gives exactly 4 taps.
+  dk = jax.lax.conv_general_dilated(
+      lhs, rhs, (1, 1), ((1, 4 - h - 1 + 2 * (ho - 1)), (1, 4 - w - 1 + 2 * (wo - 1))),
+      rhs_dilation=(2, 2), dimension_numbers=DN)                            # [C, 4, 4, O]
+  return dk.transpose(1, 2, 0, 3)
+
+
+def _conv_input_adjoint(g: jax.Array, kernel: jax.Array, x_shape) -> jax.Array:
+  """The adjoint of ``x -> conv(x, kernel)`` (stride 2, pad 1, even H, W) applied to g.
+
+  Autodiff would use an input-dilated convolution, which XLA:CPU runs on its generic
+  path with 3/4 of the multiplications on inserted zeros. Instead: in space-to-depth
+  coordinates the conv is a 2x2 stride-1 VALID conv, whose adjoint is a 2x2 stride-1
+  conv of g padded by one with the flipped, in/out-swapped kernel (YNNPACK runs it),
+  followed by depth-to-space and the crop of the padding ring.
+  """
+  b, h, w, c = x_shape
+  o = kernel.shape[-1]
+  k2 = _s2d_kernel(kernel)                                                 # [2, 2, 4C, O]
+  kf = jnp.flip(k2, (0, 1)).transpose(0, 1, 3, 2)                          # [2, 2, O, 4C]
+  ds = jax.lax.conv_general_dilated(g, kf, (1, 1), ((1, 1), (1, 1)), dimension_numbers=DN)
+  ds = ds.reshape(b, h // 2 + 1, w // 2 + 1, 2, 2, c).transpose(0, 1, 3, 2, 4, 5)
+  return ds.reshape(b, h + 2, w + 2, c)[:, 1:h + 1, 1:w + 1]
+
+
+@jax.custom_vjp
+def _conv_lax(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  return _lax_conv(x, kernel)
+
+
+def _conv_lax_fwd(x, kernel):
+  return _lax_conv(x, kernel), (x, kernel)
+
+
+def _conv_lax_bwd(res, g):
+  x, kernel = res
+  return _conv_input_adjoint(g, kernel, x.shape), _lax_conv_kernel_grad(x, g)
+
+
+_conv_lax.defvjp(_conv_lax_fwd, _conv_lax_bwd)
+
+
 @jax.custom_vjp
 def _deconv_lax_adjoint(x: jax.Array, kernel: jax.Array) -> jax.Array:
   b, h, w, _ = x.shape
   o = kernel.shape[-1]
-  k_adj = _adjoint_kernel(kernel)
-  (y,) = jax.linear_transpose(lambda u: _lax_conv(u, k_adj),
-                              jax.ShapeDtypeStruct((b, 2 * h, 2 * w, o), x.dtype))(x)
-  return y
+  return _conv_input_adjoint(x, _adjoint_kernel(kernel), (b, 2 * h, 2 * w, o))
 
 
 def _deconv_lax_adjoint_fwd(x, kernel):
@@ -150,8 +205,8 @@ def _deconv_lax_adjoint_bwd(res, g):
   # runs fast, unlike the derivatives of the input-dilated conv that autodiff would use.
   x, kernel = res
   k_adj = _adjoint_kernel(kernel)
-  dx, vjp_k = jax.vjp(lambda k: _lax_conv(g, k), k_adj)
-  (dk_adj,) = vjp_k(x)
+  dx = _lax_conv(g, k_adj)
+  dk_adj = _lax_conv_kernel_grad(g, x)
   return dx, jnp.flip(dk_adj, (0, 1)).transpose(0, 1, 3, 2)
 
 
@@ -220,7 +275,7 @@ def conv_transpose4x4_stride2(x: jax.Array, kernel: jax.Array, impl: str = 'adjo
 # ----------------------------------------------------------------------------------
 # Selection by name.
 
-DEFAULT_CONV = 'lax'
+DEFAULT_CONV = 'lax_vjp'
 DEFAULT_DECONV = 'auto'
 
 
@@ -239,3 +294,31 @@ def make_conv_transpose(impl: str = 'default'):
     raise ValueError(f'unknown transpose-conv implementation {impl!r}; choose from '
                      f'{DECONV_IMPLS}')
   return functools.partial(conv_transpose4x4_stride2, impl=impl)
+
+
+# ----------------------------------------------------------------------------------
+# XLA:CPU options (see benchmarks/conv_step.py). Flags in XLA_FLAGS are read once, when
+# the backend starts: apply them before the first JAX computation.
+
+# Measured on jaxlib 0.10.2 (2-core AVX-512 VM): YNNPACK already runs dots and forward /
+# kernel-gradient convolutions by default; no other XLA:CPU option measured faster.
+RECOMMENDED_CPU_XLA_FLAGS = ''
+
+
+def recommended_xla_flags(platform: str) -> str:
+  """The XLA_FLAGS found to speed up the conv step on ``platform`` ('' = none)."""
+  return RECOMMENDED_CPU_XLA_FLAGS if platform == 'cpu' else ''
+
+
+def apply_cpu_xla_flags(platform: str | None = None) -> str:
+  """Appends ``recommended_xla_flags`` to ``$XLA_FLAGS`` when the run is CPU-only.
+
+  ``platform`` defaults to ``$JAX_PLATFORMS`` (CPU when it is 'cpu'); call before the
+  backend starts. Returns the flags added.
+  """
+  import os  # pylint: disable=g-import-not-at-top
+  platform = platform or os.environ.get('JAX_PLATFORMS', '')
+  flags = recommended_xla_flags(platform)
+  if flags:
+    os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') + ' ' + flags).strip()
+  return flags
