@@ -14,15 +14,26 @@ and differentiates to the same gradients (``tests/test_conv_ops.py``). They exis
 speed on XLA:CPU, whose own strided and input-dilated convolutions (the gradients of
 convolutions) are slow; ``benchmarks/conv_step.py`` times them against PyTorch.
 
-Formulations (``CONV_IMPLS``, ``DECONV_IMPLS``):
+Formulations (``CONV_IMPLS``, ``DECONV_IMPLS``); the defaults are the fastest measured:
 
-* ``'lax'``: the lax reference.
+* ``'lax_vjp'`` (default conv): ``lax.conv_general_dilated`` forward, which XLA:CPU
+  (jaxlib 0.10.2) hands to YNNPACK, with a custom VJP whose two gradients are also
+  YNNPACK convolutions: the kernel gradient as a canonical NHWC conv (channels as batch,
+  batch as features, optimisation barriers so XLA cannot fold the transposes back into
+  a form it runs on its slow generic path), and the input gradient as a 2x2 stride-1
+  conv in space-to-depth coordinates instead of autodiff's input-dilated conv.
+* ``'adjoint_lax'``: the transpose conv as the exact adjoint of that strided conv with
+  the flipped, in/out-swapped kernel (forward: the space-to-depth input adjoint;
+  gradients: the strided forward conv and the canonical kernel-gradient conv), a custom
+  VJP. ``'auto'`` (default transpose conv): ``'adjoint_lax'``, or for fewer than 16
+  output channels (the decoder's last layer, 64 -> 1) ``'vjp:s2d'``.
+* ``'lax'``: the plain lax reference (autodiff's input-dilated convolutions are slow).
 * ``'im2col'``: 16 strided slices of the padded input concatenated on channels, one
   matmul (the repo's formulation before issue 14).
 * ``'s2d'``: space-to-depth of the padded input (one transpose, 4C channels), then the
   4x4 stride-2 conv is a 2x2 stride-1 conv: 4 contiguous shifted slices concatenated,
-  one matmul with the same contraction (16C) as im2col. Its gradient w.r.t. the input
-  is 4 pads-and-adds and one transpose instead of 16 interior-padded pieces.
+  one matmul with the same contraction (16C) as im2col.
+* ``'s2d_conv'``: space-to-depth, then ``lax`` 2x2 stride-1 VALID conv.
 * ``'s2d_taps'``: space-to-depth, then 4 matmuls (one per 2x2 tap, contraction 4C)
   accumulated into one buffer (no concatenated patch matrix).
 * ``'im2col_nchw'``: as im2col, computed in channel-major layout inside (a layout test).
@@ -70,7 +81,7 @@ def _s2d_kernel(kernel: jax.Array) -> jax.Array:
   return k.reshape(2, 2, 4 * c, o)
 
 
-def conv4x4_stride2(x: jax.Array, kernel: jax.Array, impl: str = 's2d') -> jax.Array:
+def conv4x4_stride2(x: jax.Array, kernel: jax.Array, impl: str = 'lax_vjp') -> jax.Array:
   """``lax.conv_general_dilated(x, kernel, (2, 2), ((1, 1), (1, 1)))`` in NHWC/HWIO."""
   b, h, w, c = x.shape
   o = kernel.shape[-1]
@@ -213,7 +224,7 @@ def _deconv_lax_adjoint_bwd(res, g):
 _deconv_lax_adjoint.defvjp(_deconv_lax_adjoint_fwd, _deconv_lax_adjoint_bwd)
 
 
-def conv_transpose4x4_stride2(x: jax.Array, kernel: jax.Array, impl: str = 'adjoint_lax'
+def conv_transpose4x4_stride2(x: jax.Array, kernel: jax.Array, impl: str = 'auto'
                               ) -> jax.Array:
   """``lax.conv_transpose(x, kernel, (2, 2), 'SAME')`` in NHWC/HWIO."""
   b, h, w, c = x.shape
