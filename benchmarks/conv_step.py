@@ -2,7 +2,8 @@
 
     PYTHONPATH=$PWD python benchmarks/conv_step.py                     # the default trial
     PYTHONPATH=$PWD python benchmarks/conv_step.py --batches=128 --rounds=9 \
-        --variants='today=models/models;new=lax/auto' --torch-modes=eager,compiled
+        --variants='today=models/models;new=lax_vjp/auto' --torch-modes=eager,compiled
+    PYTHONPATH=$PWD python benchmarks/conv_step.py --cpus=0 --threads=1   # one core each
 
 Each variant (JAX: conv impl / deconv impl / XLA_FLAGS; PyTorch: eager or compiled) lives
 in its own persistent worker process, built and warmed up once; the coordinator then
@@ -35,7 +36,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 
-DEFAULT_VARIANTS = 'today=models/models;new=default/default'
+DEFAULT_VARIANTS = ('today=models/models;new=default/default;'
+                    'new_flag=default/default/--xla_cpu_experimental_ynn_fusion_type='
+                    '-individual_convolution')
 TRAIN_EXAMPLES = 60_000
 
 

@@ -93,6 +93,36 @@ def test_unknown_names_raise():
     conv_ops.make_conv_transpose('vjp:nope')
 
 
-def test_cpu_flags_only_for_cpu():
+def test_cpu_flags_only_for_cpu(monkeypatch):
   assert conv_ops.recommended_xla_flags('gpu') == ''
-  assert isinstance(conv_ops.recommended_xla_flags('cpu'), str)
+  flags = conv_ops.recommended_xla_flags('cpu')
+  assert flags.startswith('--xla_cpu_')
+  monkeypatch.setenv('XLA_FLAGS', '--xla_foo=1')
+  assert conv_ops.apply_cpu_xla_flags('gpu') == ''
+  assert conv_ops.apply_cpu_xla_flags('cpu') == flags
+  assert conv_ops.apply_cpu_xla_flags('cpu') == ''          # not twice
+  import os
+  assert os.environ['XLA_FLAGS'] == '--xla_foo=1 ' + flags
+
+
+def test_recommended_flags_parse_and_keep_convs_correct():
+  """The flag is accepted by this jaxlib, and the formulations stay equal to lax under it
+  (in a fresh process: XLA reads XLA_FLAGS once)."""
+  import os
+  import subprocess
+  import sys
+  code = ('import jax, jax.numpy as jnp, numpy as np\n'
+          'from vmivae_jax import conv_ops\n'
+          'x = jnp.asarray(np.random.default_rng(0).standard_normal((2, 14, 14, 8)), jnp.float32)\n'
+          'k = jnp.asarray(np.random.default_rng(1).standard_normal((4, 4, 8, 4)), jnp.float32)\n'
+          'lax = lambda x, k: jax.lax.conv_general_dilated(x, k, (2, 2), ((1, 1), (1, 1)),\n'
+          '    dimension_numbers=conv_ops.DN)\n'
+          'f = lambda op: jax.grad(lambda x, k: jnp.sum(op(x, k) ** 2), argnums=(0, 1))(x, k)\n'
+          'a, b = f(conv_ops.make_conv()), f(lax)\n'
+          'assert all(np.allclose(u, v, atol=1e-4) for u, v in zip(a, b))\n'
+          'print("ok")\n')
+  env = dict(os.environ, XLA_FLAGS=conv_ops.recommended_xla_flags('cpu'), JAX_PLATFORMS='cpu')
+  env['PYTHONPATH'] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  out = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True,
+                       timeout=300)
+  assert out.returncode == 0 and 'ok' in out.stdout, out.stderr[-2000:]

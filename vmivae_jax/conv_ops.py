@@ -311,9 +311,12 @@ def make_conv_transpose(impl: str = 'default'):
 # XLA:CPU options (see benchmarks/conv_step.py). Flags in XLA_FLAGS are read once, when
 # the backend starts: apply them before the first JAX computation.
 
-# Measured on jaxlib 0.10.2 (2-core AVX-512 VM): YNNPACK already runs dots and forward /
-# kernel-gradient convolutions by default; no other XLA:CPU option measured faster.
-RECOMMENDED_CPU_XLA_FLAGS = ''
+# Measured on jaxlib 0.10.2 (2-core AVX-512 VM, benchmarks/CONV.md): YNNPACK runs dots
+# and convolutions by default; taking the convolutions off YNNPACK (XLA's own Eigen
+# spatial convolutions, given the canonical NHWC forms above) is faster for the
+# authors' layers, while dots stay on YNNPACK. Other XLA:CPU options of this jaxlib
+# (oneDNN/XNNPACK fusion types, fast math, thunk runtime) changed nothing or are gone.
+RECOMMENDED_CPU_XLA_FLAGS = '--xla_cpu_experimental_ynn_fusion_type=-individual_convolution'
 
 
 def recommended_xla_flags(platform: str) -> str:
@@ -321,15 +324,29 @@ def recommended_xla_flags(platform: str) -> str:
   return RECOMMENDED_CPU_XLA_FLAGS if platform == 'cpu' else ''
 
 
+def _default_platform() -> str:
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  import os  # pylint: disable=g-import-not-at-top
+  env = os.environ.get('JAX_PLATFORMS', '')
+  if env:
+    return env.split(',')[0]
+  for plugin in ('jax_cuda12_plugin', 'jax_cuda13_plugin', 'jax_rocm7_plugin', 'libtpu'):
+    if importlib.util.find_spec(plugin) is not None:
+      return 'unknown'
+  return 'cpu'
+
+
 def apply_cpu_xla_flags(platform: str | None = None) -> str:
   """Appends ``recommended_xla_flags`` to ``$XLA_FLAGS`` when the run is CPU-only.
 
-  ``platform`` defaults to ``$JAX_PLATFORMS`` (CPU when it is 'cpu'); call before the
-  backend starts. Returns the flags added.
+  ``platform`` defaults to ``$JAX_PLATFORMS``'s first entry, else 'cpu' when no GPU/TPU
+  plugin is installed. Call before the backend starts (before the first computation);
+  a flag already present is not added twice. Returns the flags added.
   """
   import os  # pylint: disable=g-import-not-at-top
-  platform = platform or os.environ.get('JAX_PLATFORMS', '')
-  flags = recommended_xla_flags(platform)
-  if flags:
-    os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') + ' ' + flags).strip()
+  flags = recommended_xla_flags(platform or _default_platform())
+  current = os.environ.get('XLA_FLAGS', '')
+  if not flags or flags.split('=')[0] in current:
+    return ''
+  os.environ['XLA_FLAGS'] = (current + ' ' + flags).strip()
   return flags
