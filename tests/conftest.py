@@ -14,7 +14,12 @@ if ROOT not in sys.path:
 
 import jax  # noqa: E402
 
+from vmivae_jax import conv_ops  # noqa: E402
+
 jax.config.update('jax_num_cpu_devices', 8)
+# The CPU XLA options train.py and eval.py use (vmivae_jax.cli), set before the backend
+# starts so that tests and golden files see the same compiled programs.
+conv_ops.apply_cpu_xla_flags()
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402

@@ -22,11 +22,15 @@ from absl import flags
 from absl import logging
 
 from vmivae_jax import console
+from vmivae_jax import conv_ops
 from vmivae_jax import data
 from vmivae_jax import validation
 from vmivae_jax import workdir as workdir_lib
 
 console.quiet_libraries()
+# XLA reads XLA_FLAGS once, when the backend starts: set the CPU conv options before any
+# computation (benchmarks/CONV.md; nothing is added on GPU/TPU).
+conv_ops.apply_cpu_xla_flags()
 
 # Failures a user can fix; anything else is a bug and keeps its traceback.
 USER_ERRORS = (validation.ConfigError, data.DataError, workdir_lib.WorkdirError)

@@ -181,6 +181,22 @@ def _conv_input_adjoint(g: jax.Array, kernel: jax.Array, x_shape) -> jax.Array:
   return ds.reshape(b, h + 2, w + 2, c)[:, 1:h + 1, 1:w + 1]
 
 
+def _varying_axes(value: jax.Array) -> frozenset:
+  manual = getattr(jax.typeof(value), 'manual_axis_type', None)
+  return getattr(manual, 'varying', frozenset())
+
+
+def _like_primal(grad: jax.Array, primal: jax.Array) -> jax.Array:
+  """Sums ``grad`` over the shard_map axes it varies over but ``primal`` does not.
+
+  Inside shard_map a replicated operand (a parameter) used with per-device data is
+  implicitly cast to device-varying; the transpose of that cast is a psum, which a
+  custom VJP has to apply itself (JAX checks that the cotangent's type matches).
+  """
+  extra = tuple(sorted(_varying_axes(grad) - _varying_axes(primal)))
+  return jax.lax.psum(grad, extra) if extra else grad
+
+
 @jax.custom_vjp
 def _conv_lax(x: jax.Array, kernel: jax.Array) -> jax.Array:
   return _lax_conv(x, kernel)
@@ -192,7 +208,8 @@ def _conv_lax_fwd(x, kernel):
 
 def _conv_lax_bwd(res, g):
   x, kernel = res
-  return _conv_input_adjoint(g, kernel, x.shape), _lax_conv_kernel_grad(x, g)
+  return (_like_primal(_conv_input_adjoint(g, kernel, x.shape), x),
+          _like_primal(_lax_conv_kernel_grad(x, g), kernel))
 
 
 _conv_lax.defvjp(_conv_lax_fwd, _conv_lax_bwd)
@@ -218,7 +235,8 @@ def _deconv_lax_adjoint_bwd(res, g):
   k_adj = _adjoint_kernel(kernel)
   dx = _lax_conv(g, k_adj)
   dk_adj = _lax_conv_kernel_grad(g, x)
-  return dx, jnp.flip(dk_adj, (0, 1)).transpose(0, 1, 3, 2)
+  return (_like_primal(dx, x),
+          _like_primal(jnp.flip(dk_adj, (0, 1)).transpose(0, 1, 3, 2), kernel))
 
 
 _deconv_lax_adjoint.defvjp(_deconv_lax_adjoint_fwd, _deconv_lax_adjoint_bwd)
@@ -230,9 +248,10 @@ def conv_transpose4x4_stride2(x: jax.Array, kernel: jax.Array, impl: str = 'auto
   b, h, w, c = x.shape
   o = kernel.shape[-1]
   if impl == 'auto':
-    # Few output channels (the decoder's last layer): the input-side work dominates and
-    # the linear transpose of the space-to-depth matmul conv is fastest.
-    impl = 'vjp:s2d' if o < 16 else 'adjoint_lax'
+    # 'vjp:s2d' measured faster for few output channels (the decoder's last layer), but
+    # jax.linear_transpose rejects device-varying inputs inside shard_map (data-parallel
+    # training), so 'auto' is the adjoint for every width.
+    impl = 'adjoint_lax'
   if impl == 'adjoint_lax':
     return _deconv_lax_adjoint(x, kernel)
   if impl == 'lax':

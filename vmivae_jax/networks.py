@@ -18,6 +18,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from vmivae_jax import conv_ops
 from vmivae_jax import latents
 
 IMAGE_SHAPE = (28, 28, 1)
@@ -33,111 +34,17 @@ NORMS = ('none', 'batch', 'layer')
 
 
 # ----------------------------------------------------------------------------------
-# Strided 4x4 convolutions as matrix multiplications (performance only).
-#
-# XLA:CPU runs strided convolutions slowly and the gradients of transposed
-# (input-dilated) convolutions pathologically slowly (seconds per call for the
-# authors' decoder at batch 256). The layers below compute exactly the same
-# functions as ``nn.Conv(f, (4, 4), strides=(2, 2), padding=((1, 1), (1, 1)))`` and
-# ``nn.ConvTranspose(f, (4, 4), strides=(2, 2), padding='SAME')``, with the same
-# parameter names, shapes and initialisers, from slices, pads, reshapes and matrix
-# multiplications, whose gradients XLA:CPU runs well (lax stride-1 convolutions
-# are no way out: their kernel gradients are as slow). Only the order of
-# floating-point additions differs. Measured on the authors' MI step at batch 128
-# (2 cores): about 0.45 s/step, against minutes per step with lax.conv.
+# Strided 4x4 convolutions. The formulations live in ``conv_ops``; which one runs is a
+# per-backend choice: on CPU, XLA's plain strided convolutions and their input-dilated
+# gradients run on slow generic paths (benchmarks/CONV.md), so the CPU default is
+# ``conv_ops``'s custom-VJP formulation; GPU and TPU run native ``lax`` convolutions.
 
-_CONV_DN = ('NHWC', 'HWIO', 'NHWC')
-# Which formulation each layer uses; 'lax' is the plain lax.conv reference.
-_CONV_IMPL = {'conv': 'im2col', 'deconv': 'auto'}
-
-
-def conv4x4_stride2(x: jax.Array, kernel: jax.Array, impl: str | None = None) -> jax.Array:
-  """[B, H, W, C] (x) [4, 4, C, O], padding 1, stride 2 -> [B, H/2, W/2, O] (H, W even)."""
-  impl = impl or _CONV_IMPL['conv']
-  b, h, w, c = x.shape
-  ho, wo = h // 2, w // 2
-  if impl == 'lax' or h % 2 or w % 2:
-    return jax.lax.conv_general_dilated(x, kernel, (2, 2), ((1, 1), (1, 1)),
-                                        dimension_numbers=_CONV_DN)
-  xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
-  if impl == 'im2col':
-    # patches[b, i, j, (di, dj, c)] = xp[b, 2i + di, 2j + dj, c]: one matmul.
-    patches = jnp.concatenate([xp[:, di:di + 2 * ho:2, dj:dj + 2 * wo:2]
-                               for di in range(4) for dj in range(4)], axis=-1)
-    return jnp.dot(patches, kernel.reshape(16 * c, -1)).reshape(b, ho, wo, -1)
-  if impl == 'space_to_depth':
-    # s[b, u, v, (p, q, c)] = xp[b, 2u + p, 2v + q, c]; then a 2x2 stride-1 convolution.
-    # (Correct, but XLA:CPU's kernel gradient of that convolution is slow: not the default.)
-    s = xp.reshape(b, ho + 1, 2, wo + 1, 2, c).transpose(0, 1, 3, 2, 4, 5)
-    s = s.reshape(b, ho + 1, wo + 1, 4 * c)
-    k = kernel.reshape(2, 2, 2, 2, c, -1).transpose(0, 2, 1, 3, 4, 5).reshape(2, 2, 4 * c, -1)
-    return jax.lax.conv_general_dilated(s, k, (1, 1), 'VALID', dimension_numbers=_CONV_DN)
-  raise ValueError(f'unknown conv implementation {impl!r}')
-
-
-def _subpixel_kernel(kernel: jax.Array) -> jax.Array:
-  """[4, 4, C, O] -> [3, 3, C, 4 * O]: output phase (p, q) of the stride-2 transpose conv
-  is a 3x3 stride-1 conv whose taps (p + a, q + e) hold kernel[2a + p, 2e + q]."""
-  c, o = kernel.shape[2:]
-  zero = jnp.zeros((c, o), kernel.dtype)
-  rows = []
-  for s in range(3):
-    cols = []
-    for r in range(3):
-      phases = []
-      for p in (0, 1):
-        for q in (0, 1):
-          a, e = s - p, r - q
-          phases.append(kernel[2 * a + p, 2 * e + q] if a in (0, 1) and e in (0, 1) else zero)
-      cols.append(jnp.stack(phases, axis=1).reshape(c, 4 * o))   # [(C), (p, q, O)]
-    rows.append(jnp.stack(cols))
-  return jnp.stack(rows)
-
-
-def conv_transpose4x4_stride2(x: jax.Array, kernel: jax.Array, impl: str | None = None
-                              ) -> jax.Array:
-  """``lax.conv_transpose(x, kernel, (2, 2), 'SAME')`` for a [4, 4, C, O] kernel:
-  [B, H, W, C] -> [B, 2H, 2W, O]."""
-  impl = impl or _CONV_IMPL['deconv']
-  b, h, w, c = x.shape
-  o = kernel.shape[-1]
-  if impl == 'auto':
-    impl = 'phases' if o >= 16 else 'adjoint'
-  if impl == 'lax':
-    return jax.lax.conv_transpose(x, kernel, (2, 2), 'SAME', dimension_numbers=_CONV_DN)
-  if impl == 'adjoint':
-    # The transpose conv is the adjoint (w.r.t. its input) of the stride-2 conv with the
-    # spatially flipped, in/out-swapped kernel: one matmul to 16 * O channels, then the
-    # transpose of im2col (each tap's [B, H, W, O] block lands on a stride-2 grid).
-    flipped = jnp.flip(kernel, (0, 1)).transpose(0, 1, 3, 2).reshape(16 * o, c)
-    z = jnp.dot(x, flipped.T)                          # [B, H, W, (di, dj, O)]
-    y = None
-    for di in range(4):
-      for dj in range(4):
-        t = 4 * di + dj
-        piece = jax.lax.pad(z[..., t * o:(t + 1) * o], jnp.zeros((), z.dtype),
-                            ((0, 0, 0), (di, 3 - di, 1), (dj, 3 - dj, 1), (0, 0, 0)))
-        y = piece if y is None else y + piece           # [B, 2H + 2, 2W + 2, O]
-    return y[:, 1:2 * h + 1, 1:2 * w + 1]
-  xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
-  if impl == 'subpixel':
-    # One 3x3 stride-1 convolution to 4 * O channels, then depth-to-space. (Correct, but
-    # its kernel gradient is slow on XLA:CPU: not the default.)
-    y = jax.lax.conv_general_dilated(xp, _subpixel_kernel(kernel), (1, 1), 'VALID',
-                                     dimension_numbers=_CONV_DN)
-  elif impl == 'phases':
-    # The same sums as one matmul per output phase on 2x2 patches.
-    phases = []
-    for p in (0, 1):
-      for q in (0, 1):
-        patches = jnp.concatenate([xp[:, p + a:p + a + h, q + e:q + e + w]
-                                   for a in (0, 1) for e in (0, 1)], axis=-1)
-        phases.append(jnp.dot(patches, kernel[p::2, q::2].reshape(4 * c, o)))
-    y = jnp.stack(phases, axis=3)                                   # [B, H, W, 4, O]
-  else:
-    raise ValueError(f'unknown transpose-conv implementation {impl!r}')
-  y = y.reshape(b, h, w, 2, 2, o).transpose(0, 1, 3, 2, 4, 5)
-  return y.reshape(b, 2 * h, 2 * w, o)
+def conv_impls(backend: str | None = None) -> tuple[str, str]:
+  """(conv, transpose-conv) formulation names of ``conv_ops`` for ``backend``."""
+  backend = backend or jax.default_backend()
+  if backend == 'cpu':
+    return conv_ops.DEFAULT_CONV, conv_ops.DEFAULT_DECONV
+  return 'lax', 'lax'
 
 
 class StridedConv(nn.Module):
@@ -152,7 +59,7 @@ class StridedConv(nn.Module):
     bias = (self.param('bias', nn.initializers.zeros_init(), (self.features,), jnp.float32)
             if self.use_bias else None)
     x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias)
-    y = conv4x4_stride2(x, kernel)
+    y = conv_ops.conv4x4_stride2(x, kernel, impl=conv_impls()[0])
     return y if bias is None else y + bias
 
 
@@ -166,7 +73,7 @@ class StridedConvTranspose(nn.Module):
                         (4, 4, x.shape[-1], self.features), jnp.float32)
     bias = self.param('bias', nn.initializers.zeros_init(), (self.features,), jnp.float32)
     x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias)
-    return conv_transpose4x4_stride2(x, kernel) + bias
+    return conv_ops.conv_transpose4x4_stride2(x, kernel, impl=conv_impls()[1]) + bias
 
 
 def _normalise(norm: str, batch_norm_axis: str | None, train: bool, name: str):

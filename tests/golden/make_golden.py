@@ -46,7 +46,9 @@ def main():
   if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
   import jax  # pylint: disable=g-import-not-at-top
+  from vmivae_jax import conv_ops  # pylint: disable=g-import-not-at-top
   jax.config.update('jax_num_cpu_devices', 8)  # as tests/conftest.py
+  conv_ops.apply_cpu_xla_flags()
   names = sys.argv[1:] or list(CONFIGS)
   with tempfile.TemporaryDirectory() as tmp:
     for name in names:
