@@ -13,9 +13,9 @@ Reported: per-variant median ms/step and examples/s, and the median over rounds 
 per-round ratio to the best PyTorch variant of the same round (> 1 = faster than torch).
 
 The JAX side is the repo's own step: ``config_lib.authors_config('mnist', 'joint')`` at
-the given batch size, ``trainer.build_run`` and ``steps.make_train_chunk`` (a jitted
+the given batch size, ``build.build_run`` and ``train_step.make_train_chunk`` (a jitted
 ``lax.scan`` of ``--steps-per-call`` steps over the on-device uint8 data set), with
-``models.conv4x4_stride2`` / ``models.conv_transpose4x4_stride2`` replaced by the
+``networks.conv_impls`` (the library's per-backend choice, 'models') replaced by the
 ``vmivae_jax.conv_ops`` formulation named in the variant ('models' = leave the repo's
 own). The PyTorch side is ``benchmarks/torch_models.py`` (conv, kind 'mi', the
 authors' MI weight 0.01). Likelihoods differ (JAX: the authors' MSE on [-1, 1] pixels;
@@ -52,8 +52,8 @@ def _images(n):
   import numpy as np
   sys.path.insert(0, str(HERE))
   try:
-    import bench
-    return bench.load_images('train', n, str(ROOT.parent / 'shared' / 'datasets'))[0]
+    import shared
+    return shared.load_images('train', n, str(ROOT.parent / 'shared' / 'datasets'))[0]
   except Exception:  # pylint: disable=broad-except
     return np.random.default_rng(0).integers(0, 256, (n, 28, 28, 1), dtype=np.uint8)
 
@@ -66,27 +66,28 @@ def _jax_worker(spec):
   import jax
   import jax.numpy as jnp
   import numpy as np
-  from vmivae_jax import config_lib, conv_ops, models, parallel, trainer
-  from vmivae_jax import steps as steps_lib
+  from vmivae_jax import build, config_lib, conv_ops, networks, parallel
+  from vmivae_jax import train_step as steps_lib
   conv_impl, deconv_impl = spec['conv'], spec['deconv']
-  if conv_impl != 'models':
-    models.conv4x4_stride2 = conv_ops.make_conv(conv_impl)
-  if deconv_impl != 'models':
-    models.conv_transpose4x4_stride2 = conv_ops.make_conv_transpose(deconv_impl)
+  default_conv, default_deconv = networks.conv_impls()
+  conv_ops.make_conv(conv_impl if conv_impl != 'models' else default_conv)  # validates names
+  chosen = (default_conv if conv_impl == 'models' else conv_impl,
+            default_deconv if deconv_impl == 'models' else deconv_impl)
+  networks.conv_impls = lambda backend=None: chosen
   config = config_lib.authors_config('mnist', 'joint')
   config.batch_size = spec['batch']
   images_np = _images(TRAIN_EXAMPLES)
   mesh = parallel.make_mesh(1)
   images = parallel.replicate(jnp.asarray(images_np), mesh)
-  run = trainer.build_run(config, num_train_examples=TRAIN_EXAMPLES)
+  run = build.build_run(config, num_train_examples=TRAIN_EXAMPLES)
   state = parallel.replicate(run.initial_state(), mesh)
   keys = parallel.replicate((run.keys['step'], run.keys['data']), mesh)
   n = spec['steps_per_call']
-  fn = steps_lib.make_train_chunk(run.step_config, mesh, n)
+  fn = steps_lib.make_train_chunk(run.step_statics, mesh, n)
   t = time.perf_counter()
   compiled = fn.lower(state, images, *keys).compile()
   compile_s = time.perf_counter() - t
-  cost = steps_lib.make_train_chunk(run.step_config, mesh, 1).lower(
+  cost = steps_lib.make_train_chunk(run.step_statics, mesh, 1).lower(
       state, images, *keys).compile().cost_analysis()
   cost = cost[0] if isinstance(cost, list) else cost
   holder = {'state': state}
@@ -102,9 +103,9 @@ def _jax_worker(spec):
           'steps_per_call': n}
   if spec.get('profile'):
     sys.path.insert(0, str(HERE))
-    import bench
     import tempfile
-    info['profile'] = bench._profile_chunk(compiled, call, n, tempfile.mkdtemp())  # pylint: disable=protected-access
+    import workers
+    info['profile'] = workers._profile_chunk(compiled, call, n, tempfile.mkdtemp())  # pylint: disable=protected-access
     if spec.get('hlo_out'):
       Path(spec['hlo_out']).write_text(compiled.as_text())
 
