@@ -238,3 +238,80 @@ def test_thesis_report_keeps_experiments_not_rerun_and_other_suites(tmp_path):
   page = (docs / 'results.md').read_text()
   assert '## Fashion, from another machine' in page and '## Joint' in page
   assert page.index('## Joint') < page.index('## Fashion, from another machine')
+
+
+# --- Adoption of runs trained elsewhere, end to end on a smoke run (real data).
+
+import os  # noqa: E402
+import shutil  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+_DATA_DIR = Path(os.environ.get('VMIVAE_DATA_DIR') or reproduce.REPO_ROOT.parent / 'shared' /
+                 'datasets')
+_SMOKE = {'train_limit': 512, 'test_limit': 200, 'batch_size': 64, 'num_train_steps': 30,
+          'steps_per_chunk': 5, 'checkpoint_every_steps': 10, 'keep_checkpoints': 5,
+          'model.encoder_hidden': (32,), 'model.decoder_hidden': (32,), 'model.q_hidden': (32,),
+          'eval.batch_size': 100, 'eval.q_batch_size': 50, 'eval.num_figure_examples': 4,
+          'data_dir': str(_DATA_DIR)}
+
+
+def _smoke_budget():
+  return suite_lib.Experiment(
+      name='thesis_budget', title='Budget', config_file='configs/mnist_joint.py', seeds=(0, 1),
+      curve=True, variants=(('mi', {'mi_weight': 10.0}),),
+      overrides={**_SMOKE, 'eval.iwae_samples': 2, 'eval.iwae_chunk': 2,
+                 'eval.q_train_steps': 5}, purpose='test')
+
+
+@pytest.mark.skipif(not (_DATA_DIR / 'mnist').is_dir(), reason='real datasets not found')
+def test_adopted_runs_are_evaluated_never_trained_and_partial_ones_say_so(tmp_path):
+  from vmivae_jax import trainer
+  from vmivae_jax.experiments import report_class
+  exp = _smoke_budget()
+  # The "external" runs: trained with the suite's config but other eval settings.
+  trained_config = reproduce.load_config(exp.config_file, {
+      'seed': 0, 'mi_weight': 10.0, **_SMOKE})
+  full = tmp_path / 'elsewhere' / 'mi_s0'
+  trainer.train(trained_config, full, num_devices=1)
+  partial = tmp_path / 'elsewhere' / 'mi_s1'
+  shutil.copytree(full, partial)   # seed 1 "still training": checkpoints up to step 20
+  shutil.rmtree(partial / 'checkpoints' / '30')
+  config_json = json.loads((partial / 'config.json').read_text())
+  config_json['seed'] = 1
+  (partial / 'config.json').write_text(json.dumps(config_json))
+  before = {p: sorted(str(f.relative_to(p)) for f in p.rglob('*')) for p in (full, partial)}
+
+  root = tmp_path / 'suite'
+  pattern = str(tmp_path / 'elsewhere' / '{variant}_s{seed}')
+  keys = reproduce.adopt_all({exp.name: exp}, ['thesis_budget:mi:0', 'thesis_budget:mi:1',
+                                               'thesis_budget:mi:2'], root, pattern)
+  assert keys == ['thesis_budget:mi:0', 'thesis_budget:mi:1']
+  seed0 = root / 'thesis_budget' / 'mi' / 'seed0'
+  assert (seed0 / 'checkpoints').is_symlink() and not seed0.is_symlink()
+  records = [reproduce.run_one(exp, 'mi', s, root) for s in (0, 1)]
+  assert records[0]['step'] == 30 and not records[0]['partial']
+  assert records[1]['step'] == 20 and records[1]['partial'] is True
+  assert records[0]['adopted_from'] == str(full)
+  assert [p['step'] for p in records[0]['curve']] == [0, 10, 20, 30]
+  assert 'accuracy_majority_train' in records[0]['metrics']
+  # Nothing was written in the sources.
+  assert before == {p: sorted(str(f.relative_to(p)) for f in p.rglob('*'))
+                    for p in (full, partial)}
+  assert (seed0 / 'eval' / 'metrics.json').exists() and not (full / 'eval').exists()
+  # Reused while nothing changes.
+  assert reproduce.run_one(exp, 'mi', 1, root) == records[1]
+
+  section = report_class.write('class', [exp], root=root, results_dir=tmp_path / 'results',
+                               docs_dir=tmp_path / 'docs')
+  mi = section['thesis_budget']['variants']['mi']
+  assert mi['metrics']['accuracy_hungarian']['seeds'] == [0]
+  assert [p['seed'] for p in mi['partial']] == [1]
+  page = (tmp_path / 'docs' / 'results_class.md').read_text()
+  assert '| mi | 1 | 20 of 30 |' in page and 'category_grid' in page
+
+  # A config that differs outside eval.* is refused.
+  config_json['mi_weight'] = 0.0
+  (partial / 'config.json').write_text(json.dumps(config_json))
+  with pytest.raises(reproduce.AdoptError, match='differs in: mi_weight'):
+    reproduce.adopt_run(partial, tmp_path / 'other', reproduce.load_config(
+        exp.config_file, {'seed': 1, **exp.variant_overrides('mi')}))
