@@ -91,6 +91,18 @@ def test_curve_measures_every_kept_checkpoint_and_matches_eval(smoke_run, monkey
   assert calls == [] and again['points'] == curve['points']
 
 
+def test_curve_measures_step_0_from_initial_state_once_its_checkpoint_is_gone(
+    smoke_run, tmp_path):
+  import shutil
+  copy = tmp_path / 'run'
+  shutil.copytree(smoke_run, copy)
+  shutil.rmtree(copy / 'checkpoints' / '0')
+  shutil.rmtree(copy / 'eval', ignore_errors=True)
+  curve = curve_lib.checkpoint_curve(copy)
+  reference = curve_lib.checkpoint_curve(smoke_run)
+  assert curve['points'] == reference['points']
+
+
 def test_curve_cli(smoke_run):
   import subprocess
   import sys

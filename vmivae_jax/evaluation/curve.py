@@ -12,7 +12,8 @@ It writes ``WORKDIR/eval/curve.json`` atomically: ``{'points': [{step, examples_
 ...metrics}], 'batch_size', 'num_train_steps', 'partial', ...}``. Points already in a
 previous curve.json are reused (a checkpoint never changes), so rerunning while a
 run trains only measures the new checkpoints, and points of checkpoints that Orbax
-has since deleted (``keep_checkpoints``) are kept.
+has since deleted (``keep_checkpoints``) are kept; step 0 is measured from
+``initial_state/`` when its checkpoint is gone.
 
   python -m vmivae_jax.experiments.curve --workdir=runs/mnist_joint
 """
@@ -89,13 +90,18 @@ def checkpoint_curve(workdir: Path | str, *, reuse: bool = True) -> dict:
   if previous and previous.get('config_seed') == int(config.seed):
     points = {int(p['step']): p for p in previous.get('points', [])}
   steps = workdir_lib.checkpoint_steps(workdir)
+  # Step 0 is also kept in initial_state/ after Orbax deletes its checkpoint.
+  from_initial = 0 not in steps and (workdir / 'initial_state').is_dir()
   manager = workdir_lib.checkpoint_manager(workdir, read_only=True)
   try:
-    for step in steps:
+    for step in [0] * from_initial + steps:
       if step in points:
         continue
       try:
-        state = workdir_lib.restore_checkpoint(manager, run.abstract_state(), step)
+        if step == 0 and from_initial:
+          state = workdir_lib.load_initial_state(workdir, run.abstract_state())
+        else:
+          state = workdir_lib.restore_checkpoint(manager, run.abstract_state(), step)
       except workdir_lib.WorkdirError:
         if step in workdir_lib.checkpoint_steps(workdir):
           raise

@@ -160,7 +160,8 @@ def _evaluate_adopted(experiment, variant, seed, workdir: Path, config) -> dict:
       'command': suite_lib.train_command(experiment, variant, seed, source),
       'eval_command': f'python eval.py --workdir={workdir} --step={reached}',
       'train_seconds': 0.0, 'eval_seconds': round(time.time() - start, 1),
-      'code_version': code_version(), 'metrics': metrics,
+      # The training's code version is the source's business; this one evaluated it.
+      'code_version': f'{code_version()} (evaluation; trained elsewhere)', 'metrics': metrics,
   }
   if experiment.curve:
     record['curve'] = _curve(workdir)
