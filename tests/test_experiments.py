@@ -92,3 +92,226 @@ def test_report_lists_diverged_runs_instead_of_dropping_them(tmp_path):
   assert summary['joint_mnist']['failed']['elbo'][0]['command'] == 'x'
   page = (tmp_path / 'docs' / 'results.md').read_text()
   assert '**elbo, seed 1 diverged**: loss became non-finite at step 7' in page
+
+
+# ----------------------------------------------------------------------------------
+# The `class` suite (issue 12): its experiments, its own page, adoption of runs.
+
+
+def test_class_suite_experiments_as_specified():
+  exps = {e.name: e for e in suite_lib.SUITES['class']()}
+  assert list(exps) == ['thesis_budget', 'class_mnist', 'class_fashion', 'ablation_class_mnist']
+  budget = exps['thesis_budget']
+  assert budget.config_file == 'configs/mnist_joint.py' and budget.seeds == (0, 1, 2)
+  assert dict(budget.variants) == {'elbo': {'mi_weight': 0.0}, 'mi': {'mi_weight': 10.0}}
+  assert budget.curve
+  for name, config in (('class_mnist', 'configs/mnist_class.py'),
+                       ('class_fashion', 'configs/fashion_class.py')):
+    assert exps[name].config_file == config and exps[name].seeds == (0, 1, 2, 3, 4)
+    assert dict(exps[name].variants) == {'mi': {}, 'elbo': {'mi_weight': 0.0}}
+  ablation = exps['ablation_class_mnist']
+  assert ablation.seeds == (0, 1, 2) and dict(ablation.variants) == {
+      'recipe': {}, 'no_consistency': {'invariance.consistency_weight': 0.0},
+      'no_vat': {'invariance.vat_weight': 0.0},
+      'no_thickness': {'invariance.augment.dilate_prob': 0.0},
+      'no_invariance': {'invariance.consistency_weight': 0.0, 'invariance.vat_weight': 0.0},
+      'elbo_twin': {'mi_weight': 0.0}}
+  assert suite_lib.CLASS_TARGETS == {'class_mnist': 0.95, 'class_fashion': 0.65}
+
+
+def test_thesis_budget_config_is_the_in_progress_runs_command_up_to_eval():
+  """The runs in /work/runs/thesis_budget were trained with these exact flags."""
+  from vmivae_jax import workdir as workdir_lib
+  budget = suite_lib.SUITES['class']()[0]
+  for variant, weight in (('elbo', 0.0), ('mi', 10.0)):
+    for seed in budget.seeds:
+      suite_config = reproduce.load_config(
+          budget.config_file, {'seed': seed, **budget.variant_overrides(variant)})
+      trained = reproduce.load_config('configs/mnist_joint.py', {
+          'seed': seed, 'mi_weight': weight, 'num_train_steps': 72800,
+          'checkpoint_every_steps': 5600, 'keep_checkpoints': 13, 'temperature.initial': 1.0,
+          'temperature.anneal_rate': 0.0})
+      diff = workdir_lib._diff_keys(json.loads(workdir_lib.config_to_json(trained)),
+                                    json.loads(workdir_lib.config_to_json(suite_config)))
+      assert diff and all(k.startswith('eval.') for k in diff), diff
+
+
+def _class_experiment(curve=False):
+  return suite_lib.Experiment(
+      name='class_mnist', title='Class', config_file='configs/mnist_joint.py', curve=curve,
+      variants=(('mi', {}), ('elbo', {'mi_weight': 0.0})), seeds=(0, 1, 2), purpose='test')
+
+
+def _write_class_record(root, exp, variant, seed, accuracy, *, partial_step=None, curve=None):
+  path = root / exp / variant / f'seed{seed}' / 'suite_record.json'
+  path.parent.mkdir(parents=True)
+  record = {'seed': seed, 'step': partial_step or 100, 'num_train_steps': 100,
+            'command': f'cmd {variant} {seed}', 'eval_command': f'eval {variant} {seed}',
+            'train_seconds': 1.0, 'eval_seconds': 2.0, 'code_version': 'abc',
+            'metrics': {'accuracy_hungarian': accuracy, 'accuracy_majority_train': accuracy + 0.01,
+                        'nmi': 0.5, 'elbo': -100.0 - seed}}
+  if partial_step:
+    record['partial'] = True
+  if curve:
+    record['curve'] = curve
+  path.write_text(json.dumps(record))
+
+
+def test_class_report_own_page_partial_runs_targets_and_keeps_other_keys(tmp_path):
+  from vmivae_jax.experiments import report_class
+  root, results, docs = tmp_path / 'runs', tmp_path / 'results', tmp_path / 'docs'
+  results.mkdir()
+  thesis = {'joint_mnist': {'title': 'kept', 'variants': {}}}
+  (results / 'summary.json').write_text(json.dumps(thesis))
+  (docs).mkdir()
+  (docs / 'results.md').write_text('the thesis page')
+  for seed, acc in ((0, 0.90), (1, 0.92)):
+    _write_class_record(root, 'class_mnist', 'mi', seed, acc)
+  _write_class_record(root, 'class_mnist', 'mi', 2, 0.99, partial_step=40)
+  _write_class_record(root, 'class_mnist', 'elbo', 0, 0.5)
+  section = report_class.write('class', [_class_experiment()], root=root, results_dir=results,
+                               docs_dir=docs)
+  saved = json.loads((results / 'summary.json').read_text())
+  assert saved['joint_mnist'] == thesis['joint_mnist']           # the thesis keys are kept
+  assert (docs / 'results.md').read_text() == 'the thesis page'  # and its page
+  mi = saved['class']['class_mnist']['variants']['mi']
+  assert mi['metrics']['accuracy_hungarian']['per_seed'] == [0.90, 0.92]  # partial excluded
+  assert mi['metrics']['accuracy_hungarian']['mean'] == pytest.approx(0.91)
+  assert mi['partial'][0]['seed'] == 2 and mi['partial'][0]['step'] == 40
+  assert section == saved['class']
+  page = (docs / 'results_class.md').read_text()
+  assert '| class_mnist | mi | >= 95% | 91.00 ± 1.41 (n=2) (2 of 3 seeds) | missed by 4.00 points |' in page
+  assert '| mi | 2 | 40 of 100 | 99.00% |' in page
+  assert 'class_fashion | mi | >= 65% | not run' in page
+  assert 'cmd mi 2' in page and 'Runs finished: 3 of 6 planned; partial: 1.' in page
+  # A later report from another root keeps this experiment's recorded numbers.
+  report_class.write('class', [_class_experiment()], root=tmp_path / 'empty',
+                     results_dir=results, docs_dir=docs)
+  again = json.loads((results / 'summary.json').read_text())
+  assert again['class']['class_mnist'] == saved['class']['class_mnist']
+  assert again['joint_mnist'] == thesis['joint_mnist']
+
+
+def test_class_report_curve_table(tmp_path):
+  from vmivae_jax.experiments import report_class
+  root = tmp_path / 'runs'
+  point = lambda step, acc: {'step': step, 'examples_seen': step * 256, 'accuracy_hungarian': acc,
+                             'accuracy_majority': acc, 'nmi': 0.1,
+                             'accuracy_majority_train': acc + 0.1}
+  _write_class_record(root, 'class_mnist', 'mi', 0, 0.8,
+                      curve=[point(0, 0.1), point(5600, 0.5), point(11200, 0.8)])
+  _write_class_record(root, 'class_mnist', 'mi', 1, 0.6, partial_step=5600,
+                      curve=[point(0, 0.2), point(5600, 0.7)])
+  section = report_class.write('class', [_class_experiment(curve=True)], root=root,
+                               results_dir=tmp_path / 'results', docs_dir=tmp_path / 'docs')
+  curve = section['class_mnist']['variants']['mi']['curve']
+  assert [p['step'] for p in curve] == [0, 5600, 11200]
+  assert curve[1]['accuracy_hungarian']['per_seed'] == [0.5, 0.7]
+  assert curve[2]['seeds'] == [0]
+  page = (tmp_path / 'docs' / 'results_class.md').read_text()
+  assert '| 1.43 | 5600 | 60.0 ± 14.1 (n=2) | 70.0 ± 14.1 (n=2) |' in page
+  assert '| 2.87 | 11200 | 80.0 (n=1) | 90.0 (n=1) |' in page
+
+
+def test_thesis_report_keeps_experiments_not_rerun_and_other_suites(tmp_path):
+  root, results, docs = tmp_path / 'runs', tmp_path / 'results', tmp_path / 'docs'
+  _write_record(root, 'mi', 0, 0.5)
+  results.mkdir()
+  previous = {'joint_fashion': {'title': 'Fashion, from another machine', 'purpose': 'p',
+                                'config_file': 'c', 'failed': {},
+                                'variants': {'mi': {'metrics': {'accuracy_hungarian': {
+                                    'per_seed': [0.6], 'seeds': [0], 'mean': 0.6, 'std': 0.0}},
+                                    'commands': ['x'], 'eval_commands': ['y'],
+                                    'train_seconds': [1.0], 'eval_seconds': [1.0],
+                                    'code_versions': ['old']}}},
+              'class': {'class_mnist': {'title': 'c'}}}
+  (results / 'summary.json').write_text(json.dumps(previous))
+  fashion = suite_lib.Experiment(name='joint_fashion', title='Fashion', config_file='c',
+                                 variants=(('mi', {}),), seeds=(0,), purpose='p')
+  summary = report.write([_experiment(), fashion], root=root, results_dir=results,
+                         docs_dir=docs)
+  saved = json.loads((results / 'summary.json').read_text())
+  assert saved['joint_fashion'] == previous['joint_fashion']
+  assert saved['class'] == previous['class']
+  assert saved['joint_mnist']['variants']['mi']['metrics']['accuracy_hungarian']['per_seed'] == [0.5]
+  assert summary == saved
+  page = (docs / 'results.md').read_text()
+  assert '## Fashion, from another machine' in page and '## Joint' in page
+  assert page.index('## Joint') < page.index('## Fashion, from another machine')
+
+
+# --- Adoption of runs trained elsewhere, end to end on a smoke run (real data).
+
+import os  # noqa: E402
+import shutil  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+_DATA_DIR = Path(os.environ.get('VMIVAE_DATA_DIR') or reproduce.REPO_ROOT.parent / 'shared' /
+                 'datasets')
+_SMOKE = {'train_limit': 512, 'test_limit': 200, 'batch_size': 64, 'num_train_steps': 30,
+          'steps_per_chunk': 5, 'checkpoint_every_steps': 10, 'keep_checkpoints': 5,
+          'model.encoder_hidden': (32,), 'model.decoder_hidden': (32,), 'model.q_hidden': (32,),
+          'eval.batch_size': 100, 'eval.q_batch_size': 50, 'eval.num_figure_examples': 4,
+          'data_dir': str(_DATA_DIR)}
+
+
+def _smoke_budget():
+  return suite_lib.Experiment(
+      name='thesis_budget', title='Budget', config_file='configs/mnist_joint.py', seeds=(0, 1),
+      curve=True, variants=(('mi', {'mi_weight': 10.0}),),
+      overrides={**_SMOKE, 'eval.iwae_samples': 2, 'eval.iwae_chunk': 2,
+                 'eval.q_train_steps': 5}, purpose='test')
+
+
+@pytest.mark.skipif(not (_DATA_DIR / 'mnist').is_dir(), reason='real datasets not found')
+def test_adopted_runs_are_evaluated_never_trained_and_partial_ones_say_so(tmp_path):
+  from vmivae_jax import trainer
+  from vmivae_jax.experiments import report_class
+  exp = _smoke_budget()
+  # The "external" runs: trained with the suite's config but other eval settings.
+  trained_config = reproduce.load_config(exp.config_file, {
+      'seed': 0, 'mi_weight': 10.0, **_SMOKE})
+  full = tmp_path / 'elsewhere' / 'mi_s0'
+  trainer.train(trained_config, full, num_devices=1)
+  partial = tmp_path / 'elsewhere' / 'mi_s1'
+  shutil.copytree(full, partial)   # seed 1 "still training": checkpoints up to step 20
+  shutil.rmtree(partial / 'checkpoints' / '30')
+  config_json = json.loads((partial / 'config.json').read_text())
+  config_json['seed'] = 1
+  (partial / 'config.json').write_text(json.dumps(config_json))
+  before = {p: sorted(str(f.relative_to(p)) for f in p.rglob('*')) for p in (full, partial)}
+
+  root = tmp_path / 'suite'
+  pattern = str(tmp_path / 'elsewhere' / '{variant}_s{seed}')
+  keys = reproduce.adopt_all({exp.name: exp}, ['thesis_budget:mi:0', 'thesis_budget:mi:1',
+                                               'thesis_budget:mi:2'], root, pattern)
+  assert keys == ['thesis_budget:mi:0', 'thesis_budget:mi:1']
+  seed0 = root / 'thesis_budget' / 'mi' / 'seed0'
+  assert (seed0 / 'checkpoints').is_symlink() and not seed0.is_symlink()
+  records = [reproduce.run_one(exp, 'mi', s, root) for s in (0, 1)]
+  assert records[0]['step'] == 30 and not records[0]['partial']
+  assert records[1]['step'] == 20 and records[1]['partial'] is True
+  assert records[0]['adopted_from'] == str(full)
+  assert [p['step'] for p in records[0]['curve']] == [0, 10, 20, 30]
+  assert 'accuracy_majority_train' in records[0]['metrics']
+  # Nothing was written in the sources.
+  assert before == {p: sorted(str(f.relative_to(p)) for f in p.rglob('*'))
+                    for p in (full, partial)}
+  assert (seed0 / 'eval' / 'metrics.json').exists() and not (full / 'eval').exists()
+  # Reused while nothing changes.
+  assert reproduce.run_one(exp, 'mi', 1, root) == records[1]
+
+  section = report_class.write('class', [exp], root=root, results_dir=tmp_path / 'results',
+                               docs_dir=tmp_path / 'docs')
+  mi = section['thesis_budget']['variants']['mi']
+  assert mi['metrics']['accuracy_hungarian']['seeds'] == [0]
+  assert [p['seed'] for p in mi['partial']] == [1]
+  page = (tmp_path / 'docs' / 'results_class.md').read_text()
+  assert '| mi | 1 | 20 of 30 |' in page and 'category_grid' in page
+
+  # A config that differs outside eval.* is refused.
+  config_json['mi_weight'] = 0.0
+  (partial / 'config.json').write_text(json.dumps(config_json))
+  with pytest.raises(reproduce.AdoptError, match='differs in: mi_weight'):
+    reproduce.adopt_run(partial, tmp_path / 'other', reproduce.load_config(
+        exp.config_file, {'seed': 1, **exp.variant_overrides('mi')}))

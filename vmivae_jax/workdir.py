@@ -2,7 +2,8 @@
 
 Layout::
 
-  WORKDIR/config.json       the resolved config (written once; a different config refuses)
+  WORKDIR/config.json       the resolved config (a different config refuses, except a larger
+                            num_train_steps and eval settings: see EXTENDABLE)
   WORKDIR/checkpoints/      Orbax checkpoints of the full TrainState (latest N kept)
   WORKDIR/initial_state/    the step-0 TrainState (kept: compares runs' initialisation)
   WORKDIR/metrics.jsonl     one JSON line per logging period (deterministic: no timings)
@@ -125,7 +126,12 @@ def claim(workdir: Path | str, config: ml_collections.ConfigDict, *, overwrite: 
   """Records ``config`` in ``workdir``; returns True when resuming the same run.
 
   A workdir holding a run with a different config is refused unless ``overwrite``,
-  which deletes that run's checkpoints and metrics first.
+  which deletes that run's checkpoints and metrics first; except a config that only
+  differs in EXTENDABLE settings (train longer: a larger num_train_steps; eval.*,
+  keep_checkpoints), which is recorded (atomically) and resumes the run.
+
+  Raises:
+    WorkdirError: a different run, or an extension that cannot continue bitwise.
   """
   workdir = Path(workdir)
   _ensure_dir(workdir)
@@ -137,6 +143,11 @@ def claim(workdir: Path | str, config: ml_collections.ConfigDict, *, overwrite: 
     except (OSError, UnicodeDecodeError) as e:
       old_text = f'<unreadable: {e}>'
     if old_text == text:
+      return True
+    extension = _extension(workdir, old_text, config) if not overwrite else None
+    if extension is not None:
+      logging.info('%s: %s', workdir, extension)
+      fileio.atomic_write(path, text)
       return True
     if not overwrite:
       try:
@@ -160,6 +171,73 @@ def claim(workdir: Path | str, config: ml_collections.ConfigDict, *, overwrite: 
     _delete_run(workdir)
   fileio.atomic_write(path, text)
   return False
+
+
+# Settings a run may change on its workdir without starting over ("train longer"):
+# none of them changes a number the run has already produced. num_train_steps may only
+# grow (the loop, the data order, the noise and every schedule are functions of the
+# seed and the step, never of the total); keep_checkpoints only decides which old
+# checkpoints Orbax deletes; eval.* is read by eval.py only. steps_per_chunk and
+# checkpoint_every_steps are NOT here: they set the chunk boundaries, hence the
+# logged metrics (one line per chunk) and the compiled programs.
+EXTENDABLE = ('num_train_steps', 'keep_checkpoints', 'eval')
+# Config keys whose effect depends on num_train_steps (a schedule over the fraction of
+# training, ...): while one is non-zero/non-empty, num_train_steps cannot change. None
+# exists today (temperature, capacity and MI warm-up count absolute steps); a schedule
+# added later that reads num_train_steps must be listed here.
+LENGTH_DEPENDENT: tuple[str, ...] = ()
+
+
+def _lookup(tree: dict, dotted: str):
+  for part in dotted.split('.'):
+    if not isinstance(tree, dict) or part not in tree:
+      return None
+    tree = tree[part]
+  return tree
+
+
+def _extension(workdir: Path, old_text: str, config: ml_collections.ConfigDict) -> str | None:
+  """A description of the allowed change from the recorded config to ``config`` ("train
+  longer"), or None when they differ in anything else (the caller refuses).
+
+  Raises:
+    WorkdirError: only EXTENDABLE settings differ but the change cannot continue the
+      run as the longer run would have gone (shorter, a length-dependent schedule, or a
+      last chunk off the longer run's chunk grid).
+  """
+  try:
+    old = json.loads(old_text)
+  except ValueError:
+    return None
+  new = json.loads(config_to_json(config))
+  if not isinstance(old, dict):
+    return None
+  diff = sorted(_diff_keys(old, new))
+  if not diff or any(k.split('.')[0] not in EXTENDABLE for k in diff):
+    return None
+  if 'num_train_steps' not in diff:
+    return f'settings that change no trained number updated ({", ".join(diff)})'
+  before, after = int(old['num_train_steps']), int(new['num_train_steps'])
+  if after < before:
+    raise WorkdirError(
+        f'{workdir} holds a run of num_train_steps={before}; it cannot be shortened to '
+        f'{after} (evaluate an earlier checkpoint with eval.py --step instead, or use '
+        'another --workdir).')
+  dependent = [k for k in LENGTH_DEPENDENT if _lookup(new, k)]
+  if dependent:
+    raise WorkdirError(
+        f'{workdir}: cannot extend num_train_steps from {before} to {after}: '
+        f'{", ".join(dependent)} depend(s) on the total length, so the longer run would '
+        'have differed from the start. Use another --workdir.')
+  every, chunk = int(new['checkpoint_every_steps']), int(new['steps_per_chunk'])
+  if (before % every) % chunk and before in checkpoint_steps(workdir):
+    raise WorkdirError(
+        f'{workdir}: cannot extend num_train_steps from {before} to {after}: the run ended '
+        f'with a short chunk at step {before}, which a {after}-step run would not have '
+        f'(chunks of steps_per_chunk={chunk} from every multiple of '
+        f'checkpoint_every_steps={every}), so the result would not equal a fresh '
+        f'{after}-step run. Use another --workdir.')
+  return f'extending num_train_steps from {before} to {after} (changed: {", ".join(diff)})'
 
 
 def _diff_keys(old: Any, new: Any, prefix: str = '') -> set[str]:

@@ -268,7 +268,9 @@ def render(summary: dict, experiments: list[suite_lib.Experiment], figures: dict
       '## Targets', '', *_targets(summary), '',
       *_reading(summary), '']
   by_name = {e.name: e for e in experiments}
-  for name, summary_exp in summary.items():
+  # In the suite's order; other suites' keys (and retired experiments) are not this page's.
+  for name in [e.name for e in experiments if e.name in summary]:
+    summary_exp = summary[name]
     exp = by_name[name]
     rows = GAUSS_ROWS if name.startswith('gauss') else JOINT_ROWS
     lines += [f'## {summary_exp["title"]}', '', summary_exp['purpose'] + '.', '',
@@ -294,6 +296,33 @@ def render(summary: dict, experiments: list[suite_lib.Experiment], figures: dict
   return '\n'.join(lines) + '\n'
 
 
+def read_previous(results_dir: Path) -> dict:
+  """results/summary.json as it stands ({} when absent or unreadable)."""
+  path = results_dir / 'summary.json'
+  try:
+    previous = json.loads(path.read_text()) if path.exists() else {}
+  except ValueError:
+    return {}
+  return previous if isinstance(previous, dict) else {}
+
+
+def merge_previous(summary: dict, previous: dict) -> tuple[dict, list[str]]:
+  """``summary`` plus every entry of ``previous`` it does not replace: experiments whose
+  runs are not under this --root (e.g. made on another machine) and other suites' keys
+  keep their recorded numbers. Returns (merged, names kept from ``previous``)."""
+  kept = [k for k in previous if k not in summary]
+  return {**{k: previous[k] for k in kept}, **summary}, kept
+
+
+def existing_figures(name: str, summary_exp: dict, docs_dir: Path) -> dict:
+  """The figures already copied for an experiment kept from a previous summary."""
+  out = {}
+  for variant in summary_exp.get('variants', {}):
+    out[variant] = [(fig, f'figures/{name}/{variant}_{fig}') for fig in FIGURES
+                    if (docs_dir / 'figures' / name / f'{variant}_{fig}').exists()]
+  return out
+
+
 def write(experiments: list[suite_lib.Experiment], *, root: Path, results_dir: Path,
           docs_dir: Path) -> dict:
   summary = collect(experiments, root)
@@ -301,6 +330,10 @@ def write(experiments: list[suite_lib.Experiment], *, root: Path, results_dir: P
   for exp in experiments:
     if exp.name in summary:
       figures[exp.name] = _copy_figures(exp, summary[exp.name], root, docs_dir)
+  summary, kept = merge_previous(summary, read_previous(results_dir))
+  for name in kept:
+    if isinstance(summary[name], dict) and 'variants' in summary[name]:
+      figures[name] = existing_figures(name, summary[name], docs_dir)
   fileio.atomic_write(results_dir / 'summary.json',
                                 json.dumps(summary, indent=2, sort_keys=True))
   fileio.atomic_write(docs_dir / 'results.md', render(summary, experiments, figures))

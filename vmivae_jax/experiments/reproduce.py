@@ -2,12 +2,24 @@
 
   python -m vmivae_jax.experiments.reproduce --suite=thesis
   python -m vmivae_jax.experiments.reproduce --suite=thesis --only=joint_mnist --jobs=2
+  python -m vmivae_jax.experiments.reproduce --suite=class --only=thesis_budget \
+      --root=runs/class --adopt='/work/runs/thesis_budget/{variant}_s{seed}'
 
 Each run trains with the same code path as train.py (its equivalent command is
 recorded) into ``--root/<experiment>/<variant>/seed<k>`` and is evaluated as eval.py
 does. Finished runs (final checkpoint evaluated) are reused, so an interrupted
 suite resumes where it stopped; partial results are aggregated from whatever
 runs have finished and marked as such.
+
+``--adopt=PATTERN`` adopts runs trained elsewhere (``{experiment}``, ``{variant}``,
+``{seed}`` are filled in) whose config.json equals the suite's config up to
+evaluation settings: the suite's workdir becomes a real directory whose
+``checkpoints``, ``initial_state`` and ``metrics.jsonl`` are symlinks to the source
+(never written: the suite evaluates adopted runs and never trains them), with the
+suite's config.json and ``adopted.json`` naming the source. An adopted run that has
+not reached ``num_train_steps`` is evaluated at its latest checkpoint and recorded
+as partial (the step reached); rerunning the suite re-evaluates it when a newer
+checkpoint exists.
 """
 
 import concurrent.futures
@@ -37,6 +49,9 @@ _DOCS = flags.DEFINE_string('docs_dir', 'docs', 'Where results.md and its figure
 _JOBS = flags.DEFINE_integer('jobs', 1, 'Runs in parallel (each in its own process).')
 _REPORT_ONLY = flags.DEFINE_bool('report_only', False, 'Only aggregate finished runs.')
 _RUN_ONE = flags.DEFINE_string('run_one', '', 'Internal: experiment:variant:seed to run.')
+_ADOPT = flags.DEFINE_string(
+    'adopt', '', 'Adopt existing runs: a path pattern with {experiment}, {variant}, {seed} '
+    '(symlinked, never written; see the module docstring).')
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -73,6 +88,92 @@ def run_dir(root: Path, experiment: str, variant: str, seed: int) -> Path:
   return root / experiment / variant / f'seed{seed}'
 
 
+ADOPTED_JSON = 'adopted.json'
+ADOPTED_LINKS = ('checkpoints', 'initial_state', 'metrics.jsonl')
+# Config keys that may differ between an adopted run and the suite: evaluation only.
+ADOPT_MAY_DIFFER = ('eval',)
+
+
+class AdoptError(RuntimeError):
+  """A run cannot be adopted (different config, or the suite's workdir is taken)."""
+
+
+def adopt_run(source: Path, workdir: Path, config) -> None:
+  """Makes ``workdir`` an adopted view of the run in ``source`` (see the docstring).
+
+  Idempotent for the same source. Nothing is written in ``source``.
+
+  Raises:
+    AdoptError: ``source`` has no config.json or one that differs from ``config``
+      outside ADOPT_MAY_DIFFER, or ``workdir`` holds something else.
+  """
+  from vmivae_jax import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  source = Path(source).absolute()
+  path = source / workdir_lib.CONFIG_FILE
+  if not path.exists():
+    raise AdoptError(f'{source}: no {workdir_lib.CONFIG_FILE}; not a train.py workdir')
+  old = json.loads(path.read_text())
+  new = json.loads(workdir_lib.config_to_json(config))
+  diff = sorted(workdir_lib._diff_keys(old, new))  # pylint: disable=protected-access
+  bad = [k for k in diff if k.split('.')[0] not in ADOPT_MAY_DIFFER]
+  if bad:
+    raise AdoptError(f'{source} was trained with a different config than the suite\'s '
+                     f'{workdir} (differs in: {", ".join(bad)})')
+  marker = workdir / ADOPTED_JSON
+  if workdir.is_symlink():
+    raise AdoptError(f'{workdir} is a symlink; the suite needs a real directory there')
+  if marker.exists():
+    if json.loads(marker.read_text())['source'] != str(source):
+      raise AdoptError(f'{workdir} already adopts {json.loads(marker.read_text())["source"]}')
+  elif workdir.exists() and any(workdir.iterdir()):
+    raise AdoptError(f'{workdir} already holds files; adopt into an empty or new directory')
+  workdir.mkdir(parents=True, exist_ok=True)
+  for name in ADOPTED_LINKS:
+    link = workdir / name
+    if not link.is_symlink():
+      link.symlink_to(source / name, target_is_directory=name != 'metrics.jsonl')
+  fileio.atomic_write(workdir / workdir_lib.CONFIG_FILE, workdir_lib.config_to_json(config))
+  fileio.atomic_write(marker, json.dumps(
+      {'source': str(source), 'config_differs_in': diff}, indent=2, sort_keys=True))
+
+
+def _evaluate_adopted(experiment, variant, seed, workdir: Path, config) -> dict:
+  """Evaluates an adopted run at its latest checkpoint (never trains it)."""
+  from vmivae_jax import evaluation  # pylint: disable=g-import-not-at-top
+  from vmivae_jax import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  source = json.loads((workdir / ADOPTED_JSON).read_text())['source']
+  record_path = workdir / 'suite_record.json'
+  steps = workdir_lib.checkpoint_steps(workdir)
+  if not steps:
+    raise AdoptError(f'{workdir} (adopted from {source}) has no checkpoint yet')
+  reached = steps[-1]
+  if record_path.exists():
+    record = json.loads(record_path.read_text())
+    if record.get('step') == reached:
+      return record
+  start = time.time()
+  metrics = evaluation.evaluate_workdir(workdir, step=reached)
+  record = {
+      'experiment': experiment.name, 'variant': variant, 'seed': seed, 'step': reached,
+      'num_train_steps': int(config.num_train_steps),
+      'partial': reached < int(config.num_train_steps), 'adopted_from': source,
+      'command': suite_lib.train_command(experiment, variant, seed, source),
+      'eval_command': f'python eval.py --workdir={workdir} --step={reached}',
+      'train_seconds': 0.0, 'eval_seconds': round(time.time() - start, 1),
+      # The training's code version is the source's business; this one evaluated it.
+      'code_version': f'{code_version()} (evaluation; trained elsewhere)', 'metrics': metrics,
+  }
+  if experiment.curve:
+    record['curve'] = _curve(workdir)
+  fileio.atomic_write(record_path, json.dumps(record, indent=2, sort_keys=True))
+  return record
+
+
+def _curve(workdir: Path) -> list[dict]:
+  from vmivae_jax.evaluation import curve  # pylint: disable=g-import-not-at-top
+  return curve.checkpoint_curve(workdir)['points']
+
+
 def run_one(experiment: suite_lib.Experiment, variant: str, seed: int, root: Path) -> dict:
   """Trains and evaluates one run (or reuses it when done); returns its record."""
   from vmivae_jax import evaluation  # pylint: disable=g-import-not-at-top
@@ -80,6 +181,11 @@ def run_one(experiment: suite_lib.Experiment, variant: str, seed: int, root: Pat
   workdir = run_dir(root, experiment.name, variant, seed)
   overrides = {'seed': seed, **experiment.variant_overrides(variant)}
   config = load_config(experiment.config_file, overrides)
+  if (workdir / ADOPTED_JSON).exists():
+    return _evaluate_adopted(experiment, variant, seed, workdir, config)
+  if workdir.is_symlink():
+    raise AdoptError(f'{workdir} is a symlink: adopt runs with --adopt (a real directory '
+                     'with symlinked checkpoints) so the suite never trains into them')
   record_path = workdir / 'suite_record.json'
   if record_path.exists():
     record = json.loads(record_path.read_text())
@@ -105,6 +211,8 @@ def run_one(experiment: suite_lib.Experiment, variant: str, seed: int, root: Pat
       'train_seconds': round(train_seconds, 1), 'eval_seconds': round(time.time() - start, 1),
       'code_version': code_version(), 'metrics': metrics,
   }
+  if experiment.curve:
+    record['curve'] = _curve(workdir)
   fileio.atomic_write(record_path, json.dumps(record, indent=2, sort_keys=True))
   return record
 
@@ -133,6 +241,8 @@ def main(argv):
     seeds = experiment.seeds[:_SEEDS.value] if _SEEDS.value else experiment.seeds
     # Seed-major order: partial results always hold complete ELBO-vs-MI pairs.
     keys += [f'{experiment.name}:{v}:{s}' for s in seeds for v, _ in experiment.variants]
+  if _ADOPT.value:  # evaluate the adopted runs only: never start the others' training
+    keys = adopt_all(experiments, keys, root, _ADOPT.value)
   if not _REPORT_ONLY.value:
     with concurrent.futures.ThreadPoolExecutor(max(1, _JOBS.value)) as pool:
       futures = [pool.submit(_run_in_subprocess, k, root) for k in keys]
@@ -141,8 +251,34 @@ def main(argv):
           logging.info('finished %s', future.result())
         except RuntimeError as e:
           logging.error('%s', e)
-  report.write(list(experiments.values()), root=root, results_dir=Path(_RESULTS.value),
-               docs_dir=Path(_DOCS.value))
+  write_report(_SUITE.value, list(experiments.values()), root=root,
+               results_dir=Path(_RESULTS.value), docs_dir=Path(_DOCS.value))
+
+
+def adopt_all(experiments: dict, keys: list[str], root: Path, pattern: str) -> list[str]:
+  """Adopts the source of every run key whose filled-in pattern exists; returns those keys."""
+  adopted = []
+  for key in keys:
+    name, variant, seed = key.split(':')
+    source = Path(pattern.format(experiment=name, variant=variant, seed=seed))
+    if not source.exists():
+      logging.info('adopt: no %s for %s', source, key)
+      continue
+    exp = experiments[name]
+    config = load_config(exp.config_file, {'seed': int(seed), **exp.variant_overrides(variant)})
+    adopt_run(source, run_dir(root, name, variant, int(seed)), config)
+    logging.info('adopted %s as %s', source, key)
+    adopted.append(key)
+  return adopted
+
+
+def write_report(suite: str, experiments, *, root: Path, results_dir: Path, docs_dir: Path):
+  """The thesis suite writes docs/results.md; any other suite its own page and key."""
+  if suite == 'thesis':
+    return report.write(experiments, root=root, results_dir=results_dir, docs_dir=docs_dir)
+  from vmivae_jax.experiments import report_class  # pylint: disable=g-import-not-at-top
+  return report_class.write(suite, experiments, root=root, results_dir=results_dir,
+                            docs_dir=docs_dir)
 
 
 if __name__ == '__main__':

@@ -1,0 +1,89 @@
+"""Train longer without starting over (issue 13): a finished run given a larger
+num_train_steps continues on its workdir, bitwise as the longer run from the start."""
+
+import json
+import os
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from vmivae_jax import build
+from vmivae_jax import config_lib
+from vmivae_jax import trainer
+from vmivae_jax import workdir as workdir_lib
+
+REPO = Path(__file__).resolve().parents[1]
+DATA_DIR = Path(os.environ.get('VMIVAE_DATA_DIR') or REPO.parent / 'shared' / 'datasets')
+
+
+def _config(**overrides):
+  config = config_lib.smoke(config_lib.joint_config('mnist'))
+  config.update(data_dir=str(DATA_DIR), num_train_steps=20, steps_per_chunk=5,
+                checkpoint_every_steps=10)
+  return config_lib.override(config, overrides)
+
+
+def _restore(workdir):
+  config = workdir_lib.load_config(workdir)
+  run = build.build_run(config, num_train_examples=int(config.train_limit))
+  manager = workdir_lib.checkpoint_manager(workdir, read_only=True)
+  try:
+    return workdir_lib.restore_checkpoint(manager, run.abstract_state())
+  finally:
+    workdir_lib.close(manager)
+
+
+@pytest.mark.skipif(not (DATA_DIR / 'mnist').is_dir(), reason='real datasets not found')
+def test_extending_a_finished_run_equals_a_fresh_longer_run_bitwise(tmp_path):
+  extended, fresh = tmp_path / 'extended', tmp_path / 'fresh'
+  trainer.train(_config(num_train_steps=20), extended, num_devices=1)
+  trainer.train(_config(num_train_steps=35), extended, num_devices=1)
+  trainer.train(_config(num_train_steps=35), fresh, num_devices=1)
+  a, b = _restore(extended), _restore(fresh)
+  assert int(a.step) == int(b.step) == 35
+  la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
+  assert jax.tree.structure(a) == jax.tree.structure(b)
+  assert all(np.asarray(x).tobytes() == np.asarray(y).tobytes() for x, y in zip(la, lb))
+  assert (extended / 'metrics.jsonl').read_text() == (fresh / 'metrics.jsonl').read_text()
+  assert json.loads((extended / 'config.json').read_text())['num_train_steps'] == 35
+  assert (extended / 'config.json').read_text() == (fresh / 'config.json').read_text()
+
+
+def test_claim_allows_growth_and_eval_settings_only(tmp_path, monkeypatch):
+  workdir = tmp_path / 'run'
+  assert workdir_lib.claim(workdir, _config(), overwrite=False) is False
+  (workdir / 'checkpoints' / '20').mkdir(parents=True)
+  # eval settings and keep_checkpoints: recorded, the run resumes.
+  assert workdir_lib.claim(workdir, _config(**{'eval.iwae_samples': 3, 'keep_checkpoints': 4}),
+                           overwrite=False) is True
+  assert workdir_lib.load_config(workdir).eval.iwae_samples == 3
+  assert workdir_lib.claim(workdir, _config(num_train_steps=40), overwrite=False) is True
+  assert workdir_lib.load_config(workdir).num_train_steps == 40
+  assert not [p for p in workdir.iterdir() if p.name.endswith('.tmp')]
+  with pytest.raises(workdir_lib.WorkdirError, match='cannot be shortened to 30'):
+    workdir_lib.claim(workdir, _config(num_train_steps=30), overwrite=False)
+  for other in ({'steps_per_chunk': 2}, {'checkpoint_every_steps': 20}, {'seed': 1},
+                {'num_train_steps': 50, 'mi_weight': 0.0}):
+    with pytest.raises(workdir_lib.WorkdirError, match='a run with a different config'):
+      workdir_lib.claim(workdir, _config(**{'num_train_steps': 40, **other}), overwrite=False)
+  # A schedule depending on the total length refuses, saying so.
+  assert workdir_lib.load_config(workdir).num_train_steps == 40
+  monkeypatch.setattr(workdir_lib, 'LENGTH_DEPENDENT', ('mi_warmup_steps',))
+  scheduled = tmp_path / 'scheduled'
+  workdir_lib.claim(scheduled, _config(mi_warmup_steps=5), overwrite=False)
+  with pytest.raises(workdir_lib.WorkdirError, match='depend.* on the total length'):
+    workdir_lib.claim(scheduled, _config(num_train_steps=60, mi_warmup_steps=5), overwrite=False)
+  assert workdir_lib.load_config(scheduled).num_train_steps == 20
+
+
+def test_claim_refuses_an_extension_from_a_short_last_chunk(tmp_path):
+  workdir = tmp_path / 'run'
+  workdir_lib.claim(workdir, _config(num_train_steps=23), overwrite=False)
+  (workdir / 'checkpoints' / '23').mkdir(parents=True)  # its last chunk: steps 21..23
+  with pytest.raises(workdir_lib.WorkdirError, match='short chunk at step 23'):
+    workdir_lib.claim(workdir, _config(num_train_steps=40), overwrite=False)
+  # Not reached yet (killed at step 20): nothing off the grid happened; extension is fine.
+  (workdir / 'checkpoints' / '23').rmdir()
+  assert workdir_lib.claim(workdir, _config(num_train_steps=40), overwrite=False) is True
