@@ -288,3 +288,50 @@ def test_invariance_without_a_categorical_code(key):
                                     'on categorical codes and there is none'), str(info.value)
   c[f'invariance'][key] = 0.0
   validation.validate(c)
+
+
+# ----------------------------------------------------------------------------------
+# Conv + BatchNorm: the extra encoder passes do not touch the running statistics.
+
+
+def _conv_statics(on: bool):
+  c = make_tiny_config()
+  c.latent.gaussian_dims = 2
+  c.latent.categorical_sizes = (3,)
+  c.batch_size = 16
+  c.binarize = True           # T(x) is binarised with x's uniforms
+  c.model.update(family='conv', norm='batch', activation='leaky_relu', encoder_hidden=(16,),
+                 decoder_hidden=(16,), q_hidden=(16,), encoder_channels=(4, 8),
+                 decoder_channels=(8, 4), q_channels=(4, 8))
+  if on:
+    c.invariance.update(consistency_weight=1.0, paired_mi_weight=1.0, vat_weight=1.0)
+  model = build.build_model(c, batch_norm_axis=parallel.DATA_AXIS)
+  return build.step_statics(c, model, num_train_examples=N)
+
+
+def test_conv_batchnorm_running_statistics_are_updated_by_the_clean_pass_only():
+  from conftest import numpy_variables  # pylint: disable=g-import-not-at-top
+  off, on = _conv_statics(False), _conv_statics(True)
+  vae_vars, q_vars = numpy_variables(jax.eval_shape(off.model.init, jax.random.key(0)))
+  vae_params, vae_state = train_state.split_variables(vae_vars)
+  q_params, q_state = train_state.split_variables(q_vars)
+  assert vae_state['batch_stats']
+  state = train_state.TrainState(
+      step=np.zeros((), np.int32), vae_params=vae_params, vae_state=vae_state,
+      vae_opt_state=off.vae_tx.init(vae_params), q_params=q_params, q_state=q_state,
+      q_opt_state=off.q_tx.init(q_params))
+  keys = train_state.run_keys(0)
+  mesh = _mesh(1)
+  results = {}
+  for name, statics in (('off', off), ('on', on)):
+    fn = train_step.make_train_chunk(statics, mesh, 1)
+    new, metrics = fn(parallel.replicate(state, mesh), parallel.replicate(IMAGES, mesh),
+                      keys['step'], keys['data'])
+    results[name] = jax.tree.map(np.asarray, (new, metrics))
+  (s_off, m_off), (s_on, m_on) = results['off'], results['on']
+  for name in invariance.METRICS:
+    assert np.all(np.isfinite(m_on[name])), name
+  # Same clean pass at the same parameters: the running statistics agree exactly as if
+  # the augmented / VAT passes had not run (their updates are dropped).
+  assert _bitwise_equal(s_off.vae_state, s_on.vae_state)
+  assert not _bitwise_equal(s_off.vae_state, vae_state)
