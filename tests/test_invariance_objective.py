@@ -123,6 +123,19 @@ def test_default_section_is_off_and_named_as_the_suite_expects():
   assert build.invariance_settings(old) == invariance.InvarianceSettings()
 
 
+def test_a_stored_config_without_the_section_loads_with_it_off(tmp_path):
+  """config.json of a run from before the section existed: eval still reads it."""
+  import json  # pylint: disable=g-import-not-at-top
+  from vmivae_jax import workdir  # pylint: disable=g-import-not-at-top
+  old = config_lib.get_base_config().to_dict()
+  del old['invariance']
+  old['data_dir'] = '.'
+  (tmp_path / workdir.CONFIG_FILE).write_text(json.dumps(old))
+  loaded = workdir.load_config(tmp_path)
+  assert loaded.invariance.to_dict() == config_lib.get_base_config().invariance.to_dict()
+  validation.validate(loaded, check_paths=False)
+
+
 @pytest.mark.parametrize('name', ['mnist_class', 'fashion_class'])
 def test_recipe_configs(name):
   import importlib  # pylint: disable=g-import-not-at-top

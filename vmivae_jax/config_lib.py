@@ -152,6 +152,20 @@ def authors_config(dataset: str, setting: str) -> ml_collections.ConfigDict:
   return config
 
 
+# Sections added after runs were stored; their defaults leave such runs unchanged.
+LATER_SECTIONS = ('invariance',)
+
+
+def with_later_sections(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """A stored config (an older workdir's config.json) with the sections added since it
+  was written (``LATER_SECTIONS``) set to their defaults, which switch them off."""
+  base = get_base_config()
+  for name in LATER_SECTIONS:
+    if name not in config:
+      config[name] = base[name]
+  return config
+
+
 VARIANTS = ('', 'smoke')
 
 
