@@ -117,14 +117,20 @@ NON_NEGATIVE_FLOATS = {
     'temperature.floor', 'temperature.anneal_rate', 'eval.q_learning_rate',
     'eval.traversal_range'} | {f'{o}.{k}' for o in ('vae_optimizer', 'q_optimizer')
                                for k in ('learning_rate', 'b1', 'b2', 'weight_decay',
-                                         'grad_clip_norm')}
+                                         'grad_clip_norm')} | {
+    f'invariance.{k}' for k in ('consistency_weight', 'paired_mi_weight', 'vat_weight',
+                                'vat_epsilon', 'vat_xi')} | {
+    f'invariance.augment.{k}' for k in ('max_rotation', 'max_scale', 'max_aspect',
+                                        'max_shear', 'max_translation', 'elastic_alpha',
+                                        'elastic_sigma', 'dilate_prob', 'erode_prob')}
 STRICTLY_POSITIVE = {
     'batch_size', 'num_train_steps', 'steps_per_chunk', 'checkpoint_every_steps',
     'keep_checkpoints', 'capacity.gaussian.steps', 'capacity.categorical.steps',
     'temperature.initial', 'temperature.floor', 'vae_optimizer.learning_rate',
     'q_optimizer.learning_rate', 'eval.batch_size', 'eval.iwae_samples', 'eval.iwae_chunk',
     'eval.q_train_steps', 'eval.q_batch_size', 'eval.q_learning_rate', 'eval.traversal_range',
-    'eval.traversal_steps'}
+    'eval.traversal_steps', 'invariance.vat_epsilon', 'invariance.vat_power_iterations',
+    'invariance.augment.elastic_sigma'}
 CHOICES = {
     'dataset': data.DATASETS, 'pixel_range': tuple(validation.PIXEL_RANGES),
     'likelihood': ('bernoulli', 'gaussian', 'mse'),
@@ -132,6 +138,7 @@ CHOICES = {
     'model.family': ('mlp', 'conv'), 'model.norm': ('none', 'batch', 'layer'),
     'model.activation': ('relu', 'leaky_relu', 'elu', 'gelu', 'tanh'),
     'vae_optimizer.name': validation.OPTIMIZERS, 'q_optimizer.name': validation.OPTIMIZERS,
+    'invariance.augment.thickness_footprint': ('square', 'cross'),
 }
 WIDTH_KEYS = {f'model.{k}' for k in ('encoder_hidden', 'decoder_hidden', 'q_hidden',
                                      'encoder_channels', 'decoder_channels', 'q_channels')}

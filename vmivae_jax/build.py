@@ -10,6 +10,7 @@ import jax
 import ml_collections
 import optax
 
+from vmivae_jax import invariance
 from vmivae_jax import latents
 from vmivae_jax import model as model_lib
 from vmivae_jax import networks
@@ -66,7 +67,27 @@ def objective_settings(config) -> objectives.ObjectiveSettings:
                                           beta=float(config.beta), capacity=tuple(capacity)),
       gaussian_entropy_kind=config.mi.gaussian_entropy,
       stop_target_gradient=bool(config.mi.stop_target_gradient),
-      mi_warmup_steps=int(config.mi_warmup_steps))
+      mi_warmup_steps=int(config.mi_warmup_steps),
+      invariance=invariance_settings(config))
+
+
+def invariance_settings(config) -> invariance.InvarianceSettings:
+  """``config.invariance`` as a frozen (hashable) dataclass; numbers as Python floats.
+
+  A config stored before the section existed (an older workdir's config.json) means off.
+  """
+  if 'invariance' not in config:
+    return invariance.InvarianceSettings()
+  inv, a = config.invariance, config.invariance.augment
+  floats = ('max_rotation', 'max_scale', 'max_aspect', 'max_shear', 'max_translation',
+            'elastic_alpha', 'elastic_sigma', 'dilate_prob', 'erode_prob')
+  augment = invariance.AugmentSettings(**{k: float(a[k]) for k in floats},
+                                       thickness_footprint=str(a.thickness_footprint))
+  return invariance.InvarianceSettings(
+      consistency_weight=float(inv.consistency_weight),
+      paired_mi_weight=float(inv.paired_mi_weight), vat_weight=float(inv.vat_weight),
+      vat_epsilon=float(inv.vat_epsilon), vat_xi=float(inv.vat_xi),
+      vat_power_iterations=int(inv.vat_power_iterations), augment=augment)
 
 
 def build_optimizer(opt) -> optax.GradientTransformation:

@@ -52,6 +52,16 @@ def get_base_config() -> ml_collections.ConfigDict:
       categorical=ml_collections.ConfigDict(dict(gamma=0.0, max_nats=0.0, steps=1))))
   c.temperature = ml_collections.ConfigDict(dict(initial=1.0, floor=0.5, anneal_rate=0.0,
                                                  hard=False))
+  # Invariance of the categorical codes q(c|x) to small transforms T (issue 12); every
+  # weight 0 = off (no extra work, bitwise the plain objective). See vmivae_jax/invariance.py.
+  c.invariance = ml_collections.ConfigDict(dict(
+      consistency_weight=0.0,   # + w * mean KL(q(c|x) || q(c|T(x))) per code (clean side fixed)
+      paired_mi_weight=0.0,     # - w * IIC paired-assignment MI between q(c|x) and q(c|T(x))
+      vat_weight=0.0, vat_epsilon=1.2, vat_xi=0.0, vat_power_iterations=1,  # + w * VAT on q(c|x)
+      augment=ml_collections.ConfigDict(dict(
+          max_rotation=15.0, max_scale=0.1, max_aspect=0.0, max_shear=10.0,
+          max_translation=2.0, elastic_alpha=0.0, elastic_sigma=4.0, dilate_prob=0.25,
+          erode_prob=0.0, thickness_footprint='cross'))))
   c.vae_optimizer = _optimizer_config(1e-3)
   c.q_optimizer = _optimizer_config(1e-3)
 
@@ -139,6 +149,20 @@ def authors_config(dataset: str, setting: str) -> ml_collections.ConfigDict:
   config.checkpoint_every_steps = 5_000
   config.mi_weight = 0.01 if (dataset == 'mnist' and setting == 'joint') else 0.0005
   config.temperature.update(initial=1.0, floor=1.0, anneal_rate=0.0)
+  return config
+
+
+# Sections added after runs were stored; their defaults leave such runs unchanged.
+LATER_SECTIONS = ('invariance',)
+
+
+def with_later_sections(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """A stored config (an older workdir's config.json) with the sections added since it
+  was written (``LATER_SECTIONS``) set to their defaults, which switch them off."""
+  base = get_base_config()
+  for name in LATER_SECTIONS:
+    if name not in config:
+      config[name] = base[name]
   return config
 
 

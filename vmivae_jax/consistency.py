@@ -103,7 +103,8 @@ def paired_assignment_joint(*, probs_a: jax.Array, probs_b: jax.Array) -> jax.Ar
 
 
 def paired_assignment_mi(*, probs_a: jax.Array, probs_b: jax.Array,
-                         marginal_weight: float = 1.0, eps: float = 1e-12) -> jax.Array:
+                         marginal_weight: float = 1.0, eps: float = 1e-12,
+                         axis_name: str | None = None) -> jax.Array:
   """IIC objective I(c; c') = sum_ij P_ij (log P_ij - w log P_i - w log P_j). SCALAR.
 
   A batch-level quantity (not per example): P is the symmetrised joint of
@@ -116,6 +117,9 @@ def paired_assignment_mi(*, probs_a: jax.Array, probs_b: jax.Array,
 
   Args:
     probs_a, probs_b: [B, K] code probabilities q(c|x) and q(c|T(x)) of paired views.
+    axis_name: data-parallel axis (inside shard_map): P is then the joint of the whole
+      global batch (the mean of equal per-device slices' joints), so the value does not
+      depend on the device count.
 
   Returns:
     Scalar mutual information in nats.
@@ -125,7 +129,10 @@ def paired_assignment_mi(*, probs_a: jax.Array, probs_b: jax.Array,
   >>> round(float(paired_assignment_mi(probs_a=p, probs_b=p)), 4)  # log 4
   1.3863
   """
-  joint = jnp.maximum(paired_assignment_joint(probs_a=probs_a, probs_b=probs_b), eps)
+  joint = paired_assignment_joint(probs_a=probs_a, probs_b=probs_b)
+  if axis_name is not None:
+    joint = jax.lax.pmean(joint, axis_name)
+  joint = jnp.maximum(joint, eps)
   p_i = jnp.sum(joint, axis=1, keepdims=True)
   p_j = jnp.sum(joint, axis=0, keepdims=True)
   return jnp.sum(joint * (jnp.log(joint) - marginal_weight * jnp.log(p_i)
@@ -146,7 +153,8 @@ def _normalise_per_example(d: jax.Array, eps: float = 1e-12) -> jax.Array:
 def vat_perturbation(logits_fn: Callable[[jax.Array], jax.Array], images: jax.Array,
                      key: jax.Array, *, epsilon: jax.Array | float, xi: float = 0.0,
                      num_power_iterations: int = 1,
-                     clean_logits: jax.Array | None = None) -> jax.Array:
+                     clean_logits: jax.Array | None = None,
+                     start: jax.Array | None = None) -> jax.Array:
   """r_adv = epsilon * d, d ~ the dominant eigenvector of each example's KL Hessian.
 
   Miyato et al. (2018), eq. 12-13: the KL D(r) = KL(p(c|x) || p(c|x + r)) has D(0) = 0
@@ -173,6 +181,8 @@ def vat_perturbation(logits_fn: Callable[[jax.Array], jax.Array], images: jax.Ar
     xi: finite-difference step, or 0 for the exact Hessian-vector product.
     num_power_iterations: power-iteration steps (1 in the paper).
     clean_logits: [B, K] logits_fn(images) if already computed.
+    start: [B, ...] the power iteration's (unnormalised) random start, e.g. a slice of
+      a draw for the global batch; drawn as N(0, I) from ``key`` when None.
 
   Returns:
     [B, ...] r_adv with ||r_adv[b]||_2 = epsilon[b].
@@ -186,7 +196,9 @@ def vat_perturbation(logits_fn: Callable[[jax.Array], jax.Array], images: jax.Ar
     return jnp.sum(consistency_kl(logits=clean_logits, perturbed_logits=logits_fn(images + r)))
 
   grad_kl = jax.grad(kl_sum)
-  d = _normalise_per_example(jax.random.normal(key, images.shape, images.dtype))
+  if start is None:
+    start = jax.random.normal(key, images.shape, images.dtype)
+  d = _normalise_per_example(start)
 
   def power_step(_, d):
     if xi == 0:

@@ -21,6 +21,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
+from vmivae_jax import invariance as invariance_lib
 from vmivae_jax import latents
 from vmivae_jax import model as model_lib
 from vmivae_jax import parallel
@@ -62,11 +63,14 @@ class ObjectiveSettings:
     stop_target_gradient: do not differentiate log Q through the sampled target z_sel.
     mi_warmup_steps: lambda rises linearly from 0 to ``weights.mi_weight`` over this
       many steps (0 = constant lambda).
+    invariance: the categorical codes' invariance terms (invariance.py; all weights 0
+      = off). They need the encoder's extra passes, which the train step runs.
   """
   weights: ObjectiveWeights = ObjectiveWeights()
   gaussian_entropy_kind: str = 'gaussian_prior'
   stop_target_gradient: bool = False
   mi_warmup_steps: int = 0
+  invariance: invariance_lib.InvarianceSettings = invariance_lib.InvarianceSettings()
 
 
 def mi_weight_at(step: jax.Array, *, mi_weight: float, warmup_steps: int) -> jax.Array:
@@ -88,8 +92,10 @@ def _linear_ramp(step: jax.Array, steps: int) -> jax.Array:
 
 def vae_loss_from_forward(forward: model_lib.Forward, images: jax.Array, *, model: model_lib.VMIModel,
                           q_vars: dict, step: jax.Array, settings: ObjectiveSettings,
-                          axis_name: str | None = None) -> tuple[jax.Array, dict]:
-  """-ELBO (beta/capacity weighted) - lambda * MI for one forward pass.
+                          axis_name: str | None = None,
+                          views: invariance_lib.Views | None = None
+                          ) -> tuple[jax.Array, dict]:
+  """-ELBO (beta/capacity weighted) - lambda * MI (+ invariance terms) for one forward pass.
 
   Args:
     forward: the VAE's pass over ``images`` (see ``VMIModel.forward``).
@@ -100,6 +106,8 @@ def vae_loss_from_forward(forward: model_lib.Forward, images: jax.Array, *, mode
     settings: the objective's weights and options.
     axis_name: data-parallel axis; batch-level statistics (aggregate entropy, the
       KL inside a capacity term) are then taken over the global batch.
+    views: the encoder's extra passes (``invariance.encoder_views``) when
+      ``settings.invariance`` is enabled; their terms are added to the loss.
 
   Returns:
     (loss, metrics): the local-batch mean loss and a dict of scalar metrics.
@@ -138,6 +146,14 @@ def vae_loss_from_forward(forward: model_lib.Forward, images: jax.Array, *, mode
       loss -= mi_weight * mi_bound
     metrics['mi_weight'] = mi_weight
     metrics.update(mi_bound=mi_bound, log_q=jnp.mean(log_q), mi_entropy=entropy)
+  if settings.invariance.enabled:
+    if views is None:
+      raise ValueError('settings.invariance is enabled: pass the encoder views '
+                       '(invariance.encoder_views; the train step does)')
+    term, invariance_metrics = invariance_lib.invariance_loss(
+        forward.posterior.logits, views, settings.invariance, axis_name=axis_name)
+    loss += term
+    metrics.update(invariance_metrics)
   metrics['loss'] = loss
   return loss, metrics
 

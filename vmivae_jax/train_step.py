@@ -9,6 +9,9 @@ One step (thesis Algorithm 1, lines 3-5):
 
 Both updates evaluate the VAE at the same parameters and noise, so step 4 reuses
 the forward pass of step 2 through its VJP instead of running the VAE twice.
+With ``config.invariance`` terms on (invariance.py), step 2 also runs the encoder
+on the augmented batch T(x) and VAT's x + r_adv inside the same VJP'd function, and
+step 4 adds their terms: one pullback still gives every VAE gradient.
 
 Per-device code in the pmap style runs under ``jax.shard_map`` over the 'data' axis:
 losses are ``pmean``-ed across devices before differentiation, so gradients are
@@ -27,6 +30,7 @@ import optax
 from jax.sharding import PartitionSpec as P
 
 from vmivae_jax import distributions
+from vmivae_jax import invariance
 from vmivae_jax import latents
 from vmivae_jax import networks
 from vmivae_jax import objectives
@@ -89,19 +93,36 @@ def _train_step(cfg: StepStatics, local_batch: int, axis_name: str | None, state
   x = preprocess.scale_images(images[parallel.local_slice(batch_index, local_batch, axis_name)],
                    model.pixel_range)
 
+  inv = cfg.objective.invariance
+  inputs = None
+  if inv.enabled:   # static: with every weight 0 the step below is the plain one, bitwise
+    inputs = invariance.draw_inputs(
+        invariance.invariance_key(step_key, step), x, inv,
+        num_codes=len(model.latent.categorical_sizes), global_batch=b, axis_name=axis_name,
+        pixel_range=model.pixel_range)
   noise_key, binarize_key = jax.random.split(jax.random.fold_in(step_key, step))
   noise = jax.tree.map(lambda n: parallel.local_slice(n, local_batch, axis_name),
                        latents.draw_noise(noise_key, model.latent, b))
   if cfg.binarize:
-    u = jax.random.uniform(binarize_key, (b,) + networks.IMAGE_SHAPE)
-    x = preprocess.binarize(x, parallel.local_slice(u, local_batch, axis_name))
+    u = parallel.local_slice(jax.random.uniform(binarize_key, (b,) + networks.IMAGE_SHAPE),
+                             local_batch, axis_name)
+    x = preprocess.binarize(x, u)
+    if inputs is not None and inputs.augmented is not None:   # T(x) binarised as x was
+      inputs = inputs._replace(augmented=preprocess.binarize(inputs.augmented, u))
   temperature = cfg.temperature(step)
 
   def forward_fn(vae_params):
-    return model.forward({'params': vae_params, **state.vae_state}, x, noise,
-                         temperature=temperature, hard=cfg.temperature.hard, train=True)
+    variables = {'params': vae_params, **state.vae_state}
+    forward, new_state = model.forward(variables, x, noise, temperature=temperature,
+                                       hard=cfg.temperature.hard, train=True)
+    views = None
+    if inv.enabled:   # the encoder's extra passes, differentiated with the VAE pass
+      views = invariance.encoder_views(model.vae, variables, images=x,
+                                       clean_logits=forward.posterior.logits,
+                                       inputs=inputs, settings=inv)
+    return (forward, views), new_state
 
-  forward, pullback, vae_state = jax.vjp(forward_fn, state.vae_params, has_aux=True)
+  (forward, views), pullback, vae_state = jax.vjp(forward_fn, state.vae_params, has_aux=True)
 
   q_params, q_state, q_opt_state = state.q_params, state.q_state, state.q_opt_state
   metrics = {}
@@ -118,13 +139,15 @@ def _train_step(cfg: StepStatics, local_batch: int, axis_name: str | None, state
     q_state = q_aux['q_state']
     metrics.update(q_aux['metrics'])
 
-  def vae_loss(fwd):
+  def vae_loss(outputs):
+    fwd, fwd_views = outputs
     loss, vae_metrics = objectives.vae_loss_from_forward(
         fwd, x, model=model, q_vars={'params': q_params, **q_state}, step=step,
-        settings=cfg.objective, axis_name=axis_name)
+        settings=cfg.objective, axis_name=axis_name, views=fwd_views)
     return parallel.pmean(loss, axis_name), vae_metrics
 
-  (_, vae_metrics), forward_grads = jax.value_and_grad(vae_loss, has_aux=True)(forward)
+  (_, vae_metrics), forward_grads = jax.value_and_grad(vae_loss, has_aux=True)(
+      (forward, views))
   (vae_grads,) = pullback(forward_grads)
   vae_updates, vae_opt_state = cfg.vae_tx.update(vae_grads, state.vae_opt_state, state.vae_params)
   vae_params = optax.apply_updates(state.vae_params, vae_updates)

@@ -27,6 +27,7 @@ from typing import Any
 import ml_collections
 
 from vmivae_jax import config_lib
+from vmivae_jax import invariance
 from vmivae_jax import networks
 from vmivae_jax import model as model_lib
 
@@ -272,6 +273,35 @@ def validate(config, *, num_devices: int = 1, check_paths: bool = True) -> None:
   if config.mi_weight > 0 and not (config.mi.gaussian_indices or config.mi.categorical_indices):
     _fail('mi_weight', config.mi_weight, 'is > 0 but mi.gaussian_indices and '
           'mi.categorical_indices select nothing')
+
+  # --- Invariance of the categorical codes (issue 12).
+  weights = ('consistency_weight', 'paired_mi_weight', 'vat_weight')
+  for key in weights + ('vat_xi',):
+    _check_number(config, f'invariance.{key}', minimum=0.0)
+  _check_number(config, 'invariance.vat_epsilon', minimum=0.0, strict=True)
+  _check_number(config, 'invariance.vat_power_iterations', minimum=0, strict=True)
+  for key in weights:
+    if config.invariance[key] > 0 and not sizes:
+      _fail(f'invariance.{key}', config.invariance[key],
+            f'the invariance terms act on categorical codes and there is none '
+            f'(latent.categorical_sizes={sizes})')
+  for key in ('max_rotation', 'max_aspect', 'max_translation', 'elastic_alpha'):
+    _check_number(config, f'invariance.augment.{key}', minimum=0.0)
+  if _check_number(config, 'invariance.augment.max_scale', minimum=0.0) >= 1.0:
+    _fail('invariance.augment.max_scale', config.invariance.augment.max_scale,
+          'must be < 1 (zoom factors are drawn from [1 - max_scale, 1 + max_scale])')
+  if _check_number(config, 'invariance.augment.max_shear', minimum=0.0) >= 90.0:
+    _fail('invariance.augment.max_shear', config.invariance.augment.max_shear,
+          'must be < 90 (degrees)')
+  _check_number(config, 'invariance.augment.elastic_sigma', minimum=0.0, strict=True)
+  for key in ('dilate_prob', 'erode_prob'):
+    _check_number(config, f'invariance.augment.{key}', minimum=0.0, maximum=1.0)
+  a = config.invariance.augment
+  if a.dilate_prob + a.erode_prob > 1.0:
+    _fail('invariance.augment.erode_prob', a.erode_prob,
+          f'invariance.augment.dilate_prob + erode_prob = {a.dilate_prob + a.erode_prob!r} '
+          'must be <= 1 (one draw picks dilation, erosion or neither)')
+  _check_choice(config, 'invariance.augment.thickness_footprint', invariance.FOOTPRINTS)
 
   # --- Networks.
   m = config.model

@@ -31,6 +31,7 @@ import jax
 import ml_collections
 import orbax.checkpoint as ocp
 
+from vmivae_jax import config_lib
 from vmivae_jax import fileio
 from vmivae_jax import validation
 
@@ -70,7 +71,7 @@ def load_config(workdir: Path | str) -> ml_collections.ConfigDict:
     raise WorkdirError(f'{path}: not a train.py config (a JSON {type(value).__name__}, '
                        'expected an object)')
   try:
-    return ml_collections.ConfigDict(_tuples(value))
+    return config_lib.with_later_sections(ml_collections.ConfigDict(_tuples(value)))
   except (TypeError, ValueError) as e:
     raise WorkdirError(f'{path}: not a train.py config ({e})') from e
 
