@@ -112,7 +112,8 @@ def adopt_run(source: Path, workdir: Path, config) -> None:
   path = source / workdir_lib.CONFIG_FILE
   if not path.exists():
     raise AdoptError(f'{source}: no {workdir_lib.CONFIG_FILE}; not a train.py workdir')
-  old = json.loads(path.read_text())
+  # load_config fills sections added since the run was trained with their (off) defaults.
+  old = json.loads(workdir_lib.config_to_json(workdir_lib.load_config(source)))
   new = json.loads(workdir_lib.config_to_json(config))
   diff = sorted(workdir_lib._diff_keys(old, new))  # pylint: disable=protected-access
   bad = [k for k in diff if k.split('.')[0] not in ADOPT_MAY_DIFFER]
