@@ -92,3 +92,34 @@ def test_report_lists_diverged_runs_instead_of_dropping_them(tmp_path):
   assert summary['joint_mnist']['failed']['elbo'][0]['command'] == 'x'
   page = (tmp_path / 'docs' / 'results.md').read_text()
   assert '**elbo, seed 1 diverged**: loss became non-finite at step 7' in page
+
+
+def test_report_keeps_recorded_experiments_whose_runs_are_absent(tmp_path):
+  """Regenerating the page where only some experiments' runs exist must not wipe the
+  others: their previous summary entries (and committed figures) are carried over."""
+  root = tmp_path / 'runs'
+  _write_record(root, 'mi', 0, 0.5)
+  other = suite_lib.Experiment(name='gauss_mnist', title='Gaussian', config_file='c.py',
+                               variants=(('lambda_1', {'mi_weight': 1.0}),), seeds=(0,),
+                               purpose='p')
+  previous = {'gauss_mnist': {'title': 'Gaussian', 'config_file': 'c.py', 'purpose': 'p',
+                              'failed': {}, 'variants': {'lambda_1': {
+                                  'metrics': {'mi_bound': {'per_seed': [1.25], 'seeds': [0],
+                                                           'mean': 1.25, 'std': 0.0}},
+                                  'commands': ['old cmd'], 'eval_commands': ['old eval'],
+                                  'train_seconds': [1.0], 'eval_seconds': [1.0],
+                                  'seeds_planned': [0], 'mi_bound_entropy_kind': 'x',
+                                  'code_versions': ['abc']}}}}
+  (tmp_path / 'results').mkdir()
+  (tmp_path / 'results' / 'summary.json').write_text(json.dumps(previous))
+  fig = tmp_path / 'docs' / 'figures' / 'gauss_mnist' / 'lambda_1_traversal_grid.png'
+  fig.parent.mkdir(parents=True)
+  fig.write_bytes(b'png')
+  summary = report.write([_experiment(), other], root=root, results_dir=tmp_path / 'results',
+                         docs_dir=tmp_path / 'docs')
+  assert summary['gauss_mnist']['carried_over'] is True
+  assert summary['gauss_mnist']['variants'] == previous['gauss_mnist']['variants']
+  assert 'carried_over' not in summary['joint_mnist']
+  page = (tmp_path / 'docs' / 'results.md').read_text()
+  assert '| mi_bound | 1.250 |' in page and 'old cmd' in page and '*Carried over*' in page
+  assert '(figures/gauss_mnist/lambda_1_traversal_grid.png)' in page

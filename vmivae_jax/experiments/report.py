@@ -40,11 +40,16 @@ PROTOCOL_NOTES = {
         'identical, numbers.', ''],
 }
 JOINT_ROWS = ('accuracy_hungarian', 'accuracy_majority', 'nmi', 'ari', 'mi_exact_categorical',
-              'kl_categorical', 'mi_bound', 'mi_bound_training_q', 'elbo', 'reconstruction',
-              'kl/gaussian', 'iwae_log_likelihood', 'active_units')
+              'mi_exact_categorical_se', 'kl_categorical', 'mi_bound', 'mi_bound_se',
+              'mi_bound_training_q', 'elbo', 'elbo_relaxed', 'elbo_relaxed_minus_hard',
+              'reconstruction', 'kl/gaussian', 'iwae_log_likelihood', 'active_units')
 GAUSS_ROWS = ('latent_influence/mi_dims_mean', 'latent_influence/other_dims_mean', 'mi_bound',
-              'mi_bound_aggregate_mc', 'mi_bound_training_q', 'elbo', 'kl/gaussian',
-              'iwae_log_likelihood', 'active_units')
+              'mi_bound_se', 'mi_bound_training_q', 'mi_objective_prior_entropy',
+              'mi_bound_entropy', 'elbo', 'kl/gaussian', 'iwae_log_likelihood', 'active_units')
+CARRIED_NOTE = (
+    '*Carried over*: this experiment\'s runs were not on the machine that wrote this page; '
+    'its numbers are copied unchanged from the previous `results/summary.json` (code '
+    'version(s) below), with the metric names of that time.')
 
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -258,8 +263,15 @@ def render(summary: dict, experiments: list[suite_lib.Experiment], figures: dict
       'looser protocol but still on the test set). The thesis\'s 21% vs 82% were measured on '
       'the training set with the many-to-one mapping. Every pair of ELBO-only and MI runs with '
       'one seed starts from identical parameters and sees identical batches. `mi_bound` is '
-      'the bound of a fresh Q trained on the frozen VAE (eq 4.8); its entropy term is named '
-      'in `mi_bound_entropy_kind` in the JSON. The bound is on I(z_sel; x\'), between the code '
+      'the bound of a fresh Q trained on the frozen VAE (eq 4.8); its entropy term H(z_sel) '
+      'is the entropy of the test set\'s aggregate posterior (joint over the target groups '
+      'when there are several; named in `mi_bound_entropy_kind` in the JSON), never the '
+      'prior\'s, and `mi_bound_se` is its standard error over the test examples (Monte '
+      'Carlo draw and finite test set; Q held fixed). For Gaussian targets '
+      '`mi_objective_prior_entropy` is E log Q + the prior\'s entropy, the thesis\'s '
+      'objective: it is **not** a bound (docs/mi_entropy_training.md). `elbo` is the '
+      'discrete model\'s ELBO (hard one-hot codes); `elbo_relaxed` scores Gumbel-softmax '
+      'codes at the run\'s temperature, as the training log does. The bound is on I(z_sel; x\'), between the code '
       'and the *generated* image, which can exceed the encoder-side I(x; c) '
       '(`mi_exact_categorical`): a code drawn from an uncertain q(c|x) still changes x\'. '
       '`std` is the sample standard deviation over seeds. Each table names the commit(s) '
@@ -273,6 +285,7 @@ def render(summary: dict, experiments: list[suite_lib.Experiment], figures: dict
     rows = GAUSS_ROWS if name.startswith('gauss') else JOINT_ROWS
     lines += [f'## {summary_exp["title"]}', '', summary_exp['purpose'] + '.', '',
               *PROTOCOL_NOTES.get(name, []),
+              *([CARRIED_NOTE, ''] if summary_exp.get('carried_over') else []),
               *_metric_table(summary_exp, rows), '']
     total = sum(sum(v['train_seconds']) + sum(v['eval_seconds'])
                 for v in summary_exp['variants'].values())
@@ -294,6 +307,29 @@ def render(summary: dict, experiments: list[suite_lib.Experiment], figures: dict
   return '\n'.join(lines) + '\n'
 
 
+def _carry_over(summary: dict, experiments: list[suite_lib.Experiment], results_dir: Path,
+                docs_dir: Path, figures: dict) -> dict:
+  """Keeps the previous summary's entry of each experiment with no runs under root.
+
+  A page regenerated where only some experiments' runs exist keeps the others' recorded
+  numbers (marked ``carried_over``) and their committed figures, instead of dropping them.
+  """
+  path = results_dir / 'summary.json'
+  previous = json.loads(path.read_text()) if path.exists() else {}
+  merged = {}
+  for exp in experiments:
+    if exp.name in summary:
+      merged[exp.name] = summary[exp.name]
+    elif exp.name in previous:
+      merged[exp.name] = {**previous[exp.name], 'carried_over': True}
+      kinds = FIGURES_GAUSS if exp.name.startswith('gauss') else FIGURES_JOINT
+      figures[exp.name] = {
+          v: [(f, f'figures/{exp.name}/{v}_{f}') for f in kinds
+              if (docs_dir / 'figures' / exp.name / f'{v}_{f}').exists()]
+          for v in previous[exp.name]['variants']}
+  return merged
+
+
 def write(experiments: list[suite_lib.Experiment], *, root: Path, results_dir: Path,
           docs_dir: Path) -> dict:
   summary = collect(experiments, root)
@@ -301,6 +337,7 @@ def write(experiments: list[suite_lib.Experiment], *, root: Path, results_dir: P
   for exp in experiments:
     if exp.name in summary:
       figures[exp.name] = _copy_figures(exp, summary[exp.name], root, docs_dir)
+  summary = _carry_over(summary, experiments, results_dir, docs_dir, figures)
   fileio.atomic_write(results_dir / 'summary.json',
                                 json.dumps(summary, indent=2, sort_keys=True))
   fileio.atomic_write(docs_dir / 'results.md', render(summary, experiments, figures))
