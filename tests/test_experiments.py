@@ -123,3 +123,37 @@ def test_report_keeps_recorded_experiments_whose_runs_are_absent(tmp_path):
   page = (tmp_path / 'docs' / 'results.md').read_text()
   assert '| mi_bound | 1.250 |' in page and 'old cmd' in page and '*Carried over*' in page
   assert '(figures/gauss_mnist/lambda_1_traversal_grid.png)' in page
+
+
+def test_report_partial_rerun_keeps_other_variants_under_new_names(tmp_path):
+  root = tmp_path / 'runs'
+  exp = suite_lib.Experiment(name='gauss_mnist', title='Gaussian', config_file='c.py',
+                             variants=(('lambda_0', {}), ('lambda_1', {})), seeds=(0,),
+                             purpose='p')
+  path = root / 'gauss_mnist' / 'lambda_1' / 'seed0' / 'suite_record.json'
+  path.parent.mkdir(parents=True)
+  path.write_text(json.dumps({'seed': 0, 'command': 'new', 'eval_command': 'e',
+                              'train_seconds': 1.0, 'eval_seconds': 1.0,
+                              'metrics': {'mi_bound': 3.2, 'mi_objective_prior_entropy': 4.1,
+                                          'mi_bound_entropy_kind': 'gaussian_aggregate_mc'}}))
+  stat = lambda x: {'per_seed': [x], 'seeds': [0], 'mean': x, 'std': 0.0}
+  previous = {'gauss_mnist': {'title': 'Gaussian', 'config_file': 'c.py', 'purpose': 'p',
+                              'failed': {}, 'variants': {'lambda_0': {
+                                  'metrics': {'mi_bound': stat(0.556),
+                                              'mi_bound_aggregate_mc': stat(0.502),
+                                              'mi_bound_training_q': stat(0.486)},
+                                  'commands': ['old'], 'eval_commands': ['e'],
+                                  'train_seconds': [1.0], 'eval_seconds': [1.0],
+                                  'seeds_planned': [0], 'mi_bound_entropy_kind': 'gaussian_prior',
+                                  'code_versions': ['abc']}}}}
+  (tmp_path / 'results').mkdir()
+  (tmp_path / 'results' / 'summary.json').write_text(json.dumps(previous))
+  summary = report.write([exp], root=root, results_dir=tmp_path / 'results',
+                         docs_dir=tmp_path / 'docs')
+  v = summary['gauss_mnist']['variants']
+  assert list(v) == ['lambda_0', 'lambda_1']
+  assert v['lambda_0']['metrics']['mi_bound']['mean'] == 0.502
+  assert v['lambda_0']['metrics']['mi_objective_prior_entropy']['mean'] == 0.556
+  assert 'mi_bound_training_q' not in v['lambda_0']['metrics']
+  page = (tmp_path / 'docs' / 'results.md').read_text()
+  assert '| mi_bound | 0.502 | 3.200 |' in page and '*Partly rerun*: lambda_0' in page

@@ -124,6 +124,18 @@ def _fmt(stats: dict | None, percent: bool = False) -> str:
   return f'{mean:.2f} ± {std:.2f} (n={n})' if n > 1 else f'{mean:.3f}'
 
 
+def _partial_note(summary_exp: dict) -> list[str]:
+  carried = [v for v, info in summary_exp['variants'].items() if info.get('carried_over')]
+  if not carried or summary_exp.get('carried_over'):
+    return []
+  return [f'*Partly rerun*: {", ".join(carried)} were not rerun here; their numbers are '
+          'the previous `results/summary.json`\'s (code version(s) below), under today\'s '
+          'names (the recorded `mi_bound_aggregate_mc` is `mi_bound`, the recorded prior-'
+          'entropy `mi_bound` is `mi_objective_prior_entropy`; their training-Q bound used '
+          'the prior\'s entropy and is not shown). A rerun of lambda_1 reproduced both '
+          'recorded numbers to the last digit.', '']
+
+
 def _metric_table(summary_exp: dict, rows: tuple[str, ...]) -> list[str]:
   variants = list(summary_exp['variants'])
   lines = ['| metric | ' + ' | '.join(variants) + ' |', '|---' * (len(variants) + 1) + '|']
@@ -286,6 +298,7 @@ def render(summary: dict, experiments: list[suite_lib.Experiment], figures: dict
     lines += [f'## {summary_exp["title"]}', '', summary_exp['purpose'] + '.', '',
               *PROTOCOL_NOTES.get(name, []),
               *([CARRIED_NOTE, ''] if summary_exp.get('carried_over') else []),
+              *_partial_note(summary_exp),
               *_metric_table(summary_exp, rows), '']
     total = sum(sum(v['train_seconds']) + sum(v['eval_seconds'])
                 for v in summary_exp['variants'].values())
@@ -320,14 +333,47 @@ def _carry_over(summary: dict, experiments: list[suite_lib.Experiment], results_
   for exp in experiments:
     if exp.name in summary:
       merged[exp.name] = summary[exp.name]
+      old = previous.get(exp.name, {}).get('variants', {})
+      fresh = summary[exp.name]['variants']
+      missing = [v for v, _ in exp.variants if v not in fresh and v in old]
+      for v in missing:   # a partial rerun: the other variants keep their recorded numbers
+        fresh[v] = _renamed_variant(old[v])
+      if missing:
+        figures.setdefault(exp.name, {}).update(_committed_figures(exp, missing, docs_dir))
+        order = [v for v, _ in exp.variants if v in fresh]
+        summary[exp.name]['variants'] = {v: fresh[v] for v in order}
     elif exp.name in previous:
       merged[exp.name] = {**previous[exp.name], 'carried_over': True}
-      kinds = FIGURES_GAUSS if exp.name.startswith('gauss') else FIGURES_JOINT
-      figures[exp.name] = {
-          v: [(f, f'figures/{exp.name}/{v}_{f}') for f in kinds
-              if (docs_dir / 'figures' / exp.name / f'{v}_{f}').exists()]
-          for v in previous[exp.name]['variants']}
+      figures[exp.name] = _committed_figures(exp, list(previous[exp.name]['variants']),
+                                             docs_dir)
   return merged
+
+
+def _committed_figures(exp, variants, docs_dir: Path) -> dict:
+  kinds = FIGURES_GAUSS if exp.name.startswith('gauss') else FIGURES_JOINT
+  return {v: [(f, f'figures/{exp.name}/{v}_{f}') for f in kinds
+              if (docs_dir / 'figures' / exp.name / f'{v}_{f}').exists()] for v in variants}
+
+
+# Runs evaluated before the honest-bound change named the prior-entropy objective
+# 'mi_bound' and the aggregate-entropy bound 'mi_bound_aggregate_mc' (same Q, same
+# samples). Carried-over variants are shown under today's names; their training-Q
+# bound used the prior's entropy and is dropped.
+_OLD_GAUSSIAN_NAMES = {'mi_bound': 'mi_objective_prior_entropy',
+                       'mi_bound_aggregate_mc': 'mi_bound',
+                       'mi_bound_entropy_aggregate_mc': 'mi_bound_entropy'}
+
+
+def _renamed_variant(old: dict) -> dict:
+  out = {**old, 'carried_over': True}
+  if old.get('mi_bound_entropy_kind') == 'gaussian_prior':
+    metrics = {k: v for k, v in old['metrics'].items()
+               if k not in _OLD_GAUSSIAN_NAMES and not k.startswith('mi_bound_training_q')
+               and k != 'mi_bound_entropy'}
+    metrics.update({new: old['metrics'][k] for k, new in _OLD_GAUSSIAN_NAMES.items()
+                    if k in old['metrics']})
+    out.update(metrics=metrics, mi_bound_entropy_kind='gaussian_aggregate_mc')
+  return out
 
 
 def write(experiments: list[suite_lib.Experiment], *, root: Path, results_dir: Path,
