@@ -336,6 +336,34 @@ def test_batch_level_terms_are_global_under_data_parallelism(setup):
   chex.assert_trees_all_close(g8, g1, rtol=1e-4, atol=1e-5 * _max_abs(g1))
 
 
+def test_joint_entropy_is_global_under_data_parallelism(setup):
+  """Two target groups with the aggregate kind: the joint entropy's mixture components
+  are gathered over the devices, so value and gradient equal the single-device ones."""
+  weights = W(mi_weight=1.0, gaussian_entropy_kind='gaussian_aggregate_mc')
+  model, mesh = setup.model, parallel.make_mesh(8)
+
+  def loss_fn(vae_params, images, noise, axis_name):
+    loss, aux = objectives.vae_objective(
+        vae_params, vae_state={}, q_vars=setup.q_vars, model=model, images=images, noise=noise,
+        temperature=TEMPERATURE, step=STEP, settings=weights, axis_name=axis_name)
+    if axis_name:
+      loss = jax.lax.pmean(loss, axis_name)
+    return loss, aux['metrics']['mi_entropy']
+
+  def grads(axis_name):
+    return jax.value_and_grad(functools.partial(loss_fn, axis_name=axis_name), has_aux=True)
+  (loss1, h1), g1 = jax.jit(grads(None))(setup.vae_params, setup.images, setup.noise)
+  data = P(parallel.DATA_AXIS)
+  sharded = jax.jit(jax.shard_map(grads(parallel.DATA_AXIS), mesh=mesh,
+                                  in_specs=(P(), data, data), out_specs=P()))
+  put = lambda tree, spec: jax.device_put(tree, NamedSharding(mesh, spec))
+  (loss8, h8), g8 = sharded(put(setup.vae_params, P()), put(setup.images, data),
+                            put(setup.noise, data))
+  assert float(h8) == pytest.approx(float(h1), rel=1e-5)
+  assert float(loss8) == pytest.approx(float(loss1), rel=1e-5)
+  chex.assert_trees_all_close(g8, g1, rtol=1e-4, atol=1e-5 * _max_abs(g1))
+
+
 def _max_abs(tree):
   return max(float(np.abs(np.asarray(l)).max()) for l in jax.tree.leaves(tree))
 
