@@ -343,9 +343,16 @@ def _carry_over(summary: dict, experiments: list[suite_lib.Experiment], results_
         order = [v for v, _ in exp.variants if v in fresh]
         summary[exp.name]['variants'] = {v: fresh[v] for v in order}
     elif exp.name in previous:
-      merged[exp.name] = {**previous[exp.name], 'carried_over': True}
+      old = previous[exp.name]['variants']   # summary.json sorts keys: suite order back
+      order = [v for v, _ in exp.variants if v in old] + [v for v in old
+                                                          if v not in dict(exp.variants)]
+      merged[exp.name] = {**previous[exp.name], 'carried_over': True,
+                          'variants': {v: old[v] for v in order}}
       figures[exp.name] = _committed_figures(exp, list(previous[exp.name]['variants']),
                                              docs_dir)
+  for name, info in merged.items():   # figure columns in the table's variant order
+    if name in figures:
+      figures[name] = {v: figures[name][v] for v in info['variants'] if v in figures[name]}
   return merged
 
 
