@@ -132,8 +132,8 @@ def _partial_note(summary_exp: dict) -> list[str]:
           'the previous `results/summary.json`\'s (code version(s) below), under today\'s '
           'names (the recorded `mi_bound_aggregate_mc` is `mi_bound`, the recorded prior-'
           'entropy `mi_bound` is `mi_objective_prior_entropy`; their training-Q bound used '
-          'the prior\'s entropy and is not shown). A rerun of lambda_1 reproduced both '
-          'recorded numbers to the last digit.', '']
+          'the prior\'s entropy and is not shown). The rerun variants reproduced both '
+          'recorded numbers to the digits shown (training is deterministic on CPU).', '']
 
 
 def _metric_table(summary_exp: dict, rows: tuple[str, ...]) -> list[str]:
