@@ -231,7 +231,9 @@ def test_thesis_report_keeps_experiments_not_rerun_and_other_suites(tmp_path):
   summary = report.write([_experiment(), fashion], root=root, results_dir=results,
                          docs_dir=docs)
   saved = json.loads((results / 'summary.json').read_text())
-  assert saved['joint_fashion'] == previous['joint_fashion']
+  kept = dict(saved['joint_fashion'])
+  assert kept.pop('carried_over') is True      # marked on the page as not rerun here
+  assert kept == previous['joint_fashion']
   assert saved['class'] == previous['class']
   assert saved['joint_mnist']['variants']['mi']['metrics']['accuracy_hungarian']['per_seed'] == [0.5]
   assert summary == saved
@@ -315,3 +317,68 @@ def test_adopted_runs_are_evaluated_never_trained_and_partial_ones_say_so(tmp_pa
   with pytest.raises(reproduce.AdoptError, match='differs in: mi_weight'):
     reproduce.adopt_run(partial, tmp_path / 'other', reproduce.load_config(
         exp.config_file, {'seed': 1, **exp.variant_overrides('mi')}))
+
+
+def test_report_keeps_recorded_experiments_whose_runs_are_absent(tmp_path):
+  """Regenerating the page where only some experiments' runs exist must not wipe the
+  others: their previous summary entries (and committed figures) are carried over."""
+  root = tmp_path / 'runs'
+  _write_record(root, 'mi', 0, 0.5)
+  other = suite_lib.Experiment(name='gauss_mnist', title='Gaussian', config_file='c.py',
+                               variants=(('lambda_1', {'mi_weight': 1.0}),), seeds=(0,),
+                               purpose='p')
+  previous = {'gauss_mnist': {'title': 'Gaussian', 'config_file': 'c.py', 'purpose': 'p',
+                              'failed': {}, 'variants': {'lambda_1': {
+                                  'metrics': {'mi_bound': {'per_seed': [1.25], 'seeds': [0],
+                                                           'mean': 1.25, 'std': 0.0}},
+                                  'commands': ['old cmd'], 'eval_commands': ['old eval'],
+                                  'train_seconds': [1.0], 'eval_seconds': [1.0],
+                                  'seeds_planned': [0], 'mi_bound_entropy_kind': 'x',
+                                  'code_versions': ['abc']}}}}
+  (tmp_path / 'results').mkdir()
+  (tmp_path / 'results' / 'summary.json').write_text(json.dumps(previous))
+  fig = tmp_path / 'docs' / 'figures' / 'gauss_mnist' / 'lambda_1_traversal_grid.png'
+  fig.parent.mkdir(parents=True)
+  fig.write_bytes(b'png')
+  summary = report.write([_experiment(), other], root=root, results_dir=tmp_path / 'results',
+                         docs_dir=tmp_path / 'docs')
+  assert summary['gauss_mnist']['carried_over'] is True
+  assert summary['gauss_mnist']['variants'] == previous['gauss_mnist']['variants']
+  assert 'carried_over' not in summary['joint_mnist']
+  page = (tmp_path / 'docs' / 'results.md').read_text()
+  assert '| mi_bound | 1.250 |' in page and 'old cmd' in page and '*Carried over*' in page
+  assert '(figures/gauss_mnist/lambda_1_traversal_grid.png)' in page
+
+
+def test_report_partial_rerun_keeps_other_variants_under_new_names(tmp_path):
+  root = tmp_path / 'runs'
+  exp = suite_lib.Experiment(name='gauss_mnist', title='Gaussian', config_file='c.py',
+                             variants=(('lambda_0', {}), ('lambda_1', {})), seeds=(0,),
+                             purpose='p')
+  path = root / 'gauss_mnist' / 'lambda_1' / 'seed0' / 'suite_record.json'
+  path.parent.mkdir(parents=True)
+  path.write_text(json.dumps({'seed': 0, 'command': 'new', 'eval_command': 'e',
+                              'train_seconds': 1.0, 'eval_seconds': 1.0,
+                              'metrics': {'mi_bound': 3.2, 'mi_objective_prior_entropy': 4.1,
+                                          'mi_bound_entropy_kind': 'gaussian_aggregate_mc'}}))
+  stat = lambda x: {'per_seed': [x], 'seeds': [0], 'mean': x, 'std': 0.0}
+  previous = {'gauss_mnist': {'title': 'Gaussian', 'config_file': 'c.py', 'purpose': 'p',
+                              'failed': {}, 'variants': {'lambda_0': {
+                                  'metrics': {'mi_bound': stat(0.556),
+                                              'mi_bound_aggregate_mc': stat(0.502),
+                                              'mi_bound_training_q': stat(0.486)},
+                                  'commands': ['old'], 'eval_commands': ['e'],
+                                  'train_seconds': [1.0], 'eval_seconds': [1.0],
+                                  'seeds_planned': [0], 'mi_bound_entropy_kind': 'gaussian_prior',
+                                  'code_versions': ['abc']}}}}
+  (tmp_path / 'results').mkdir()
+  (tmp_path / 'results' / 'summary.json').write_text(json.dumps(previous))
+  summary = report.write([exp], root=root, results_dir=tmp_path / 'results',
+                         docs_dir=tmp_path / 'docs')
+  v = summary['gauss_mnist']['variants']
+  assert list(v) == ['lambda_0', 'lambda_1']
+  assert v['lambda_0']['metrics']['mi_bound']['mean'] == 0.502
+  assert v['lambda_0']['metrics']['mi_objective_prior_entropy']['mean'] == 0.556
+  assert 'mi_bound_training_q' not in v['lambda_0']['metrics']
+  page = (tmp_path / 'docs' / 'results.md').read_text()
+  assert '| mi_bound | 0.502 | 3.200 |' in page and '*Partly rerun*: lambda_0' in page

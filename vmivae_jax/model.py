@@ -119,28 +119,56 @@ class VMIModel:
       total += losses.categorical_log_q(q_logits=q_logits, target=target)
     return total, dict(new_state)
 
+  @property
+  def num_mi_groups(self) -> int:
+    """Target groups in z_sel: the selected Gaussian dims (one group) and each code."""
+    return int(bool(self.mi_gaussian_indices)) + len(self.mi_categorical_indices)
+
   def mi_entropy(self, posterior: latents.PosteriorParams, sample: latents.LatentSample, *,
                  gaussian_kind: str = 'gaussian_prior',
                  axis_name: str | None = None) -> jax.Array:
-    """H(z_sel) over the batch: categorical aggregate entropy + the Gaussian kind chosen.
+    """H(z_sel) over the batch, as named by :func:`entropy_kind_label`.
 
-    With ``axis_name`` the categorical aggregate is averaged over the whole data-
-    parallel batch, so the value does not depend on the device count. (The
-    'gaussian_aggregate_mc' kind uses the local batch: it is an evaluation quantity.)
+    * One group: a code's plug-in aggregate entropy, or the Gaussian kind chosen.
+    * Two or more groups: their JOINT aggregate entropy
+      (``losses.joint_aggregate_entropy_mc``; the sum of separate entropies exceeds it
+      by the groups' total correlation, and the "bound" could then exceed the MI),
+      except that with ``gaussian_kind='gaussian_prior'`` the Gaussian dims keep the
+      prior's entropy, added to the codes' (joint) entropy: the thesis's objective,
+      which is not a bound (the aggregate posterior is not the prior).
+
+    With ``axis_name`` the components of the aggregate posterior are those of the whole
+    data-parallel batch (codes: averaged probabilities; joint: gathered components), so
+    the value does not depend on the device count. (The 'gaussian_aggregate_mc' kind
+    of a lone Gaussian group uses the local batch.)
     """
+    idx = list(self.mi_gaussian_indices)
+    codes = [posterior.logits[i] for i in self.mi_categorical_indices]
+    prior = bool(idx) and gaussian_kind == 'gaussian_prior'
     entropy = jnp.zeros((), jnp.float32)
-    for i in self.mi_categorical_indices:
-      probs = parallel.pmean(jnp.mean(jax.nn.softmax(posterior.logits[i], axis=-1), axis=0),
-                             axis_name)
+    if prior:
+      entropy += losses.gaussian_prior_entropy(num_dims=len(idx))
+    groups = len(codes) + int(bool(idx) and not prior)
+    if groups >= 2:
+      g_samples = sample.gaussian[:, idx] if not prior else sample.gaussian[:, :0]
+      g_mean = posterior.mean[:, idx] if not prior else posterior.mean[:, :0]
+      g_logvar = posterior.logvar[:, idx] if not prior else posterior.logvar[:, :0]
+      comp_mean, comp_logvar, comp_logits = g_mean, g_logvar, codes
+      if axis_name is not None:
+        gather = lambda a: jax.lax.all_gather(a, axis_name, tiled=True)
+        comp_mean, comp_logvar = gather(g_mean), gather(g_logvar)
+        comp_logits = [gather(l) for l in codes]
+      terms = losses.joint_aggregate_entropy_terms(
+          samples=g_samples, sample_logits=codes, mean=comp_mean, logvar=comp_logvar,
+          logits=comp_logits)
+      return entropy + parallel.pmean(jnp.mean(terms), axis_name)
+    for logits in codes:
+      probs = parallel.pmean(jnp.mean(jax.nn.softmax(logits, axis=-1), axis=0), axis_name)
       entropy += -jnp.sum(probs * jnp.log(jnp.clip(probs, 1e-30)))
-    if self.mi_gaussian_indices:
-      if gaussian_kind == 'gaussian_prior':
-        entropy += losses.gaussian_prior_entropy(num_dims=len(self.mi_gaussian_indices))
-      else:
-        idx = list(self.mi_gaussian_indices)
-        entropy += losses.gaussian_aggregate_entropy_mc(
-            samples=sample.gaussian[:, idx], mean=posterior.mean[:, idx],
-            logvar=posterior.logvar[:, idx])
+    if idx and not prior:
+      entropy += losses.gaussian_aggregate_entropy_mc(
+          samples=sample.gaussian[:, idx], mean=posterior.mean[:, idx],
+          logvar=posterior.logvar[:, idx])
     return entropy
 
   def kl_per_group(self, posterior: latents.PosteriorParams) -> dict[str, jax.Array]:
@@ -148,13 +176,39 @@ class VMIModel:
 
 
 def entropy_kind_label(model: VMIModel, gaussian_kind: str) -> str:
-  """Names the entropy terms a reported MI bound used, e.g. 'categorical_aggregate'."""
-  kinds = []
-  if model.mi_categorical_indices:
-    kinds.append('categorical_aggregate')
+  """Names the H(z_sel) of :meth:`VMIModel.mi_entropy` for ``gaussian_kind``.
+
+  'categorical_aggregate' or 'gaussian_aggregate_mc' (one group),
+  'joint_aggregate_mc' (two or more groups, aggregate kind) and, with the prior's
+  entropy for the Gaussian dims (not a bound), 'gaussian_prior' or
+  'gaussian_prior+categorical_aggregate' / 'gaussian_prior+joint_aggregate_mc'.
+  """
+  codes = len(model.mi_categorical_indices)
+  if model.mi_gaussian_indices and gaussian_kind == 'gaussian_prior':
+    rest = {0: [], 1: ['categorical_aggregate']}.get(codes, ['joint_aggregate_mc'])
+    return '+'.join(['gaussian_prior'] + rest)
+  if model.num_mi_groups >= 2:
+    return 'joint_aggregate_mc'
   if model.mi_gaussian_indices:
-    kinds.append(gaussian_kind)
-  return '+'.join(kinds) or 'none'
+    return gaussian_kind
+  return 'categorical_aggregate' if codes else 'none'
+
+
+def mi_metric_name(model: VMIModel, gaussian_kind: str) -> str:
+  """'mi_bound', or 'mi_objective_prior_entropy' when H(z_sel) uses the prior's entropy
+  for Gaussian targets (the thesis's objective: not a bound on the MI)."""
+  if model.mi_gaussian_indices and gaussian_kind == 'gaussian_prior':
+    return 'mi_objective_prior_entropy'
+  return 'mi_bound'
+
+
+def elbo_metric_name(model: VMIModel, hard: bool) -> str:
+  """'elbo_relaxed' for a training ELBO of Gumbel-softmax (relaxed) codes, else 'elbo'.
+
+  'elbo' is always the discrete model's ELBO (no codes, or hard one-hot codes); the
+  relaxed one scores soft codes that the discrete model never produces.
+  """
+  return 'elbo_relaxed' if model.latent.categorical_sizes and not hard else 'elbo'
 
 
 def local_model(model: VMIModel) -> VMIModel:

@@ -145,7 +145,8 @@ def vae_loss_from_forward(forward: model_lib.Forward, images: jax.Array, *, mode
     if weights.mi_weight:
       loss -= mi_weight * mi_bound
     metrics['mi_weight'] = mi_weight
-    metrics.update(mi_bound=mi_bound, log_q=jnp.mean(log_q), mi_entropy=entropy)
+    metrics[model_lib.mi_metric_name(model, settings.gaussian_entropy_kind)] = mi_bound
+    metrics.update(log_q=jnp.mean(log_q), mi_entropy=entropy)
   if settings.invariance.enabled:
     if views is None:
       raise ValueError('settings.invariance is enabled: pass the encoder views '
@@ -171,6 +172,7 @@ def vae_objective(vae_params: dict, *, vae_state: dict, q_vars: dict, model: mod
                                      temperature=temperature, hard=hard, train=True)
   loss, metrics = vae_loss_from_forward(forward, images, model=model, q_vars=q_vars, step=step,
                                         settings=settings, axis_name=axis_name)
+  metrics[model_lib.elbo_metric_name(model, hard)] = metrics.pop('elbo')
   return loss, {'metrics': metrics, 'vae_state': new_state}
 
 

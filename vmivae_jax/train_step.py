@@ -151,6 +151,7 @@ def _train_step(cfg: StepStatics, local_batch: int, axis_name: str | None, state
   (vae_grads,) = pullback(forward_grads)
   vae_updates, vae_opt_state = cfg.vae_tx.update(vae_grads, state.vae_opt_state, state.vae_params)
   vae_params = optax.apply_updates(state.vae_params, vae_updates)
+  vae_metrics[model_lib.elbo_metric_name(model, cfg.temperature.hard)] = vae_metrics.pop('elbo')
   metrics.update(vae_metrics, temperature=temperature)
 
   new_state = TrainState(step=step + 1, vae_params=vae_params, vae_state=vae_state,

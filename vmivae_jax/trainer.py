@@ -222,10 +222,12 @@ def _train_loop(run: build.Run, workdir: Path, manager, images: np.ndarray, mesh
       writer.write_scalars(step, {k: v for k, v in record.items() if k != 'step'})
       elapsed = time.time() - start_time
       rate = (step - start_step) / max(elapsed, 1e-9)
-      logging.info('step %d/%d  %.1f steps/s  ETA %s  loss %.3f  elbo %.3f  mi_bound %s',
+      elbo_key = 'elbo' if 'elbo' in record else 'elbo_relaxed'
+      mi_key = 'mi_bound' if 'mi_bound' in record else 'mi_objective_prior_entropy'
+      logging.info('step %d/%d  %.1f steps/s  ETA %s  loss %.3f  %s %.3f  %s %s',
                    step, total, rate, _format_seconds((total - step) / max(rate, 1e-9)),
-                   record['loss'], record['elbo'],
-                   f"{record['mi_bound']:.3f}" if 'mi_bound' in record else 'n/a')
+                   record['loss'], elbo_key, record[elbo_key], mi_key,
+                   f"{record[mi_key]:.3f}" if mi_key in record else 'n/a')
       if step % every == 0 or step == total:
         workdir_lib.save_checkpoint(manager, state)
         last_saved = step

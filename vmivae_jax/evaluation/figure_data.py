@@ -122,7 +122,9 @@ def write_figures(workdir: Path, model, vae_vars, stats, test_x, config, code_in
   records = workdir_lib.read_metrics(workdir)
   if records:
     kl_key = f'kl/categorical_{code_index}' if code_index is not None else 'kl/gaussian'
-    written.append(figures.training_curves(records, keys=['mi_bound', kl_key],
+    mi_key = 'mi_objective_prior_entropy' if any(
+        'mi_objective_prior_entropy' in r for r in records) else 'mi_bound'
+    written.append(figures.training_curves(records, keys=[mi_key, kl_key],
                                            path=out_dir / 'training_curves.png',
                                            title='Training (minibatch means)'))
   return [p.name for p in written]

@@ -40,11 +40,16 @@ PROTOCOL_NOTES = {
         'identical, numbers.', ''],
 }
 JOINT_ROWS = ('accuracy_hungarian', 'accuracy_majority', 'nmi', 'ari', 'mi_exact_categorical',
-              'kl_categorical', 'mi_bound', 'mi_bound_training_q', 'elbo', 'reconstruction',
-              'kl/gaussian', 'iwae_log_likelihood', 'active_units')
+              'mi_exact_categorical_se', 'kl_categorical', 'mi_bound', 'mi_bound_se',
+              'mi_bound_training_q', 'elbo', 'elbo_relaxed', 'elbo_relaxed_minus_hard',
+              'reconstruction', 'kl/gaussian', 'iwae_log_likelihood', 'active_units')
 GAUSS_ROWS = ('latent_influence/mi_dims_mean', 'latent_influence/other_dims_mean', 'mi_bound',
-              'mi_bound_aggregate_mc', 'mi_bound_training_q', 'elbo', 'kl/gaussian',
-              'iwae_log_likelihood', 'active_units')
+              'mi_bound_se', 'mi_bound_training_q', 'mi_objective_prior_entropy',
+              'mi_bound_entropy', 'elbo', 'kl/gaussian', 'iwae_log_likelihood', 'active_units')
+CARRIED_NOTE = (
+    '*Carried over*: this experiment\'s runs were not on the machine that wrote this page; '
+    'its numbers are copied unchanged from the previous `results/summary.json` (code '
+    'version(s) below), with the metric names of that time.')
 
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -117,6 +122,18 @@ def _fmt(stats: dict | None, percent: bool = False) -> str:
     return 'nan'
   n = len(stats['per_seed'])
   return f'{mean:.2f} ± {std:.2f} (n={n})' if n > 1 else f'{mean:.3f}'
+
+
+def _partial_note(summary_exp: dict) -> list[str]:
+  carried = [v for v, info in summary_exp['variants'].items() if info.get('carried_over')]
+  if not carried or summary_exp.get('carried_over'):
+    return []
+  return [f'*Partly rerun*: {", ".join(carried)} were not rerun here; their numbers are '
+          'the previous `results/summary.json`\'s (code version(s) below), under today\'s '
+          'names (the recorded `mi_bound_aggregate_mc` is `mi_bound`, the recorded prior-'
+          'entropy `mi_bound` is `mi_objective_prior_entropy`; their training-Q bound used '
+          'the prior\'s entropy and is not shown). The rerun variants reproduced both '
+          'recorded numbers to the digits shown (training is deterministic on CPU).', '']
 
 
 def _metric_table(summary_exp: dict, rows: tuple[str, ...]) -> list[str]:
@@ -258,8 +275,15 @@ def render(summary: dict, experiments: list[suite_lib.Experiment], figures: dict
       'looser protocol but still on the test set). The thesis\'s 21% vs 82% were measured on '
       'the training set with the many-to-one mapping. Every pair of ELBO-only and MI runs with '
       'one seed starts from identical parameters and sees identical batches. `mi_bound` is '
-      'the bound of a fresh Q trained on the frozen VAE (eq 4.8); its entropy term is named '
-      'in `mi_bound_entropy_kind` in the JSON. The bound is on I(z_sel; x\'), between the code '
+      'the bound of a fresh Q trained on the frozen VAE (eq 4.8); its entropy term H(z_sel) '
+      'is the entropy of the test set\'s aggregate posterior (joint over the target groups '
+      'when there are several; named in `mi_bound_entropy_kind` in the JSON), never the '
+      'prior\'s, and `mi_bound_se` is its standard error over the test examples (Monte '
+      'Carlo draw and finite test set; Q held fixed). For Gaussian targets '
+      '`mi_objective_prior_entropy` is E log Q + the prior\'s entropy, the thesis\'s '
+      'objective: it is **not** a bound (docs/mi_entropy_training.md). `elbo` is the '
+      'discrete model\'s ELBO (hard one-hot codes); `elbo_relaxed` scores Gumbel-softmax '
+      'codes at the run\'s temperature, as the training log does. The bound is on I(z_sel; x\'), between the code '
       'and the *generated* image, which can exceed the encoder-side I(x; c) '
       '(`mi_exact_categorical`): a code drawn from an uncertain q(c|x) still changes x\'. '
       '`std` is the sample standard deviation over seeds. Each table names the commit(s) '
@@ -275,6 +299,8 @@ def render(summary: dict, experiments: list[suite_lib.Experiment], figures: dict
     rows = GAUSS_ROWS if name.startswith('gauss') else JOINT_ROWS
     lines += [f'## {summary_exp["title"]}', '', summary_exp['purpose'] + '.', '',
               *PROTOCOL_NOTES.get(name, []),
+              *([CARRIED_NOTE, ''] if summary_exp.get('carried_over') else []),
+              *_partial_note(summary_exp),
               *_metric_table(summary_exp, rows), '']
     total = sum(sum(v['train_seconds']) + sum(v['eval_seconds'])
                 for v in summary_exp['variants'].values())
@@ -323,6 +349,69 @@ def existing_figures(name: str, summary_exp: dict, docs_dir: Path) -> dict:
   return out
 
 
+def _carry_over(summary: dict, experiments: list[suite_lib.Experiment], results_dir: Path,
+                docs_dir: Path, figures: dict) -> dict:
+  """Keeps the previous summary's entry of each experiment with no runs under root.
+
+  A page regenerated where only some experiments' runs exist keeps the others' recorded
+  numbers (marked ``carried_over``) and their committed figures, instead of dropping them.
+  """
+  path = results_dir / 'summary.json'
+  previous = json.loads(path.read_text()) if path.exists() else {}
+  merged = {}
+  for exp in experiments:
+    if exp.name in summary:
+      merged[exp.name] = summary[exp.name]
+      old = previous.get(exp.name, {}).get('variants', {})
+      fresh = summary[exp.name]['variants']
+      missing = [v for v, _ in exp.variants if v not in fresh and v in old]
+      for v in missing:   # a partial rerun: the other variants keep their recorded numbers
+        fresh[v] = _renamed_variant(old[v])
+      if missing:
+        figures.setdefault(exp.name, {}).update(_committed_figures(exp, missing, docs_dir))
+        order = [v for v, _ in exp.variants if v in fresh]
+        summary[exp.name]['variants'] = {v: fresh[v] for v in order}
+    elif exp.name in previous:
+      old = previous[exp.name]['variants']   # summary.json sorts keys: suite order back
+      order = [v for v, _ in exp.variants if v in old] + [v for v in old
+                                                          if v not in dict(exp.variants)]
+      merged[exp.name] = {**previous[exp.name], 'carried_over': True,
+                          'variants': {v: old[v] for v in order}}
+      figures[exp.name] = _committed_figures(exp, list(previous[exp.name]['variants']),
+                                             docs_dir)
+  for name, info in merged.items():   # figure columns in the table's variant order
+    if name in figures:
+      figures[name] = {v: figures[name][v] for v in info['variants'] if v in figures[name]}
+  return merged
+
+
+def _committed_figures(exp, variants, docs_dir: Path) -> dict:
+  kinds = FIGURES_GAUSS if exp.name.startswith('gauss') else FIGURES_JOINT
+  return {v: [(f, f'figures/{exp.name}/{v}_{f}') for f in kinds
+              if (docs_dir / 'figures' / exp.name / f'{v}_{f}').exists()] for v in variants}
+
+
+# Runs evaluated before the honest-bound change named the prior-entropy objective
+# 'mi_bound' and the aggregate-entropy bound 'mi_bound_aggregate_mc' (same Q, same
+# samples). Carried-over variants are shown under today's names; their training-Q
+# bound used the prior's entropy and is dropped.
+_OLD_GAUSSIAN_NAMES = {'mi_bound': 'mi_objective_prior_entropy',
+                       'mi_bound_aggregate_mc': 'mi_bound',
+                       'mi_bound_entropy_aggregate_mc': 'mi_bound_entropy'}
+
+
+def _renamed_variant(old: dict) -> dict:
+  out = {**old, 'carried_over': True}
+  if old.get('mi_bound_entropy_kind') == 'gaussian_prior':
+    metrics = {k: v for k, v in old['metrics'].items()
+               if k not in _OLD_GAUSSIAN_NAMES and not k.startswith('mi_bound_training_q')
+               and k != 'mi_bound_entropy'}
+    metrics.update({new: old['metrics'][k] for k, new in _OLD_GAUSSIAN_NAMES.items()
+                    if k in old['metrics']})
+    out.update(metrics=metrics, mi_bound_entropy_kind='gaussian_aggregate_mc')
+  return out
+
+
 def write(experiments: list[suite_lib.Experiment], *, root: Path, results_dir: Path,
           docs_dir: Path) -> dict:
   summary = collect(experiments, root)
@@ -330,10 +419,9 @@ def write(experiments: list[suite_lib.Experiment], *, root: Path, results_dir: P
   for exp in experiments:
     if exp.name in summary:
       figures[exp.name] = _copy_figures(exp, summary[exp.name], root, docs_dir)
-  summary, kept = merge_previous(summary, read_previous(results_dir))
-  for name in kept:
-    if isinstance(summary[name], dict) and 'variants' in summary[name]:
-      figures[name] = existing_figures(name, summary[name], docs_dir)
+  summary = _carry_over(summary, experiments, results_dir, docs_dir, figures)
+  # Keys of other suites (e.g. 'class', report_class.py) keep what they hold.
+  summary, _ = merge_previous(summary, read_previous(results_dir))
   fileio.atomic_write(results_dir / 'summary.json',
                                 json.dumps(summary, indent=2, sort_keys=True))
   fileio.atomic_write(docs_dir / 'results.md', render(summary, experiments, figures))
