@@ -21,8 +21,12 @@ jax.config.update('jax_num_cpu_devices', 8)
 # starts so that tests and golden files see the same compiled programs.
 conv_ops.apply_cpu_xla_flags()
 
+import dataclasses  # noqa: E402
+
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+
+from vmivae_jax import train_step  # noqa: E402
 
 NUM_FORCED_DEVICES = 8
 
@@ -95,3 +99,13 @@ def numpy_variables(abstract, seed: int = 0):
 def pytest_report_header(config):
   del config
   return f'jax {jax.__version__}; forced CPU devices: {NUM_FORCED_DEVICES}'
+
+
+@dataclasses.dataclass(frozen=True)
+class CountingSchedule(train_step.TemperatureSchedule):
+  """A temperature schedule that counts how often the step function is traced."""
+  traces: list = dataclasses.field(default_factory=list, compare=False, hash=False)
+
+  def __call__(self, step):
+    self.traces.append(1)
+    return super().__call__(step)

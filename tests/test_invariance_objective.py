@@ -14,6 +14,7 @@ import jax
 import numpy as np
 import pytest
 
+from conftest import CountingSchedule
 from conftest import make_tiny_config
 from conftest import random_uint8_images
 from vmivae_jax import build
@@ -27,16 +28,6 @@ from vmivae_jax.validation import ConfigError
 
 N = 128
 IMAGES = random_uint8_images(N, seed=1)
-
-
-@dataclasses.dataclass(frozen=True)
-class CountingSchedule(train_step.TemperatureSchedule):
-  """A temperature schedule that counts how often the step function is traced."""
-  traces: list = dataclasses.field(default_factory=list, compare=False, hash=False)
-
-  def __call__(self, step):
-    self.traces.append(1)
-    return super().__call__(step)
 
 
 def _config(name):

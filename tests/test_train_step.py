@@ -16,6 +16,7 @@ import numpy as np
 import optax
 import pytest
 
+from conftest import CountingSchedule
 from conftest import make_tiny_config
 from conftest import numpy_variables
 from conftest import random_uint8_images
@@ -36,16 +37,6 @@ SEED = 0
 
 # ----------------------------------------------------------------------------------
 # Configs, states and compiled chunks, built once per module.
-
-
-@dataclasses.dataclass(frozen=True)
-class CountingSchedule(train_step.TemperatureSchedule):
-  """A temperature schedule that counts how often the step function is traced."""
-  traces: list = dataclasses.field(default_factory=list, compare=False, hash=False)
-
-  def __call__(self, step):
-    self.traces.append(1)
-    return super().__call__(step)
 
 
 def _build(c, *, vae_tx=None, q_tx=None) -> train_step.StepStatics:

@@ -84,6 +84,26 @@ def joint_config(dataset: str):
   return config
 
 
+
+def class_config(dataset: str, *, max_rotation: float, max_shear: float,
+                 dilate_prob: float) -> ml_collections.ConfigDict:
+  """The joint setting plus the invariance terms of the class-code recipe (issue 12).
+
+  Consistency of q(c|x) under random affine (and stroke-thickness) augmentation, weight
+  10, and VAT, weight 1, radius 1.2; MI weight 10; 30 epochs at batch 256. The
+  augmentation's strength is per dataset.
+  """
+  config = joint_config(dataset)
+  config.mi_weight = 10.0
+  config.invariance.update(consistency_weight=10.0, vat_weight=1.0, vat_epsilon=1.2)
+  config.invariance.augment.update(
+      max_rotation=max_rotation, max_scale=0.1, max_aspect=0.0, max_shear=max_shear,
+      max_translation=2.0, elastic_alpha=0.0, dilate_prob=dilate_prob, erode_prob=0.0,
+      thickness_footprint='cross')
+  config.num_train_steps = 7020          # 30 epochs at batch 256
+  config.checkpoint_every_steps = 2340   # every 10 epochs
+  return config
+
 def smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """A tiny variant of ``config`` for tests: few examples, small nets, few steps.
 
