@@ -17,6 +17,8 @@ from vmivae_jax import networks
 from vmivae_jax import objectives
 from vmivae_jax import parallel
 from vmivae_jax import preprocess
+from vmivae_jax import sweep as sweep_lib
+from vmivae_jax import sweep_step
 from vmivae_jax import train_state as train_state_lib
 from vmivae_jax import train_step
 
@@ -158,3 +160,47 @@ def step_statics(config, model: model_lib.VMIModel, *,
       vae_tx=build_optimizer(config.vae_optimizer), q_tx=build_optimizer(config.q_optimizer),
       temperature=temperature_schedule(config), batch_size=int(config.batch_size),
       num_examples=int(num_train_examples), binarize=bool(config.binarize))
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepRun:
+  """The objects of a sweep (sweep.py): each member's Run, and what the vmapped step
+  takes: placeholder step statics (shared, static) and the members' HParams (arrays)."""
+  config: ml_collections.ConfigDict
+  members: tuple[Run, ...]
+  step_statics: train_step.StepStatics
+  hparams: sweep_step.HParams          # stacked: [members] leaves
+
+  def keys(self, name: str) -> jax.Array:
+    """The members' ``name`` keys ('step', 'data'), stacked: [members, 2]."""
+    return sweep_step.stack([m.keys[name] for m in self.members])
+
+
+def build_sweep(config: ml_collections.ConfigDict, *, num_train_examples: int) -> SweepRun:
+  """Every member's Run (its own config, keys, model) and the shared vmapped-step objects
+  (``config`` already validated by ``sweep.validate``)."""
+  members = tuple(build_run(m, num_train_examples=num_train_examples)
+                  for m in sweep_lib.member_configs(config))
+  model = members[0].model
+  placeholder = sweep_lib.placeholder_config(members[0].config)
+  statics = dataclasses.replace(
+      step_statics(placeholder, model, num_train_examples=num_train_examples),
+      vae_tx=_shared_optimizer(_items(placeholder.vae_optimizer)),
+      q_tx=_shared_optimizer(_items(placeholder.q_optimizer)))
+  hparams = sweep_step.stack([
+      sweep_step.hparams_of(m.step_statics,
+                            vae_learning_rate=float(m.config.vae_optimizer.learning_rate),
+                            q_learning_rate=float(m.config.q_optimizer.learning_rate))
+      for m in members])
+  return SweepRun(config=config, members=members, step_statics=statics, hparams=hparams)
+
+
+def _items(section) -> tuple:
+  return tuple(sorted(section.to_dict().items()))
+
+
+@functools.lru_cache(maxsize=None)
+def _shared_optimizer(items: tuple) -> optax.GradientTransformation:
+  """One optimizer object per setting (optax transformations compare by identity), so
+  that sweeps differing only in values have equal step statics: one compiled program."""
+  return build_optimizer(ml_collections.ConfigDict(dict(items)))

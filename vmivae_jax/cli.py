@@ -24,6 +24,7 @@ from absl import logging
 from vmivae_jax import console
 from vmivae_jax import conv_ops
 from vmivae_jax import data
+from vmivae_jax import sweep
 from vmivae_jax import validation
 from vmivae_jax import workdir as workdir_lib
 
@@ -113,6 +114,7 @@ def run_eval(workdir: str, *, step: int | None = None) -> None:
   try:
     # Checked here, before the evaluation's imports and compilations: a wrong --workdir
     # fails in a second with one line.
+    sweep.check_not_sweep(workdir)
     config = workdir_lib.check_evaluable(workdir, step)
     from vmivae_jax.evaluation import run  # pylint: disable=g-import-not-at-top
     run.evaluate_workdir(workdir, step=step, config=config)

@@ -65,10 +65,56 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.vae_optimizer = _optimizer_config(1e-3)
   c.q_optimizer = _optimizer_config(1e-3)
 
+  c.sweep = sweep_section()  # per-member values: many runs in one program (vmivae_jax/sweep.py)
   c.eval = ml_collections.ConfigDict(dict(
       batch_size=500, iwae_samples=1000, iwae_chunk=100, q_train_steps=3000, q_batch_size=256,
       q_learning_rate=1e-3, num_figure_examples=10, traversal_range=3.0, traversal_steps=7))
   return c
+
+
+# Keys a sweep may vary across its members (``config.sweep.<key> = (v_0, v_1, ...)``, one
+# value per member): numbers the train step reads as arrays. Everything else (shapes,
+# widths, kinds, flags, schedules' lengths in the loop) is shared by every member.
+SWEEP_KEYS = (
+    'seed', 'mi_weight', 'beta', 'vae_optimizer.learning_rate', 'q_optimizer.learning_rate',
+    'temperature.initial', 'temperature.floor', 'temperature.anneal_rate',
+    'capacity.gaussian.gamma', 'capacity.gaussian.max_nats', 'capacity.gaussian.steps',
+    'capacity.categorical.gamma', 'capacity.categorical.max_nats', 'capacity.categorical.steps',
+    'invariance.consistency_weight', 'invariance.paired_mi_weight', 'invariance.vat_weight')
+
+
+def sweep_section() -> ml_collections.ConfigDict:
+  """``config.sweep``: SWEEP_KEYS in the config's nesting, each () = not swept.
+
+  ``--config.sweep.seed=(0,1,2) --config.sweep.mi_weight=(0,10,10)`` trains three members
+  in one program; every non-empty tuple has one value per member.
+  """
+  section = ml_collections.ConfigDict()
+  for key in SWEEP_KEYS:
+    *parents, leaf = key.split('.')
+    node = section
+    for part in parents:
+      if part not in node:
+        node[part] = ml_collections.ConfigDict()
+      node = node[part]
+    node[leaf] = ()
+  return section
+
+
+def stored_dict(config: ml_collections.ConfigDict) -> dict:
+  """``config`` as written to a workdir's config.json: an empty (unused) sweep section is
+  left out, so a single run's file is what it was before sweeps existed."""
+  d = config.to_dict()
+  sweep = d.get('sweep')
+  if isinstance(sweep, dict) and not _any_values(sweep):
+    del d['sweep']
+  return d
+
+
+def _any_values(tree) -> bool:
+  if isinstance(tree, dict):
+    return any(_any_values(v) for v in tree.values())
+  return bool(tree)
 
 
 def joint_config(dataset: str):
@@ -173,7 +219,7 @@ def authors_config(dataset: str, setting: str) -> ml_collections.ConfigDict:
 
 
 # Sections added after runs were stored; their defaults leave such runs unchanged.
-LATER_SECTIONS = ('invariance',)
+LATER_SECTIONS = ('invariance', 'sweep')
 
 
 def with_later_sections(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:

@@ -73,11 +73,17 @@ class InvarianceSettings:
 
   @property
   def enabled(self) -> bool:
-    return self.uses_augmentation or self.vat_weight > 0
+    return self.uses_augmentation or _on(self.vat_weight)
 
   @property
   def uses_augmentation(self) -> bool:
-    return self.consistency_weight > 0 or self.paired_mi_weight > 0
+    return _on(self.consistency_weight) or _on(self.paired_mi_weight)
+
+
+def _on(weight) -> bool:
+  """A term is in the program when its weight is > 0, or an array (a sweep member's
+  traced weight; sweep.py keeps every member's term on or every member's off)."""
+  return weight > 0 if isinstance(weight, (int, float)) else True
 
 
 class Views(NamedTuple):
@@ -128,7 +134,7 @@ def draw_inputs(key: jax.Array, images: jax.Array, settings: InvarianceSettings,
   if settings.uses_augmentation:
     keys = parallel.local_slice(jax.random.split(augment_key, global_batch), local, axis_name)
     augmented = augment_examples(keys, images, settings.augment, pixel_range=pixel_range)
-  if settings.vat_weight > 0:
+  if _on(settings.vat_weight):
     starts = jax.random.normal(vat_key, (num_codes, global_batch) + images.shape[1:],
                                images.dtype)
     vat_starts = jax.vmap(lambda s: parallel.local_slice(s, local, axis_name))(starts)
@@ -176,18 +182,18 @@ def invariance_loss(clean_logits: tuple[jax.Array, ...], views: Views,
   """(the terms' contribution to the local-batch VAE loss, metrics of the enabled terms)."""
   loss = jnp.zeros((), jnp.float32)
   metrics = {}
-  if settings.consistency_weight > 0:
+  if _on(settings.consistency_weight):
     value = sum(jnp.mean(consistency.consistency_kl(logits=c, perturbed_logits=a))
                 for c, a in zip(clean_logits, views.augmented))
     loss += settings.consistency_weight * value
     metrics['consistency'] = value
-  if settings.paired_mi_weight > 0:
+  if _on(settings.paired_mi_weight):
     value = sum(consistency.paired_assignment_mi(
         probs_a=jax.nn.softmax(c, axis=-1), probs_b=jax.nn.softmax(a, axis=-1),
         axis_name=axis_name) for c, a in zip(clean_logits, views.augmented))
     loss -= settings.paired_mi_weight * value
     metrics['paired_mi'] = value
-  if settings.vat_weight > 0:
+  if _on(settings.vat_weight):
     value = sum(jnp.mean(consistency.consistency_kl(logits=c, perturbed_logits=v))
                 for c, v in zip(clean_logits, views.vat))
     loss += settings.vat_weight * value

@@ -85,9 +85,17 @@ def capacity_target(step: jax.Array, *, max_nats: float, steps: int) -> jax.Arra
   return max_nats * _linear_ramp(step, steps)
 
 
-def _linear_ramp(step: jax.Array, steps: int) -> jax.Array:
-  """min(1, t / steps), rising from 0 at t = 0."""
-  return jnp.minimum(1.0, jnp.asarray(step, jnp.float32) / max(steps, 1))
+def _linear_ramp(step: jax.Array, steps: int | jax.Array) -> jax.Array:
+  """min(1, t / steps), rising from 0 at t = 0 (``steps`` may be an array: sweeps)."""
+  denominator = max(steps, 1) if isinstance(steps, int) else jnp.maximum(steps, 1)
+  return jnp.minimum(1.0, jnp.asarray(step, jnp.float32) / denominator)
+
+
+def is_on(weight) -> bool:
+  """Whether a term with this weight is in the program: a Python number when non-zero;
+  always for an array weight (a sweep's per-member value, traced: sweep.py refuses
+  members that mix zero and non-zero weights where that would change the program)."""
+  return bool(weight) if isinstance(weight, (int, float)) else True
 
 
 def vae_loss_from_forward(forward: model_lib.Forward, images: jax.Array, *, model: model_lib.VMIModel,
@@ -142,7 +150,7 @@ def vae_loss_from_forward(forward: model_lib.Forward, images: jax.Array, *, mode
     mi_bound = jnp.mean(log_q) + entropy
     mi_weight = mi_weight_at(step, mi_weight=weights.mi_weight,
                              warmup_steps=settings.mi_warmup_steps)
-    if weights.mi_weight:
+    if is_on(weights.mi_weight):
       loss -= mi_weight * mi_bound
     metrics['mi_weight'] = mi_weight
     metrics[model_lib.mi_metric_name(model, settings.gaussian_entropy_kind)] = mi_bound

@@ -81,8 +81,15 @@ def _pmean_varying(tree, axis_name: str | None):
 
 
 def _train_step(cfg: StepStatics, local_batch: int, axis_name: str | None, state: TrainState,
-                perm: jax.Array, images: jax.Array, step_key: jax.Array, data_key: jax.Array):
-  """One step on one device; returns the new state, the epoch permutation and metrics."""
+                perm: jax.Array, images: jax.Array, step_key: jax.Array, data_key: jax.Array,
+                hparams=None):
+  """One step on one device; returns the new state, the epoch permutation and metrics.
+
+  ``hparams`` (a sweep member's numbers as arrays, ``sweep_step.HParams``) replaces the
+  numbers of ``cfg`` that a sweep varies; None (single runs) uses ``cfg``'s own.
+  """
+  if hparams is not None:
+    cfg = hparams.apply(cfg)
   model, b = cfg.model, cfg.batch_size
   step = state.step
   epoch, position = jnp.divmod(step, cfg.steps_per_epoch)
@@ -135,6 +142,8 @@ def _train_step(cfg: StepStatics, local_batch: int, axis_name: str | None, state
 
     (_, q_aux), q_grads = jax.value_and_grad(q_loss, has_aux=True)(q_params)
     q_updates, q_opt_state = cfg.q_tx.update(q_grads, q_opt_state, q_params)
+    if hparams is not None:
+      q_updates = hparams.scale_q_updates(q_updates)
     q_params = optax.apply_updates(q_params, q_updates)
     q_state = q_aux['q_state']
     metrics.update(q_aux['metrics'])
@@ -150,6 +159,8 @@ def _train_step(cfg: StepStatics, local_batch: int, axis_name: str | None, state
       (forward, views))
   (vae_grads,) = pullback(forward_grads)
   vae_updates, vae_opt_state = cfg.vae_tx.update(vae_grads, state.vae_opt_state, state.vae_params)
+  if hparams is not None:
+    vae_updates = hparams.scale_vae_updates(vae_updates)
   vae_params = optax.apply_updates(state.vae_params, vae_updates)
   vae_metrics[model_lib.elbo_metric_name(model, cfg.temperature.hard)] = vae_metrics.pop('elbo')
   metrics.update(vae_metrics, temperature=temperature)

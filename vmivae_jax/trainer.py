@@ -25,6 +25,7 @@ from vmivae_jax import build
 from vmivae_jax import console
 from vmivae_jax import data
 from vmivae_jax import parallel
+from vmivae_jax import sweep as sweep_lib
 from vmivae_jax import train_step
 from vmivae_jax import train_state as train_state_lib
 from vmivae_jax import validation
@@ -153,6 +154,9 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path, *, overwrite: 
       is saved, so the latest checkpoint is the last good state.
     TrainingInterrupted: SIGTERM/SIGINT; a checkpoint of the current step was saved.
   """
+  if sweep_lib.is_sweep(config):  # many runs in one program: sweep_trainer.py
+    from vmivae_jax import sweep_trainer  # pylint: disable=g-import-not-at-top
+    return sweep_trainer.train(config, workdir, overwrite=overwrite, num_devices=num_devices)
   workdir = Path(workdir)
   mesh = parallel.make_mesh(num_devices)
   validation.validate(config, num_devices=mesh.shape[parallel.DATA_AXIS])

@@ -47,7 +47,7 @@ class WorkdirError(RuntimeError):
 
 
 def config_to_json(config: ml_collections.ConfigDict) -> str:
-  return fileio.dumps(config.to_dict())
+  return fileio.dumps(config_lib.stored_dict(config))
 
 
 def _tuples(value: Any) -> Any:

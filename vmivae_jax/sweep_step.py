@@ -1,0 +1,169 @@
+"""The train step of a sweep: ``train_step``'s step vmapped over members, compiled once.
+
+Per member (the vmapped axis, leading every array): parameters, BatchNorm statistics,
+optimizer states, the step and data keys (from the member's seed) and :class:`HParams`,
+the numbers ``config.sweep`` may vary, as traced float32 arrays instead of the Python
+constants a single run bakes into its program. Shared: the static step configuration
+(``StepStatics`` with the swept numbers replaced by placeholders, so sweeps that differ
+only in values share one compiled program), the step counter (members train in
+lockstep, so the epoch's permutation is a real ``cond``, not a per-member select) and
+the on-device training set.
+
+Data parallelism composes as in ``train_step``: ``shard_map`` over 'data' outside, the
+member vmap inside; every device runs every member on its slice of the batch.
+
+Learning rates: every optimizer of this repository ends with ``scale_by_learning_rate``
+(adam, adamw, sgd, rmsprop; gradient clipping comes first), so a member's optimizer is
+the config's optimizer built with learning rate 1 followed by a multiplication by the
+member's rate: the optimizer state has the single run's structure (checkpoints are
+interchangeable) and the update is ``(-u) * lr == -(lr * u)``, exactly the single run's.
+"""
+
+import dataclasses
+import functools
+from collections.abc import Callable
+
+import flax
+import jax
+import jax.numpy as jnp
+from jax.sharding import PartitionSpec as P
+
+from vmivae_jax import model as model_lib
+from vmivae_jax import objectives
+from vmivae_jax import parallel
+from vmivae_jax import preprocess
+from vmivae_jax import train_state as train_state_lib
+from vmivae_jax import train_step
+
+TrainState = train_state_lib.TrainState
+
+
+@flax.struct.dataclass
+class HParams:
+  """One member's swept numbers (float32 scalars; [members] when stacked).
+
+  ``capacity`` follows ``StepStatics.objective.weights.capacity`` (groups with a capacity
+  target): (gamma, max_nats, steps) each. Invariance weights of terms that are off for
+  every member are not used (the static zero keeps the term out of the program).
+  """
+  mi_weight: jax.Array
+  beta: jax.Array
+  vae_learning_rate: jax.Array
+  q_learning_rate: jax.Array
+  temperature_initial: jax.Array
+  temperature_floor: jax.Array
+  temperature_anneal_rate: jax.Array
+  capacity: tuple[tuple[jax.Array, jax.Array, jax.Array], ...]
+  consistency_weight: jax.Array
+  paired_mi_weight: jax.Array
+  vat_weight: jax.Array
+
+  def apply(self, cfg: train_step.StepStatics) -> train_step.StepStatics:
+    """``cfg`` with its swept numbers replaced by this member's (inside the trace)."""
+    objective = cfg.objective
+    capacity = tuple(
+        (group, objectives.Capacity(gamma=gamma, max_nats=max_nats, steps=steps))
+        for (group, _), (gamma, max_nats, steps) in zip(objective.weights.capacity,
+                                                         self.capacity))
+    weights = objectives.ObjectiveWeights(mi_weight=self.mi_weight, beta=self.beta,
+                                          capacity=capacity)
+    inv = objective.invariance
+    inv = dataclasses.replace(inv, **{
+        name: getattr(self, name) for name in ('consistency_weight', 'paired_mi_weight',
+                                               'vat_weight') if getattr(inv, name) > 0})
+    temperature = dataclasses.replace(cfg.temperature, initial=self.temperature_initial,
+                                      floor=self.temperature_floor,
+                                      anneal_rate=self.temperature_anneal_rate)
+    return dataclasses.replace(
+        cfg, objective=dataclasses.replace(objective, weights=weights, invariance=inv),
+        temperature=temperature)
+
+  def scale_vae_updates(self, updates):
+    return jax.tree.map(lambda u: u * self.vae_learning_rate, updates)
+
+  def scale_q_updates(self, updates):
+    return jax.tree.map(lambda u: u * self.q_learning_rate, updates)
+
+
+def hparams_of(statics: train_step.StepStatics, *, vae_learning_rate: float,
+               q_learning_rate: float) -> HParams:
+  """A member's HParams from its own (single-run) step statics and learning rates."""
+  f32 = lambda v: jnp.asarray(v, jnp.float32)
+  w, inv, t = statics.objective.weights, statics.objective.invariance, statics.temperature
+  return HParams(
+      mi_weight=f32(w.mi_weight), beta=f32(w.beta), vae_learning_rate=f32(vae_learning_rate),
+      q_learning_rate=f32(q_learning_rate), temperature_initial=f32(t.initial),
+      temperature_floor=f32(t.floor), temperature_anneal_rate=f32(t.anneal_rate),
+      capacity=tuple((f32(c.gamma), f32(c.max_nats), f32(c.steps)) for _, c in w.capacity),
+      consistency_weight=f32(inv.consistency_weight),
+      paired_mi_weight=f32(inv.paired_mi_weight), vat_weight=f32(inv.vat_weight))
+
+
+def stack(trees):
+  """Stacks member pytrees along a new leading axis."""
+  return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
+
+
+def stack_states(states: list[TrainState]) -> TrainState:
+  """Member states -> one state with a leading member axis (the step shared)."""
+  steps = {int(s.step) for s in states}
+  if len(steps) != 1:
+    raise ValueError(f'members at different steps {sorted(steps)}: a sweep trains in lockstep')
+  stacked = stack([s.replace(step=jnp.zeros((), jnp.int32)) for s in states])
+  return stacked.replace(step=jnp.asarray(states[0].step, jnp.int32))
+
+
+def member_state(state: TrainState, i: int) -> TrainState:
+  """Member ``i``'s state (a single run's TrainState) out of a stacked one."""
+  fields = {f.name: jax.tree.map(lambda x: x[i], getattr(state, f.name))
+            for f in dataclasses.fields(state) if f.name != 'step'}
+  return state.replace(**fields)
+
+
+def _state_axes(state: TrainState):
+  return jax.tree.map(lambda _: 0, state.replace(step=None))
+
+
+def make_sweep_chunk(cfg: train_step.StepStatics, mesh: jax.sharding.Mesh, num_steps: int
+                     ) -> Callable[..., tuple[TrainState, dict]]:
+  """A jitted function running ``num_steps`` steps of every member (one lax.scan).
+
+  Signature: ``(state, images_uint8, step_keys, data_keys, hparams) -> (state, metrics)``,
+  ``state`` stacked (:func:`stack_states`; donated), keys ``[M, 2]``, ``hparams``
+  stacked :class:`HParams`, ``metrics`` a dict of ``[M, num_steps]`` arrays.
+  ``cfg`` must be the sweep's placeholder statics (``build.build_sweep``): its swept
+  numbers are ignored.
+  """
+  local_batch = parallel.local_batch_size(cfg.batch_size, mesh)
+  axis_name = parallel.axis_name_for(mesh)
+  if axis_name is None:
+    cfg = dataclasses.replace(cfg, model=model_lib.local_model(cfg.model))
+
+  def member_chunk(state, images, step_key, data_key, hparams):
+    epoch = state.step // cfg.steps_per_epoch
+    perm = preprocess.epoch_permutation(data_key, epoch, cfg.num_examples)
+
+    def body(carry, _):
+      st, pm = carry
+      st, pm, metrics = train_step._train_step(  # pylint: disable=protected-access
+          cfg, local_batch, axis_name, st, pm, images, step_key, data_key, hparams=hparams)
+      return (st, pm), metrics
+
+    (state, _), metrics = jax.lax.scan(body, (state, perm), length=num_steps)
+    return state, metrics
+
+  def chunk(state, images, step_keys, data_keys, hparams):
+    axes = _state_axes(state)
+    return jax.vmap(member_chunk, in_axes=(axes, None, 0, 0, 0), out_axes=(axes, 0))(
+        state, images, step_keys, data_keys, hparams)
+
+  if axis_name is None:
+    return jax.jit(chunk, donate_argnums=(0,))
+  sharded = jax.shard_map(chunk, mesh=mesh, in_specs=(P(),) * 5, out_specs=(P(), P()))
+  return jax.jit(sharded, donate_argnums=(0,))
+
+
+@functools.lru_cache(maxsize=None)
+def cached_sweep_chunk(cfg: train_step.StepStatics, mesh: jax.sharding.Mesh, num_steps: int):
+  """make_sweep_chunk, built once per (placeholder statics, mesh, length) in a process."""
+  return make_sweep_chunk(cfg, mesh, num_steps)
