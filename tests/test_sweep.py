@@ -262,3 +262,44 @@ def test_resume_after_a_kill_between_saves_and_train_longer_are_bitwise(tmp_path
   with pytest.raises(workdir_lib.WorkdirError, match='differs in: sweep.mi_weight'):
     trainer.train(_smoke(num_train_steps=15, **{**SWEEP, 'sweep.mi_weight': (1.0, 0.0)}),
                   resumed, num_devices=1)
+
+
+# ----------------------------------------------------------------------------------
+# The reproduce suite's sweep path.
+
+
+def test_suite_groups_seeds_into_one_sweep_per_variant():
+  from vmivae_jax.experiments import reproduce  # pylint: disable=g-import-not-at-top
+  keys = [f'e:{v}:{s}' for s in (0, 1, 2) for v in ('elbo', 'mi')]
+  assert reproduce.sweep_keys(keys) == ['e:elbo:0,1,2', 'e:mi:0,1,2']
+
+
+@needs_data
+def test_suite_sweep_writes_the_per_seed_run_directories_and_records(tmp_path):
+  from vmivae_jax.experiments import reproduce  # pylint: disable=g-import-not-at-top
+  from vmivae_jax.experiments import report_class  # pylint: disable=g-import-not-at-top
+  from vmivae_jax.experiments import suite as suite_lib  # pylint: disable=g-import-not-at-top
+  smoke = {'train_limit': 512, 'test_limit': 200, 'batch_size': 64, 'num_train_steps': 10,
+           'steps_per_chunk': 5, 'checkpoint_every_steps': 5, 'model.encoder_hidden': (32,),
+           'model.decoder_hidden': (32,), 'model.q_hidden': (32,), 'eval.batch_size': 100,
+           'eval.q_batch_size': 50, 'eval.num_figure_examples': 4, 'eval.iwae_samples': 2,
+           'eval.iwae_chunk': 2, 'eval.q_train_steps': 5, 'data_dir': str(DATA_DIR)}
+  exp = suite_lib.Experiment(name='e', title='E', config_file='configs/mnist_joint.py',
+                             seeds=(0, 1), variants=(('mi', {'mi_weight': 10.0}),),
+                             overrides=smoke, purpose='test')
+  root = tmp_path / 'suite'
+  records = reproduce.run_sweep(exp, 'mi', [0, 1], root)
+  for seed, record in zip((0, 1), records):
+    workdir = reproduce.run_dir(root, 'e', 'mi', seed)   # where --no_sweeps puts it
+    assert record['seed'] == seed and record['step'] == 10
+    assert record['sweep']['seeds'] == [0, 1]
+    assert json.loads((workdir / 'suite_record.json').read_text()) == record
+    assert (workdir / 'eval' / 'metrics.json').exists()
+    config = reproduce.load_config(exp.config_file, {'seed': seed, **exp.variant_overrides('mi')})
+    assert (workdir / 'config.json').read_text() == workdir_lib.config_to_json(config)
+  assert (root / 'e' / 'mi' / 'sweep_s0-1' / 'members.json').exists()
+  # Finished runs are reused (nothing retrained), as on the per-seed path.
+  assert reproduce.run_sweep(exp, 'mi', [0, 1], root) == records
+  section = report_class.write('smoke', [exp], root=root, results_dir=tmp_path / 'results',
+                               docs_dir=tmp_path / 'docs')
+  assert section['e']['variants']['mi']['metrics']['accuracy_hungarian']['seeds'] == [0, 1]

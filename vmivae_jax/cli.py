@@ -80,6 +80,10 @@ def parse_flags(argv: list[str]) -> list[str]:
     from vmivae_jax import config_lib  # pylint: disable=g-import-not-at-top
     close = difflib.get_close_matches(key, _config_keys(config_lib.get_base_config()), n=1)
     hint = f'; did you mean --config.{close[0]}?' if close else ''
+    if key.startswith('sweep.') and key[len('sweep.'):] not in config_lib.SWEEP_KEYS:
+      hint = (f'; {key[len("sweep."):]} cannot vary across the members of a sweep (it sets '
+              "shapes, the program's structure or the loop, which one compiled program "
+              f'shares). Sweepable keys: {", ".join(config_lib.SWEEP_KEYS)}')
     _usage_error(f'{bad}: the config has no key {key!r}{hint}')
   return []  # unreachable
 

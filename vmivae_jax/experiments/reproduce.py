@@ -11,6 +11,15 @@ does. Finished runs (final checkpoint evaluated) are reused, so an interrupted
 suite resumes where it stopped; partial results are aggregated from whatever
 runs have finished and marked as such.
 
+By default the seeds of one experiment variant train as one sweep (vmivae_jax/sweep.py:
+one process, one compiled program, the seeds as members), each member writing its run
+directory at the same ``--root/<experiment>/<variant>/seed<k>`` as a per-seed run (the
+sweep's own config.json and members.json go to ``.../<variant>/sweep_s<seeds>``); a
+member equals the single run of its seed up to float rounding. ``--no_sweeps`` trains
+one process per seed, as before. A sweep that fails (a member diverged, or the seeds'
+run directories hold checkpoints at different steps) falls back to per-seed runs for
+that variant, so every seed still gets its own record.
+
 ``--adopt=PATTERN`` adopts runs trained elsewhere (``{experiment}``, ``{variant}``,
 ``{seed}`` are filled in) whose config.json equals the suite's config up to
 evaluation settings: the suite's workdir becomes a real directory whose
@@ -49,6 +58,10 @@ _DOCS = flags.DEFINE_string('docs_dir', 'docs', 'Where results.md and its figure
 _JOBS = flags.DEFINE_integer('jobs', 1, 'Runs in parallel (each in its own process).')
 _REPORT_ONLY = flags.DEFINE_bool('report_only', False, 'Only aggregate finished runs.')
 _RUN_ONE = flags.DEFINE_string('run_one', '', 'Internal: experiment:variant:seed to run.')
+_RUN_SWEEP = flags.DEFINE_string('run_sweep', '',
+                                 'Internal: experiment:variant:seed,seed,... to run as a sweep.')
+_NO_SWEEPS = flags.DEFINE_bool('no_sweeps', False,
+                               'One process per seed instead of one sweep per variant.')
 _ADOPT = flags.DEFINE_string(
     'adopt', '', 'Adopt existing runs: a path pattern with {experiment}, {variant}, {seed} '
     '(symlinked, never written; see the module docstring).')
@@ -177,7 +190,6 @@ def _curve(workdir: Path) -> list[dict]:
 
 def run_one(experiment: suite_lib.Experiment, variant: str, seed: int, root: Path) -> dict:
   """Trains and evaluates one run (or reuses it when done); returns its record."""
-  from vmivae_jax import evaluation  # pylint: disable=g-import-not-at-top
   from vmivae_jax import trainer  # pylint: disable=g-import-not-at-top
   workdir = run_dir(root, experiment.name, variant, seed)
   overrides = {'seed': seed, **experiment.variant_overrides(variant)}
@@ -201,7 +213,14 @@ def run_one(experiment: suite_lib.Experiment, variant: str, seed: int, root: Pat
               'command': suite_lib.train_command(experiment, variant, seed, str(workdir))}
     fileio.atomic_write(record_path, json.dumps(record, indent=2, sort_keys=True))
     return record
-  train_seconds = time.time() - start
+  return _evaluate_and_record(experiment, variant, seed, workdir, config,
+                              train_seconds=time.time() - start)
+
+
+def _evaluate_and_record(experiment, variant, seed, workdir: Path, config, *,
+                         train_seconds: float, extra: dict | None = None) -> dict:
+  """Evaluates a trained run as eval.py does and writes its suite_record.json."""
+  from vmivae_jax import evaluation  # pylint: disable=g-import-not-at-top
   start = time.time()
   metrics = evaluation.evaluate_workdir(workdir)
   record = {
@@ -210,18 +229,68 @@ def run_one(experiment: suite_lib.Experiment, variant: str, seed: int, root: Pat
       'command': suite_lib.train_command(experiment, variant, seed, str(workdir)),
       'eval_command': f'python eval.py --workdir={workdir}',
       'train_seconds': round(train_seconds, 1), 'eval_seconds': round(time.time() - start, 1),
-      'code_version': code_version(), 'metrics': metrics,
+      'code_version': code_version(), 'metrics': metrics, **(extra or {}),
   }
   if experiment.curve:
     record['curve'] = _curve(workdir)
-  fileio.atomic_write(record_path, json.dumps(record, indent=2, sort_keys=True))
+  fileio.atomic_write(workdir / 'suite_record.json',
+                      json.dumps(record, indent=2, sort_keys=True))
   return record
 
 
-def _run_in_subprocess(key: str, root: Path) -> str:
+def sweep_dir(root: Path, experiment: str, variant: str, seeds) -> Path:
+  """The sweep's own directory (config.json, members.json) beside its members' run dirs."""
+  return root / experiment / variant / f'sweep_s{"-".join(str(s) for s in seeds)}'
+
+
+def run_sweep(experiment: suite_lib.Experiment, variant: str, seeds, root: Path) -> list[dict]:
+  """Trains the variant's unfinished seeds as one sweep, then evaluates each; returns the
+  seeds' records. Finished (or adopted) seeds are reused as run_one does; a sweep that
+  cannot run (a member diverged, members at different steps) falls back to run_one."""
+  from vmivae_jax import sweep_trainer  # pylint: disable=g-import-not-at-top
+  from vmivae_jax import trainer  # pylint: disable=g-import-not-at-top
+  from vmivae_jax import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  overrides = experiment.variant_overrides(variant)
+  steps = int(load_config(experiment.config_file, {'seed': seeds[0], **overrides}).num_train_steps)
+  records, train = {}, []
+  for seed in seeds:
+    workdir = run_dir(root, experiment.name, variant, seed)
+    record_path = workdir / 'suite_record.json'
+    done = record_path.exists() and json.loads(record_path.read_text()).get('step') == steps
+    if done or (workdir / ADOPTED_JSON).exists() or workdir.is_symlink():
+      records[seed] = run_one(experiment, variant, seed, root)  # reused / adopted / refused
+    elif steps in workdir_lib.checkpoint_steps(workdir):  # trained, not yet evaluated
+      records[seed] = run_one(experiment, variant, seed, root)
+    else:
+      train.append(seed)
+  if train:
+    config = load_config(experiment.config_file, {**overrides, 'sweep.seed': tuple(train)})
+    dirs = [run_dir(root, experiment.name, variant, s) for s in train]
+    where = sweep_dir(root, experiment.name, variant, train)
+    start = time.time()
+    try:
+      sweep_trainer.train(config, where, member_dirs=dirs)
+    except (trainer.DivergenceError, workdir_lib.WorkdirError) as e:
+      logging.warning('%s:%s: the sweep of seeds %s stopped (%s); running them one by one',
+                      experiment.name, variant, train, e)
+      for seed in train:
+        records[seed] = run_one(experiment, variant, seed, root)
+      return [records[s] for s in seeds]
+    seconds = time.time() - start
+    for seed, workdir in zip(train, dirs):
+      member_config = load_config(experiment.config_file, {'seed': seed, **overrides})
+      records[seed] = _evaluate_and_record(
+          experiment, variant, seed, workdir, member_config,
+          train_seconds=seconds / len(train),  # its share: totals stay sums over runs
+          extra={'sweep': {'dir': str(where), 'seeds': list(train),
+                           'train_seconds': round(seconds, 1)}})
+  return [records[s] for s in seeds]
+
+
+def _run_in_subprocess(key: str, root: Path, what: str = 'run_one') -> str:
   env = dict(os.environ)
   cmd = [sys.executable, '-m', 'vmivae_jax.experiments.reproduce', f'--suite={_SUITE.value}',
-         f'--root={root}', f'--run_one={key}']
+         f'--root={root}', f'--{what}={key}']
   proc = subprocess.run(cmd, env=env, cwd=REPO_ROOT, capture_output=True, text=True)
   if proc.returncode:
     raise RuntimeError(f'{key} failed:\n{proc.stderr[-3000:]}')
@@ -236,17 +305,24 @@ def main(argv):
     name, variant, seed = _RUN_ONE.value.split(':')
     run_one(experiments[name], variant, int(seed), root)
     return
+  if _RUN_SWEEP.value:
+    name, variant, seeds = _RUN_SWEEP.value.split(':')
+    run_sweep(experiments[name], variant, [int(s) for s in seeds.split(',')], root)
+    return
   selected = [experiments[n] for n in (_ONLY.value or experiments)]
   keys = []
   for experiment in selected:
     seeds = experiment.seeds[:_SEEDS.value] if _SEEDS.value else experiment.seeds
     # Seed-major order: partial results always hold complete ELBO-vs-MI pairs.
     keys += [f'{experiment.name}:{v}:{s}' for s in seeds for v, _ in experiment.variants]
+  what = 'run_one'
   if _ADOPT.value:  # evaluate the adopted runs only: never start the others' training
     keys = adopt_all(experiments, keys, root, _ADOPT.value)
+  elif not _NO_SWEEPS.value:  # one process per variant, its seeds as sweep members
+    what, keys = 'run_sweep', sweep_keys(keys)
   if not _REPORT_ONLY.value:
     with concurrent.futures.ThreadPoolExecutor(max(1, _JOBS.value)) as pool:
-      futures = [pool.submit(_run_in_subprocess, k, root) for k in keys]
+      futures = [pool.submit(_run_in_subprocess, k, root, what) for k in keys]
       for future in concurrent.futures.as_completed(futures):
         try:
           logging.info('finished %s', future.result())
@@ -254,6 +330,16 @@ def main(argv):
           logging.error('%s', e)
   write_report(_SUITE.value, list(experiments.values()), root=root,
                results_dir=Path(_RESULTS.value), docs_dir=Path(_DOCS.value))
+
+
+def sweep_keys(keys: list[str]) -> list[str]:
+  """experiment:variant:seed keys -> one experiment:variant:seed,seed,... key per variant
+  (in the order of the variants' first seeds)."""
+  seeds: dict[tuple[str, str], list[str]] = {}
+  for key in keys:
+    name, variant, seed = key.split(':')
+    seeds.setdefault((name, variant), []).append(seed)
+  return [f'{name}:{variant}:{",".join(s)}' for (name, variant), s in seeds.items()]
 
 
 def adopt_all(experiments: dict, keys: list[str], root: Path, pattern: str) -> list[str]:

@@ -202,4 +202,16 @@ def class_suite() -> list[Experiment]:
   ]
 
 
-SUITES = {'thesis': thesis_suite, 'class': class_suite}
+def smoke_suite() -> list[Experiment]:
+  """Minutes on 2 CPU cores: the thesis's joint MNIST comparison, 3 seeds, one epoch, the
+  cheapest evaluation. Times the suite's two paths (sweeps vs --no_sweeps, issue 13)."""
+  return [Experiment(
+      name='joint_mnist', title='Joint latent, MNIST (smoke: one epoch)',
+      config_file='configs/mnist_joint.py', seeds=(0, 1, 2),
+      variants=(('elbo', {'mi_weight': 0.0}), ('mi', {'mi_weight': 10.0})),
+      overrides={'num_train_steps': EPOCH_STEPS, 'checkpoint_every_steps': EPOCH_STEPS,
+                 'eval.iwae_samples': 10, 'eval.iwae_chunk': 10, 'eval.q_train_steps': 200},
+      purpose='lambda = 0 vs 10 after one epoch: a timing and plumbing check, not a result')]
+
+
+SUITES = {'thesis': thesis_suite, 'class': class_suite, 'smoke': smoke_suite}
