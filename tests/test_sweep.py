@@ -264,6 +264,16 @@ def test_resume_after_a_kill_between_saves_and_train_longer_are_bitwise(tmp_path
                   resumed, num_devices=1)
 
 
+@needs_data
+def test_a_diverging_member_stops_the_sweep_naming_it(tmp_path):
+  config = _smoke(**{'sweep.seed': (0, 1), 'sweep.vae_optimizer.learning_rate': (1e-3, 1e12)})
+  with pytest.raises(trainer.DivergenceError, match=r'sweep member 1 \(.*members/1\)'):
+    trainer.train(config, tmp_path / 'sweep', num_devices=1)
+  # Nothing from the bad chunk was saved, for any member: they stay in lockstep.
+  steps = [workdir_lib.checkpoint_steps(tmp_path / 'sweep' / 'members' / str(i)) for i in (0, 1)]
+  assert steps[0] == steps[1] and steps[0][-1] < 10
+
+
 # ----------------------------------------------------------------------------------
 # The reproduce suite's sweep path.
 
