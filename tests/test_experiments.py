@@ -382,3 +382,28 @@ def test_report_partial_rerun_keeps_other_variants_under_new_names(tmp_path):
   assert 'mi_bound_training_q' not in v['lambda_0']['metrics']
   page = (tmp_path / 'docs' / 'results.md').read_text()
   assert '| mi_bound | 0.502 | 3.200 |' in page and '*Partly rerun*: lambda_0' in page
+
+
+def test_class_report_label_free_pick_is_lowest_final_loss_not_best_accuracy(tmp_path):
+  from vmivae_jax.experiments import report_class
+  root = tmp_path / 'runs'
+  # seed 0: most accurate, final loss 5; seed 1: lowest final loss (3) although its
+  # first logs were the highest; seed 2: lowest loss early only (1, then 9).
+  logs = {0: [5.0] * 12, 1: [50.0] * 5 + [3.0] * 10, 2: [1.0] * 5 + [9.0] * 10}
+  for seed, acc in ((0, 0.95), (1, 0.80), (2, 0.85)):
+    _write_class_record(root, 'class_mnist', 'mi', seed, acc)
+    (root / 'class_mnist' / 'mi' / f'seed{seed}' / 'metrics.jsonl').write_text(
+        ''.join(json.dumps({'step': i, 'loss': v}) + '\n' for i, v in enumerate(logs[seed])))
+  _write_class_record(root, 'class_mnist', 'elbo', 0, 0.5)   # one seed: no pick
+  section = report_class.write('class', [_class_experiment()], root=root,
+                               results_dir=tmp_path / 'results', docs_dir=tmp_path / 'docs')
+  choice = section['class_mnist']['variants']['mi']['label_free_choice']
+  assert choice['seed'] == 1 and choice['value'] == pytest.approx(3.0)
+  assert choice['candidates'] == {'0': 5.0, '1': 3.0, '2': 9.0}
+  assert choice['metrics']['accuracy_hungarian'] == 0.80
+  assert 'label_free_choice' not in section['class_mnist']['variants']['elbo']
+  page = (tmp_path / 'docs' / 'results_class.md').read_text()
+  assert '| label-free pick (mi): seed 1, test hungarian (%) | 80.00 |  |' in page
+  # The mean over seeds stays the result.
+  assert section['class_mnist']['variants']['mi']['metrics']['accuracy_hungarian'][
+      'mean'] == pytest.approx((0.95 + 0.80 + 0.85) / 3)

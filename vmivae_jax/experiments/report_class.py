@@ -23,6 +23,13 @@ ROWS = ('accuracy_hungarian', 'accuracy_majority_train', 'accuracy_majority', 'n
 PARTIAL_ROWS = ('accuracy_hungarian', 'accuracy_majority_train', 'nmi', 'elbo')
 CURVE_ROWS = ('accuracy_hungarian', 'accuracy_majority_train', 'nmi')
 CLASS_FIGURES = ('category_grid.png', 'label_code_counts.png')
+# Label-free choice of one run among seeds (issue 12; reported beside the mean, never
+# instead of it): the seed whose training objective ended lowest, as IIC picks its
+# lowest-loss head. Fixed before the held-out seeds were run; uses no labels.
+SELECTION_KEY = 'loss'
+SELECTION_LAST_LOGS = 10
+SELECTION_CRITERION = (f'lowest mean training `{SELECTION_KEY}` over the last '
+                       f'{SELECTION_LAST_LOGS} logged steps (no labels)')
 
 
 def page_name(suite: str) -> str:
@@ -36,6 +43,34 @@ def _records(root: Path, exp: suite_lib.Experiment, variant: str) -> list[dict]:
     if path.exists():
       out.append(json.loads(path.read_text()))
   return out
+
+
+def final_training_loss(run_dir: Path, *, key: str = SELECTION_KEY,
+                        last: int = SELECTION_LAST_LOGS) -> float | None:
+  """Mean of ``key`` over the last ``last`` lines of the run's metrics.jsonl (None if absent)."""
+  path = run_dir / 'metrics.jsonl'
+  if not path.exists():
+    return None
+  values = [json.loads(line).get(key) for line in path.read_text().splitlines() if line.strip()]
+  values = [v for v in values if v is not None][-last:]
+  return sum(values) / len(values) if values else None
+
+
+def label_free_choice(root: Path, exp: suite_lib.Experiment, variant: str,
+                      done: list[dict]) -> dict | None:
+  """The finished seed with the lowest final training loss, with its metrics (>= 2 seeds)."""
+  scored = []
+  for r in done:
+    loss = final_training_loss(root / exp.name / variant / f'seed{r["seed"]}')
+    if loss is not None:
+      scored.append((loss, r))
+  if len(scored) < 2:
+    return None
+  loss, chosen = min(scored, key=lambda t: t[0])
+  flat = report._flatten(chosen['metrics'])  # pylint: disable=protected-access
+  return {'criterion': SELECTION_CRITERION, 'seed': chosen['seed'], 'value': loss,
+          'candidates': {str(r['seed']): v for v, r in scored},
+          'metrics': {k: flat.get(k) for k in ROWS}}
 
 
 def _curve_stats(records: list[dict]) -> list[dict]:
@@ -88,6 +123,9 @@ def collect(experiments: list[suite_lib.Experiment], root: Path) -> dict:
           'first_seed': (done + partial)[0]['seed'],
           'code_versions': sorted({r.get('code_version', 'not recorded') for r in done + partial}),
       }
+      choice = label_free_choice(root, exp, variant, done)
+      if choice:
+        variants[variant]['label_free_choice'] = choice
       if exp.curve:
         variants[variant]['curve'] = _curve_stats(done + partial)
     if variants or failed:
@@ -111,6 +149,16 @@ def _final_table(summary_exp: dict) -> list[str]:
     if any(c != 'n/a' for c in cells):
       lines.append(f'| {row}{" (%)" if row.startswith("accuracy") else ""} | '
                    + ' | '.join(cells) + ' |')
+  choices = [(v, summary_exp['variants'][v].get('label_free_choice')) for v in variants]
+  for variant, choice in choices:
+    if choice:
+      acc = choice['metrics'].get('accuracy_hungarian')
+      lines.append(f'| label-free pick ({variant}): seed {choice["seed"]}, test hungarian (%) | '
+                   + ' | '.join((f'{100 * acc:.2f}' if v == variant and acc is not None else '')
+                                for v in variants) + ' |')
+  if any(c for _, c in choices):
+    lines += ['', f'Label-free pick: one seed chosen by the {SELECTION_CRITERION}; shown beside '
+              'the mean over seeds, which is the result.']
   return lines + ['']
 
 
