@@ -121,6 +121,7 @@ def test_class_suite_experiments_as_specified():
 
 def test_thesis_budget_config_is_the_in_progress_runs_command_up_to_eval():
   """The runs in /work/runs/thesis_budget were trained with these exact flags."""
+  from vmivae_jax import extend
   from vmivae_jax import workdir as workdir_lib
   budget = suite_lib.SUITES['class']()[0]
   for variant, weight in (('elbo', 0.0), ('mi', 10.0)):
@@ -131,8 +132,8 @@ def test_thesis_budget_config_is_the_in_progress_runs_command_up_to_eval():
           'seed': seed, 'mi_weight': weight, 'num_train_steps': 72800,
           'checkpoint_every_steps': 5600, 'keep_checkpoints': 13, 'temperature.initial': 1.0,
           'temperature.anneal_rate': 0.0})
-      diff = workdir_lib._diff_keys(json.loads(workdir_lib.config_to_json(trained)),
-                                    json.loads(workdir_lib.config_to_json(suite_config)))
+      diff = extend.differing_keys(json.loads(workdir_lib.config_to_json(trained)),
+                                   json.loads(workdir_lib.config_to_json(suite_config)))
       assert diff and all(k.startswith('eval.') for k in diff), diff
 
 
