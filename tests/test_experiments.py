@@ -8,6 +8,7 @@ import pytest
 from vmivae_jax.experiments import report
 from vmivae_jax.experiments import reproduce
 from vmivae_jax.experiments import suite as suite_lib
+from vmivae_jax.experiments import summary_io
 
 
 def _experiment():
@@ -86,7 +87,7 @@ def test_report_lists_diverged_runs_instead_of_dropping_them(tmp_path):
   path = root / 'joint_mnist' / 'elbo' / 'seed1' / 'suite_record.json'
   path.parent.mkdir(parents=True)
   path.write_text(json.dumps({'seed': 1, 'failure': 'loss became non-finite at step 7',
-                              'command': f'{report.REPO_ROOT}/x'}))
+                              'command': f'{summary_io.REPO_ROOT}/x'}))
   summary = report.write([_experiment()], root=root, results_dir=tmp_path / 'results',
                          docs_dir=tmp_path / 'docs')
   assert summary['joint_mnist']['failed']['elbo'][0]['command'] == 'x'
