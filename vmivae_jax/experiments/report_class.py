@@ -4,7 +4,7 @@
 The thesis suite's page (docs/results.md, report.py) and its keys in summary.json are
 left as they are; within the ``<suite>`` key, experiments whose runs are not under
 this --root keep their recorded numbers. Per experiment and variant: mean ± std over
-seeds of the finished runs (same per-seed record format as report.py), partial runs
+seeds of the finished runs (same per-seed record format as summary_io.py), partial runs
 (adopted runs still training) listed apart with the step they reached, the accuracy
 curve over checkpoints where measured, the targets of issue 12, the commands, and
 the category grid of the first seed.
