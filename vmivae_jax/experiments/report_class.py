@@ -68,7 +68,7 @@ def label_free_choice(root: Path, exp: suite_lib.Experiment, variant: str,
   if len(scored) < 2:
     return None
   loss, chosen = min(scored, key=lambda t: t[0])
-  flat = report._flatten(chosen['metrics'])  # pylint: disable=protected-access
+  flat = summary_io.flatten(chosen['metrics'])
   return {'criterion': SELECTION_CRITERION, 'seed': chosen['seed'], 'value': loss,
           'candidates': {str(r['seed']): v for v, r in scored},
           'metrics': {k: flat.get(k) for k in ROWS}}
