@@ -208,10 +208,12 @@ def augment(key: jax.Array, images: jax.Array, *, max_rotation: float = 0.0,
             max_scale: float = 0.0, max_aspect: float = 0.0, max_shear: float = 0.0,
             max_translation: float = 0.0, elastic_alpha: float = 0.0,
             elastic_sigma: float = 4.0, dilate_prob: float = 0.0,
-            erode_prob: float = 0.0, thickness_footprint: str = 'square') -> jax.Array:
-  """Random stroke thickness, then ONE bilinear resampling for affine + elastic warps.
+            erode_prob: float = 0.0, thickness_footprint: str = 'square',
+            flip_prob: float = 0.0) -> jax.Array:
+  """Random left-right mirror and stroke thickness, then ONE bilinear resampling for
+  affine + elastic warps.
 
-  x' = thickness(x);  out[p] = x'(M p + d(p)), with M from :func:`affine_matrices` and d
+  x' = thickness(mirror(x));  out[p] = x'(M p + d(p)), with M from :func:`affine_matrices` and d
   from :func:`elastic_displacement` (in output pixel units). Every part is off at 0; with
   all off the input is returned unchanged. Hyper-parameters are static Python numbers.
 
@@ -223,11 +225,17 @@ def augment(key: jax.Array, images: jax.Array, *, max_rotation: float = 0.0,
     elastic_alpha, elastic_sigma: elastic field strength (pixels) and smoothness.
     dilate_prob, erode_prob: per-example probabilities of a 3x3 dilation / erosion.
     thickness_footprint: 'square' or 'cross' (see :func:`dilate`).
+    flip_prob: per-example probability of a left-right mirror (exact; for data whose
+      class is mirror-invariant, e.g. clothing, not digits).
 
   Returns:
     Augmented images, same shape and dtype.
   """
   k_thick, k_affine, k_elastic = jax.random.split(key, 3)
+  if not _is_off(flip_prob):  # its own key: the other parts' draws stay as without it
+    flip = jax.random.uniform(jax.random.fold_in(key, 3), (images.shape[0],)) < flip_prob
+    images = jnp.where(flip.reshape((-1,) + (1,) * (images.ndim - 1)), images[:, :, ::-1],
+                       images)
   x = random_thickness(k_thick, images, dilate_prob=dilate_prob, erode_prob=erode_prob,
                        footprint=thickness_footprint)
   affine_off = all(_is_off(v) for v in (max_rotation, max_scale, max_aspect, max_shear,

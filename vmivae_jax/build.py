@@ -82,7 +82,8 @@ def invariance_settings(config) -> invariance.InvarianceSettings:
   floats = ('max_rotation', 'max_scale', 'max_aspect', 'max_shear', 'max_translation',
             'elastic_alpha', 'elastic_sigma', 'dilate_prob', 'erode_prob')
   augment = invariance.AugmentSettings(**{k: float(a[k]) for k in floats},
-                                       thickness_footprint=str(a.thickness_footprint))
+                                       thickness_footprint=str(a.thickness_footprint),
+                                       flip_prob=float(a.get('flip_prob', 0.0)))
   return invariance.InvarianceSettings(
       consistency_weight=float(inv.consistency_weight),
       paired_mi_weight=float(inv.paired_mi_weight), vat_weight=float(inv.vat_weight),

@@ -61,7 +61,8 @@ def get_base_config() -> ml_collections.ConfigDict:
       augment=ml_collections.ConfigDict(dict(
           max_rotation=15.0, max_scale=0.1, max_aspect=0.0, max_shear=10.0,
           max_translation=2.0, elastic_alpha=0.0, elastic_sigma=4.0, dilate_prob=0.25,
-          erode_prob=0.0, thickness_footprint='cross'))))
+          erode_prob=0.0, thickness_footprint='cross',
+          flip_prob=0.0))))         # left-right mirror (clothing, not digits)
   c.vae_optimizer = _optimizer_config(1e-3)
   c.q_optimizer = _optimizer_config(1e-3)
 
@@ -172,17 +173,26 @@ def authors_config(dataset: str, setting: str) -> ml_collections.ConfigDict:
   return config
 
 
-# Sections added after runs were stored; their defaults leave such runs unchanged.
-LATER_SECTIONS = ('invariance',)
+# Config keys (sections or dotted leaves) added after runs were stored; their defaults
+# leave such runs unchanged, so a stored config lacking one is the same run with it set
+# to its default. Every key added to get_base_config later must be listed here.
+LATER_KEYS = ('invariance', 'invariance.augment.flip_prob')
 
 
-def with_later_sections(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """A stored config (an older workdir's config.json) with the sections added since it
-  was written (``LATER_SECTIONS``) set to their defaults, which switch them off."""
+def with_later_keys(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """A stored config (an older workdir's config.json) with the keys added since it was
+  written (``LATER_KEYS``) set to their defaults, which switch them off."""
   base = get_base_config()
-  for name in LATER_SECTIONS:
-    if name not in config:
-      config[name] = base[name]
+  for dotted in LATER_KEYS:
+    *parents, leaf = dotted.split('.')
+    node, default = config, base
+    for part in parents:
+      if part not in node:
+        break
+      node, default = node[part], default[part]
+    else:
+      if leaf not in node:
+        node[leaf] = default[leaf]
   return config
 
 

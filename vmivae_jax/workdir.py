@@ -76,7 +76,7 @@ def load_config(workdir: Path | str) -> ml_collections.ConfigDict:
     raise WorkdirError(f'{path}: not a train.py config (a JSON {type(value).__name__}, '
                        'expected an object)')
   try:
-    return config_lib.with_later_sections(ml_collections.ConfigDict(_tuples(value)))
+    return config_lib.with_later_keys(ml_collections.ConfigDict(_tuples(value)))
   except (TypeError, ValueError) as e:
     raise WorkdirError(f'{path}: not a train.py config ({e})') from e
 
@@ -150,7 +150,13 @@ def claim(workdir: Path | str, config: ml_collections.ConfigDict, *, overwrite: 
       old_text = f'<unreadable: {e}>'
     if old_text == text:
       return True
-    extension = _extension(workdir, old_text, config) if not overwrite else None
+    filled = _with_later_keys_text(old_text)
+    if filled == text:  # recorded before keys that default to off existed: the same run
+      logging.info('%s: config recorded before %s existed; their defaults leave it unchanged',
+                   workdir, ', '.join(config_lib.LATER_KEYS))
+      fileio.atomic_write(path, text)
+      return True
+    extension = _extension(workdir, filled or old_text, config) if not overwrite else None
     if extension is not None:
       logging.info('%s: %s', workdir, extension)
       fileio.atomic_write(path, text)
@@ -177,6 +183,17 @@ def claim(workdir: Path | str, config: ml_collections.ConfigDict, *, overwrite: 
     _delete_run(workdir)
   fileio.atomic_write(path, text)
   return False
+
+
+def _with_later_keys_text(old_text: str) -> str | None:
+  """The recorded config text with config_lib.LATER_KEYS filled in (None: not a config)."""
+  try:
+    old = json.loads(old_text)
+    if not isinstance(old, dict):
+      return None
+    return config_to_json(config_lib.with_later_keys(ml_collections.ConfigDict(_tuples(old))))
+  except (ValueError, TypeError):
+    return None
 
 
 def _extension(workdir: Path, old_text: str, config: ml_collections.ConfigDict) -> str | None:
