@@ -38,7 +38,10 @@ def build_model(config, *, batch_norm_axis: str | None = None) -> model_lib.VMIM
 
   cat_idx = tuple(int(i) for i in config.mi.categorical_indices)
   vae = networks.VAE(
-      encoder=networks.Encoder(spec=spec, trunk=extractor(m.encoder_hidden, m.encoder_channels)),
+      encoder=networks.Encoder(
+          spec=spec, trunk=extractor(m.encoder_hidden, m.encoder_channels),
+          code_trunk=(extractor(m.encoder_hidden, m.encoder_channels)
+                      if m.get('separate_code_encoder', False) else None)),
       decoder=networks.Decoder(family=m.family, hidden=tuple(m.decoder_hidden),
                              conv_channels=tuple(m.decoder_channels), norm=m.norm,
                              activation=m.activation, batch_norm_axis=batch_norm_axis),

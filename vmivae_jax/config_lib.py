@@ -42,7 +42,8 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.model = ml_collections.ConfigDict(dict(
       family='mlp', encoder_hidden=(512, 512), decoder_hidden=(512, 512), q_hidden=(512, 512),
       encoder_channels=(64, 128), decoder_channels=(128, 64), q_channels=(64, 128),
-      norm='none', activation='relu'))
+      norm='none', activation='relu',
+      separate_code_encoder=False))  # True: the codes' heads get their own trunk
   c.likelihood = 'bernoulli'
   c.gaussian_logvar = 0.0
   c.learn_output_logvar = False
@@ -176,7 +177,7 @@ def authors_config(dataset: str, setting: str) -> ml_collections.ConfigDict:
 # Config keys (sections or dotted leaves) added after runs were stored; their defaults
 # leave such runs unchanged, so a stored config lacking one is the same run with it set
 # to its default. Every key added to get_base_config later must be listed here.
-LATER_KEYS = ('invariance', 'invariance.augment.flip_prob')
+LATER_KEYS = ('invariance', 'invariance.augment.flip_prob', 'model.separate_code_encoder')
 
 
 def with_later_keys(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:

@@ -221,7 +221,9 @@ def local_model(model: VMIModel) -> VMIModel:
   def strip(module):
     return module.clone(batch_norm_axis=None) if module.batch_norm_axis is not None else module
 
-  vae = model.vae.clone(encoder=model.vae.encoder.clone(trunk=strip(model.vae.encoder.trunk)),
-                        decoder=strip(model.vae.decoder))
+  encoder = model.vae.encoder
+  encoder = encoder.clone(trunk=strip(encoder.trunk), code_trunk=(
+      strip(encoder.code_trunk) if encoder.code_trunk is not None else None))
+  vae = model.vae.clone(encoder=encoder, decoder=strip(model.vae.decoder))
   q = model.q.clone(trunk=strip(model.q.trunk))
   return dataclasses.replace(model, vae=vae, q=q)

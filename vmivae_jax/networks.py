@@ -123,16 +123,23 @@ def _gaussian_head(features: jax.Array, dims: int) -> jax.Array:
 
 
 class Encoder(nn.Module):
-  """q(z, c | x): Gaussian mean/log-variance heads and one logits head per code."""
+  """q(z, c | x): Gaussian mean/log-variance heads and one logits head per code.
+
+  With ``code_trunk`` the code heads read their own feature extractor instead of the
+  Gaussian heads' trunk, so reconstruction-driven features (stroke style) do not have
+  to be shared with the class-like code.
+  """
   spec: latents.LatentSpec
   trunk: FeatureExtractor
+  code_trunk: FeatureExtractor | None = None
 
   @nn.compact
   def __call__(self, images: jax.Array, *, train: bool) -> latents.PosteriorParams:
     features = self.trunk(images, train=train)
+    code_features = features if self.code_trunk is None else self.code_trunk(images, train=train)
     d = self.spec.gaussian_dims
     gaussian = _gaussian_head(features, d)
-    logits = tuple(nn.Dense(k, name=f'categorical_head_{i}')(features)
+    logits = tuple(nn.Dense(k, name=f'categorical_head_{i}')(code_features)
                    for i, k in enumerate(self.spec.categorical_sizes))
     return latents.PosteriorParams(mean=gaussian[:, :d], logvar=gaussian[:, d:], logits=logits)
 
