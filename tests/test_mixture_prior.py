@@ -301,7 +301,8 @@ def test_figures_place_z_under_the_component_of_the_code(monkeypatch):
   np.testing.assert_allclose(z, mu[None] + eps[:, None] * sd[None], rtol=1e-4, atol=1e-5)
   np.testing.assert_allclose(z[np.arange(n), own], stats['mean'][:n], rtol=1e-4, atol=1e-5)
   samples = rest[2 * n * steps + n * 10:].reshape(10, n, -1)
-  np.testing.assert_array_equal(np.argmax(samples[..., 4:], -1), np.tile(np.arange(10)[:, None], (1, n)))
+  np.testing.assert_array_equal(np.argmax(samples[..., 4:], -1),
+                                np.tile(np.arange(10)[:, None], (1, n)))
   assert np.all(np.abs(samples[..., :4] - mu[:, None]) < 6 * sd[:, None])
 
 

@@ -24,9 +24,10 @@ from vmivae_jax import train_step
 def latent_spec(config) -> latents.LatentSpec:
   """The latent layout, with the code that conditions the mixture prior (if enabled)."""
   mp = config.get('mixture_prior')   # absent in configs stored before it existed: off
-  return latents.LatentSpec(gaussian_dims=int(config.latent.gaussian_dims),
-                            categorical_sizes=tuple(int(k) for k in config.latent.categorical_sizes),
-                            mixture_code=int(mp.code_index) if mp and mp.enabled else None)
+  return latents.LatentSpec(
+      gaussian_dims=int(config.latent.gaussian_dims),
+      categorical_sizes=tuple(int(k) for k in config.latent.categorical_sizes),
+      mixture_code=int(mp.code_index) if mp and mp.enabled else None)
 
 
 def build_model(config, *, batch_norm_axis: str | None = None) -> model_lib.VMIModel:
