@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from vmivae_jax import augment
+from vmivae_jax import warp
 
 H = W = 9
 
@@ -42,6 +43,15 @@ def test_docstring_examples():
   results = doctest.testmod(augment, verbose=False, report=False)
   assert results.attempted >= 8
   assert results.failed == 0
+  results = doctest.testmod(warp, verbose=False, report=False)
+  assert results.attempted >= 8
+  assert results.failed == 0
+
+
+def test_augment_still_offers_the_warps_that_moved_to_warp():
+  for name in ('affine_from_params', 'compose_affine', 'invert_affine', 'pixel_grid',
+               'affine_coordinates', 'sample_bilinear', 'apply_affine'):
+    assert getattr(augment, name) is getattr(warp, name), name
 
 
 @pytest.mark.parametrize('channels', [None, 2])

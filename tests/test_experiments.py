@@ -8,6 +8,7 @@ import pytest
 from vmivae_jax.experiments import report
 from vmivae_jax.experiments import reproduce
 from vmivae_jax.experiments import suite as suite_lib
+from vmivae_jax.experiments import summary_io
 
 
 def _experiment():
@@ -86,7 +87,7 @@ def test_report_lists_diverged_runs_instead_of_dropping_them(tmp_path):
   path = root / 'joint_mnist' / 'elbo' / 'seed1' / 'suite_record.json'
   path.parent.mkdir(parents=True)
   path.write_text(json.dumps({'seed': 1, 'failure': 'loss became non-finite at step 7',
-                              'command': f'{report.REPO_ROOT}/x'}))
+                              'command': f'{summary_io.REPO_ROOT}/x'}))
   summary = report.write([_experiment()], root=root, results_dir=tmp_path / 'results',
                          docs_dir=tmp_path / 'docs')
   assert summary['joint_mnist']['failed']['elbo'][0]['command'] == 'x'
@@ -121,6 +122,7 @@ def test_class_suite_experiments_as_specified():
 
 def test_thesis_budget_config_is_the_in_progress_runs_command_up_to_eval():
   """The runs in /work/runs/thesis_budget were trained with these exact flags."""
+  from vmivae_jax import extend
   from vmivae_jax import workdir as workdir_lib
   budget = suite_lib.SUITES['class']()[0]
   for variant, weight in (('elbo', 0.0), ('mi', 10.0)):
@@ -131,8 +133,8 @@ def test_thesis_budget_config_is_the_in_progress_runs_command_up_to_eval():
           'seed': seed, 'mi_weight': weight, 'num_train_steps': 72800,
           'checkpoint_every_steps': 5600, 'keep_checkpoints': 13, 'temperature.initial': 1.0,
           'temperature.anneal_rate': 0.0})
-      diff = workdir_lib._diff_keys(json.loads(workdir_lib.config_to_json(trained)),
-                                    json.loads(workdir_lib.config_to_json(suite_config)))
+      diff = extend.differing_keys(json.loads(workdir_lib.config_to_json(trained)),
+                                   json.loads(workdir_lib.config_to_json(suite_config)))
       assert diff and all(k.startswith('eval.') for k in diff), diff
 
 

@@ -11,6 +11,7 @@ import pytest
 
 from vmivae_jax import build
 from vmivae_jax import config_lib
+from vmivae_jax import extend
 from vmivae_jax import trainer
 from vmivae_jax import workdir as workdir_lib
 
@@ -70,7 +71,7 @@ def test_claim_allows_growth_and_eval_settings_only(tmp_path, monkeypatch):
       workdir_lib.claim(workdir, _config(**{'num_train_steps': 40, **other}), overwrite=False)
   # A schedule depending on the total length refuses, saying so.
   assert workdir_lib.load_config(workdir).num_train_steps == 40
-  monkeypatch.setattr(workdir_lib, 'LENGTH_DEPENDENT', ('mi_warmup_steps',))
+  monkeypatch.setattr(extend, 'LENGTH_DEPENDENT', ('mi_warmup_steps',))
   scheduled = tmp_path / 'scheduled'
   workdir_lib.claim(scheduled, _config(mi_warmup_steps=5), overwrite=False)
   with pytest.raises(workdir_lib.WorkdirError, match='depend.* on the total length'):

@@ -4,7 +4,7 @@
 The thesis suite's page (docs/results.md, report.py) and its keys in summary.json are
 left as they are; within the ``<suite>`` key, experiments whose runs are not under
 this --root keep their recorded numbers. Per experiment and variant: mean ± std over
-seeds of the finished runs (same per-seed record format as report.py), partial runs
+seeds of the finished runs (same per-seed record format as summary_io.py), partial runs
 (adopted runs still training) listed apart with the step they reached, the accuracy
 curve over checkpoints where measured, the targets of issue 12, the commands, and
 the category grid of the first seed.
@@ -17,6 +17,7 @@ from pathlib import Path
 from vmivae_jax import fileio
 from vmivae_jax.experiments import report
 from vmivae_jax.experiments import suite as suite_lib
+from vmivae_jax.experiments import summary_io
 
 ROWS = ('accuracy_hungarian', 'accuracy_majority_train', 'accuracy_majority', 'nmi', 'elbo',
         'iwae_log_likelihood')
@@ -67,7 +68,7 @@ def label_free_choice(root: Path, exp: suite_lib.Experiment, variant: str,
   if len(scored) < 2:
     return None
   loss, chosen = min(scored, key=lambda t: t[0])
-  flat = report._flatten(chosen['metrics'])  # pylint: disable=protected-access
+  flat = summary_io.flatten(chosen['metrics'])
   return {'criterion': SELECTION_CRITERION, 'seed': chosen['seed'], 'value': loss,
           'candidates': {str(r['seed']): v for v, r in scored},
           'metrics': {k: flat.get(k) for k in ROWS}}
@@ -85,7 +86,7 @@ def _curve_stats(records: list[dict]) -> list[dict]:
     entry = {'step': step, 'examples_seen': int(by_step[step][0][1]['examples_seen']),
              'seeds': seeds}
     for name in CURVE_ROWS:
-      entry[name] = report._stats([p[name] for _, p in by_step[step]], seeds)  # pylint: disable=protected-access
+      entry[name] = summary_io.stats([p[name] for _, p in by_step[step]], seeds)
     out.append(entry)
   return out
 
@@ -102,21 +103,21 @@ def collect(experiments: list[suite_lib.Experiment], root: Path) -> dict:
       partial = [r for r in records if 'failure' not in r and r.get('partial')]
       if failures:
         failed[variant] = [{'seed': r['seed'], 'failure': r['failure'],
-                            'command': report._relative(r['command'])} for r in failures]  # pylint: disable=protected-access
+                            'command': summary_io.relative(r['command'])} for r in failures]
       if not done and not partial:
         continue
-      flat = [report._flatten(r['metrics']) for r in done]  # pylint: disable=protected-access
+      flat = [summary_io.flatten(r['metrics']) for r in done]
       names = sorted(set.intersection(*(set(f) for f in flat))) if flat else []
       seeds = [r['seed'] for r in done]
       variants[variant] = {
-          'metrics': {n: report._stats([f[n] for f in flat], seeds) for n in names},  # pylint: disable=protected-access
+          'metrics': {n: summary_io.stats([f[n] for f in flat], seeds) for n in names},
           'partial': [{'seed': r['seed'], 'step': r['step'],
                        'num_train_steps': r.get('num_train_steps'),
                        'adopted_from': r.get('adopted_from'),
-                       'metrics': {k: report._flatten(r['metrics']).get(k) for k in ROWS}}  # pylint: disable=protected-access
+                       'metrics': {k: summary_io.flatten(r['metrics']).get(k) for k in ROWS}}
                       for r in partial],
-          'commands': [report._relative(r['command']) for r in done + partial],  # pylint: disable=protected-access
-          'eval_commands': [report._relative(r['eval_command']) for r in done + partial],  # pylint: disable=protected-access
+          'commands': [summary_io.relative(r['command']) for r in done + partial],
+          'eval_commands': [summary_io.relative(r['eval_command']) for r in done + partial],
           'train_seconds': [r['train_seconds'] for r in done],
           'eval_seconds': [r['eval_seconds'] for r in done],
           'seeds_planned': list(exp.seeds),
@@ -135,7 +136,7 @@ def collect(experiments: list[suite_lib.Experiment], root: Path) -> dict:
 
 
 def _pct_or_value(name: str, stats: dict | None) -> str:
-  return report._fmt(stats, percent=name.startswith('accuracy'))  # pylint: disable=protected-access
+  return report.format_stats(stats, percent=name.startswith('accuracy'))
 
 
 def _final_table(summary_exp: dict) -> list[str]:
@@ -318,9 +319,9 @@ def write(suite: str, experiments: list[suite_lib.Experiment], *, root: Path,
   (every other key of summary.json, and this suite's experiments not under ``root``,
   are kept as they were). Returns the suite's merged summary."""
   collected = collect(experiments, root)
-  everything = report.read_previous(results_dir)
+  everything = summary_io.read_previous(results_dir)
   previous = everything.get(suite, {}) if isinstance(everything.get(suite), dict) else {}
-  section, _ = report.merge_previous(collected, previous)
+  section, _ = summary_io.merge_previous(collected, previous)
   figures = {}
   for name in section:
     if name in collected:
