@@ -24,8 +24,12 @@ from vmivae_jax import train_step
 
 
 def latent_spec(config) -> latents.LatentSpec:
-  return latents.LatentSpec(gaussian_dims=int(config.latent.gaussian_dims),
-                            categorical_sizes=tuple(int(k) for k in config.latent.categorical_sizes))
+  """The latent layout, with the code that conditions the mixture prior (if enabled)."""
+  mp = config.get('mixture_prior')   # absent in configs stored before it existed: off
+  return latents.LatentSpec(
+      gaussian_dims=int(config.latent.gaussian_dims),
+      categorical_sizes=tuple(int(k) for k in config.latent.categorical_sizes),
+      mixture_code=int(mp.code_index) if mp and mp.enabled else None)
 
 
 def build_model(config, *, batch_norm_axis: str | None = None) -> model_lib.VMIModel:
@@ -40,11 +44,15 @@ def build_model(config, *, batch_norm_axis: str | None = None) -> model_lib.VMIM
 
   cat_idx = tuple(int(i) for i in config.mi.categorical_indices)
   vae = networks.VAE(
-      encoder=networks.Encoder(spec=spec, trunk=extractor(m.encoder_hidden, m.encoder_channels)),
+      encoder=networks.Encoder(
+          spec=spec, trunk=extractor(m.encoder_hidden, m.encoder_channels),
+          code_trunk=(extractor(m.encoder_hidden, m.encoder_channels)
+                      if m.get('separate_code_encoder', False) else None)),
       decoder=networks.Decoder(family=m.family, hidden=tuple(m.decoder_hidden),
                              conv_channels=tuple(m.decoder_channels), norm=m.norm,
                              activation=m.activation, batch_norm_axis=batch_norm_axis),
-      learn_output_logvar=bool(config.learn_output_logvar and config.likelihood == 'gaussian'))
+      learn_output_logvar=bool(config.learn_output_logvar and config.likelihood == 'gaussian'),
+      **mixture_prior_fields(config))
   q = networks.QNetwork(num_gaussian=len(config.mi.gaussian_indices),
                       categorical_sizes=tuple(spec.categorical_sizes[i] for i in cat_idx),
                       trunk=extractor(m.q_hidden, m.q_channels))
@@ -53,6 +61,14 @@ def build_model(config, *, batch_norm_axis: str | None = None) -> model_lib.VMIM
                       mi_categorical_indices=cat_idx, likelihood=config.likelihood,
                       pixel_range=preprocess.PIXEL_RANGES[config.pixel_range],
                       gaussian_logvar=float(config.gaussian_logvar))
+
+
+def mixture_prior_fields(config) -> dict:
+  """networks.VAE's mixture-prior fields (the defaults when the prior is off)."""
+  mp = config.get('mixture_prior')
+  if not (mp and mp.enabled):
+    return {}
+  return dict(learn_prior_logvars=bool(mp.learn_logvars), prior_init_scale=float(mp.init_scale))
 
 
 def objective_settings(config) -> objectives.ObjectiveSettings:
@@ -84,7 +100,8 @@ def invariance_settings(config) -> invariance.InvarianceSettings:
   floats = ('max_rotation', 'max_scale', 'max_aspect', 'max_shear', 'max_translation',
             'elastic_alpha', 'elastic_sigma', 'dilate_prob', 'erode_prob')
   augment = invariance.AugmentSettings(**{k: float(a[k]) for k in floats},
-                                       thickness_footprint=str(a.thickness_footprint))
+                                       thickness_footprint=str(a.thickness_footprint),
+                                       flip_prob=float(a.get('flip_prob', 0.0)))
   return invariance.InvarianceSettings(
       consistency_weight=float(inv.consistency_weight),
       paired_mi_weight=float(inv.paired_mi_weight), vat_weight=float(inv.vat_weight),

@@ -42,7 +42,8 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.model = ml_collections.ConfigDict(dict(
       family='mlp', encoder_hidden=(512, 512), decoder_hidden=(512, 512), q_hidden=(512, 512),
       encoder_channels=(64, 128), decoder_channels=(128, 64), q_channels=(64, 128),
-      norm='none', activation='relu'))
+      norm='none', activation='relu',
+      separate_code_encoder=False))  # True: the codes' heads get their own trunk
   c.likelihood = 'bernoulli'
   c.gaussian_logvar = 0.0
   c.learn_output_logvar = False
@@ -61,7 +62,14 @@ def get_base_config() -> ml_collections.ConfigDict:
       augment=ml_collections.ConfigDict(dict(
           max_rotation=15.0, max_scale=0.1, max_aspect=0.0, max_shear=10.0,
           max_translation=2.0, elastic_alpha=0.0, elastic_sigma=4.0, dilate_prob=0.25,
-          erode_prob=0.0, thickness_footprint='cross'))))
+          erode_prob=0.0, thickness_footprint='cross',
+          flip_prob=0.0))))         # left-right mirror (clothing, not digits)
+  # Mixture prior p(z | c) = N(mu_c, sigma_c^2) on the Gaussian group, conditioned on code
+  # c = latent.categorical_sizes[code_index] (GMVAE / VaDE; issue 12); off = N(0, I).
+  c.mixture_prior = ml_collections.ConfigDict(dict(
+      enabled=False, code_index=0,
+      learn_logvars=False,   # learned sigma_c^2 (else 1)
+      init_scale=1.0))       # component means initialised N(0, init_scale^2)
   c.vae_optimizer = _optimizer_config(1e-3)
   c.q_optimizer = _optimizer_config(1e-3)
 
@@ -218,29 +226,49 @@ def authors_config(dataset: str, setting: str) -> ml_collections.ConfigDict:
   return config
 
 
-# Sections added after runs were stored; their defaults leave such runs unchanged.
-LATER_SECTIONS = ('invariance', 'sweep')
+# Config keys (sections or dotted leaves) added after runs were stored; their defaults
+# leave such runs unchanged, so a stored config lacking one is the same run with it set
+# to its default. Every key added to get_base_config later must be listed here.
+LATER_KEYS = ('invariance', 'invariance.augment.flip_prob', 'model.separate_code_encoder',
+              'mixture_prior', 'sweep')
 
 
-def with_later_sections(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """A stored config (an older workdir's config.json) with the sections added since it
-  was written (``LATER_SECTIONS``) set to their defaults, which switch them off."""
+def with_later_keys(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """A stored config (an older workdir's config.json) with the keys added since it was
+  written (``LATER_KEYS``) set to their defaults, which switch them off."""
   base = get_base_config()
-  for name in LATER_SECTIONS:
-    if name not in config:
-      config[name] = base[name]
+  for dotted in LATER_KEYS:
+    *parents, leaf = dotted.split('.')
+    node, default = config, base
+    for part in parents:
+      if part not in node:
+        break
+      node, default = node[part], default[part]
+    else:
+      if leaf not in node:
+        node[leaf] = default[leaf]
   return config
 
 
-VARIANTS = ('', 'smoke')
+VARIANTS = ('', 'smoke', 'mixprior')
+
+
+def mixture_prior(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """The mixture prior p(z | c) on the Gaussian group, conditioned on code 0, with
+  learned component variances."""
+  config.mixture_prior.update(enabled=True, code_index=0, learn_logvars=True, init_scale=1.0)
+  return config
 
 
 def variant(config: ml_collections.ConfigDict, name: str) -> ml_collections.ConfigDict:
-  """Applies a named variant (``--config=configs/x.py:<name>``); unknown names are errors."""
-  if name not in VARIANTS:
-    raise ValueError(f'config variant {name!r} is unknown; choose one of {VARIANTS} '
-                     "('' is the full config)")
-  return smoke(config) if name == 'smoke' else config
+  """Applies named variants (``--config=configs/x.py:<name>``, several joined by '+',
+  e.g. 'mixprior+smoke'); unknown names are errors."""
+  for part in name.split('+') if name else ():
+    if part not in VARIANTS[1:]:
+      raise ValueError(f'config variant {name!r} is unknown; choose from {VARIANTS}, '
+                       "joined by '+' ('' is the full config)")
+    config = {'smoke': smoke, 'mixprior': mixture_prior}[part](config)
+  return config
 
 
 def override(config: ml_collections.ConfigDict, overrides: dict) -> ml_collections.ConfigDict:

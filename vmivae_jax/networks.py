@@ -123,16 +123,23 @@ def _gaussian_head(features: jax.Array, dims: int) -> jax.Array:
 
 
 class Encoder(nn.Module):
-  """q(z, c | x): Gaussian mean/log-variance heads and one logits head per code."""
+  """q(z, c | x): Gaussian mean/log-variance heads and one logits head per code.
+
+  With ``code_trunk`` the code heads read their own feature extractor instead of the
+  Gaussian heads' trunk, so reconstruction-driven features (stroke style) do not have
+  to be shared with the class-like code.
+  """
   spec: latents.LatentSpec
   trunk: FeatureExtractor
+  code_trunk: FeatureExtractor | None = None
 
   @nn.compact
   def __call__(self, images: jax.Array, *, train: bool) -> latents.PosteriorParams:
     features = self.trunk(images, train=train)
+    code_features = features if self.code_trunk is None else self.code_trunk(images, train=train)
     d = self.spec.gaussian_dims
     gaussian = _gaussian_head(features, d)
-    logits = tuple(nn.Dense(k, name=f'categorical_head_{i}')(features)
+    logits = tuple(nn.Dense(k, name=f'categorical_head_{i}')(code_features)
                    for i, k in enumerate(self.spec.categorical_sizes))
     return latents.PosteriorParams(mean=gaussian[:, :d], logvar=gaussian[:, d:], logits=logits)
 
@@ -193,13 +200,32 @@ class QNetwork(nn.Module):
 
 
 class VAE(nn.Module):
-  """Encoder + decoder; ``__call__`` is one stochastic pass x -> (q(z|x), z, p(x|z))."""
+  """Encoder + decoder; ``__call__`` is one stochastic pass x -> (q(z|x), z, p(x|z)).
+
+  With ``encoder.spec.mixture_code`` set, the VAE also holds the Gaussian group's
+  mixture prior p(z | c) (parameters 'prior_means' [K, D], initialised N(0,
+  prior_init_scale^2), and, if ``learn_prior_logvars``, 'prior_logvars' [K, D] from 0;
+  else unit variances); :meth:`encode` attaches it to the posterior.
+  """
   encoder: Encoder
   decoder: Decoder
   learn_output_logvar: bool = False  # a learned shared pixel log-variance (Gaussian likelihood)
+  learn_prior_logvars: bool = False  # mixture prior: learned component variances
+  prior_init_scale: float = 1.0      # mixture prior: std of the component means' init
 
   def encode(self, images: jax.Array, *, train: bool) -> latents.PosteriorParams:
-    return self.encoder(images, train=train)
+    posterior = self.encoder(images, train=train)
+    if self.encoder.spec.mixture_code is not None:
+      posterior = posterior._replace(prior=self.prior())
+    return posterior
+
+  def prior(self) -> latents.MixturePrior | None:
+    """The mixture prior's components (None: the prior is N(0, I))."""
+    if self.encoder.spec.mixture_code is None:
+      return None
+    logvars = (self._prior_logvars if self.learn_prior_logvars
+               else jnp.zeros_like(self._prior_means))
+    return latents.MixturePrior(means=self._prior_means, logvars=logvars)
 
   def decode(self, code: jax.Array, *, train: bool) -> jax.Array:
     return self.decoder(code, train=train)
@@ -209,6 +235,13 @@ class VAE(nn.Module):
     # below are called separately through apply(method=...)).
     if self.learn_output_logvar:
       self._output_logvar = self.param('output_logvar', nn.initializers.zeros, ())
+    spec = self.encoder.spec
+    if spec.mixture_code is not None:
+      shape = (spec.categorical_sizes[spec.mixture_code], spec.gaussian_dims)
+      self._prior_means = self.param('prior_means',
+                                     nn.initializers.normal(self.prior_init_scale), shape)
+      if self.learn_prior_logvars:
+        self._prior_logvars = self.param('prior_logvars', nn.initializers.zeros, shape)
 
   def output_logvar(self) -> jax.Array | None:
     return self._output_logvar if self.learn_output_logvar else None

@@ -65,8 +65,8 @@ class HParams:
         (group, objectives.Capacity(gamma=gamma, max_nats=max_nats, steps=steps))
         for (group, _), (gamma, max_nats, steps) in zip(objective.weights.capacity,
                                                          self.capacity))
-    weights = objectives.ObjectiveWeights(mi_weight=self.mi_weight, beta=self.beta,
-                                          capacity=capacity)
+    weights = dataclasses.replace(objective.weights, mi_weight=self.mi_weight, beta=self.beta,
+                                  capacity=capacity)
     inv = objective.invariance
     inv = dataclasses.replace(inv, **{
         name: getattr(self, name) for name in ('consistency_weight', 'paired_mi_weight',
