@@ -30,18 +30,21 @@ def build_model(config, *, batch_norm_axis: str | None = None) -> model_lib.VMIM
   """The VMIModel a config describes; ``batch_norm_axis`` names the data-parallel axis."""
   m = config.model
   spec = latent_spec(config)
+  dtype = networks.COMPUTE_DTYPES[config.compute_dtype]
 
   def extractor(hidden, channels):
     return networks.FeatureExtractor(family=m.family, hidden=tuple(hidden),
                                    conv_channels=tuple(channels), norm=m.norm,
-                                   activation=m.activation, batch_norm_axis=batch_norm_axis)
+                                   activation=m.activation, batch_norm_axis=batch_norm_axis,
+                                   conv_impl=m.conv_impl, dtype=dtype)
 
   cat_idx = tuple(int(i) for i in config.mi.categorical_indices)
   vae = networks.VAE(
       encoder=networks.Encoder(spec=spec, trunk=extractor(m.encoder_hidden, m.encoder_channels)),
       decoder=networks.Decoder(family=m.family, hidden=tuple(m.decoder_hidden),
                              conv_channels=tuple(m.decoder_channels), norm=m.norm,
-                             activation=m.activation, batch_norm_axis=batch_norm_axis),
+                             activation=m.activation, batch_norm_axis=batch_norm_axis,
+                             deconv_impl=m.deconv_impl, dtype=dtype),
       learn_output_logvar=bool(config.learn_output_logvar and config.likelihood == 'gaussian'))
   q = networks.QNetwork(num_gaussian=len(config.mi.gaussian_indices),
                       categorical_sizes=tuple(spec.categorical_sizes[i] for i in cat_idx),

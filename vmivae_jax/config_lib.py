@@ -42,7 +42,10 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.model = ml_collections.ConfigDict(dict(
       family='mlp', encoder_hidden=(512, 512), decoder_hidden=(512, 512), q_hidden=(512, 512),
       encoder_channels=(64, 128), decoder_channels=(128, 64), q_channels=(64, 128),
-      norm='none', activation='relu'))
+      norm='none', activation='relu',
+      # Conv formulations (vmivae_jax/conv_ops.py): 'auto' = the backend's default
+      # (networks.conv_impls: matmul/custom-VJP formulations on CPU, native lax on GPU/TPU).
+      conv_impl='auto', deconv_impl='auto'))
   c.likelihood = 'bernoulli'
   c.gaussian_logvar = 0.0
   c.learn_output_logvar = False
@@ -62,6 +65,9 @@ def get_base_config() -> ml_collections.ConfigDict:
           max_rotation=15.0, max_scale=0.1, max_aspect=0.0, max_shear=10.0,
           max_translation=2.0, elastic_alpha=0.0, elastic_sigma=4.0, dilate_prob=0.25,
           erode_prob=0.0, thickness_footprint='cross'))))
+  # 'bfloat16': bfloat16 activations and matmul/conv inputs (GPU/TPU); parameters,
+  # optimizer states and every loss stay float32. 'float32' is the reference model.
+  c.compute_dtype = 'float32'
   c.vae_optimizer = _optimizer_config(1e-3)
   c.q_optimizer = _optimizer_config(1e-3)
 
@@ -172,17 +178,21 @@ def authors_config(dataset: str, setting: str) -> ml_collections.ConfigDict:
   return config
 
 
-# Sections added after runs were stored; their defaults leave such runs unchanged.
-LATER_SECTIONS = ('invariance',)
+# Sections and keys added after runs were stored; their defaults leave such runs unchanged.
+LATER_SECTIONS = ('invariance', 'compute_dtype', 'model.conv_impl', 'model.deconv_impl')
 
 
 def with_later_sections(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """A stored config (an older workdir's config.json) with the sections added since it
-  was written (``LATER_SECTIONS``) set to their defaults, which switch them off."""
+  """A stored config (an older workdir's config.json) with the sections and keys added
+  since it was written (``LATER_SECTIONS``) set to their defaults, which switch them off."""
   base = get_base_config()
   for name in LATER_SECTIONS:
-    if name not in config:
-      config[name] = base[name]
+    *parents, leaf = name.split('.')
+    node, ref = config, base
+    for part in parents:
+      node, ref = node[part], ref[part]
+    if leaf not in node:
+      node[leaf] = ref[leaf]
   return config
 
 
