@@ -8,13 +8,15 @@ import numpy as np
 import pytest
 
 from vmivae_jax import augment
+from vmivae_jax import warp
 
 H = W = 9
 
 # Jitted once per set of hyper-parameters (eager op-by-op dispatch is slow on a busy CPU).
 _augment = jax.jit(augment.augment, static_argnames=(
     'max_rotation', 'max_scale', 'max_aspect', 'max_shear', 'max_translation',
-    'elastic_alpha', 'elastic_sigma', 'dilate_prob', 'erode_prob', 'thickness_footprint'))
+    'elastic_alpha', 'elastic_sigma', 'dilate_prob', 'erode_prob', 'thickness_footprint',
+    'flip_prob'))
 
 
 def _images(batch=3, channels=None, seed=0):
@@ -42,6 +44,15 @@ def test_docstring_examples():
   results = doctest.testmod(augment, verbose=False, report=False)
   assert results.attempted >= 8
   assert results.failed == 0
+  results = doctest.testmod(warp, verbose=False, report=False)
+  assert results.attempted >= 8
+  assert results.failed == 0
+
+
+def test_augment_still_offers_the_warps_that_moved_to_warp():
+  for name in ('affine_from_params', 'compose_affine', 'invert_affine', 'pixel_grid',
+               'affine_coordinates', 'sample_bilinear', 'apply_affine'):
+    assert getattr(augment, name) is getattr(warp, name), name
 
 
 @pytest.mark.parametrize('channels', [None, 2])
@@ -228,3 +239,20 @@ def test_warps_are_differentiable_in_the_image():
   m = _params(3, rotation=17.0, translation=(0.3, -0.6))
   g = jax.grad(lambda x: jnp.sum(augment.apply_affine(x, m) ** 2))(x)
   assert np.isfinite(np.asarray(g)).all() and np.abs(np.asarray(g)).sum() > 0
+
+
+@pytest.mark.parametrize('channels', [None, 1])
+def test_flip_mirrors_exactly_and_leaves_the_other_draws_unchanged(channels):
+  x = _images(batch=64, channels=channels)
+  key = jax.random.PRNGKey(3)
+  mirrored = x[:, :, ::-1]
+  np.testing.assert_array_equal(_augment(key, x, flip_prob=1.0), mirrored)
+  np.testing.assert_array_equal(_augment(key, x, flip_prob=0.0), x)
+  # Half the examples mirrored, the rest untouched, each exactly one of the two.
+  half = np.asarray(_augment(key, x, flip_prob=0.5))
+  is_mirror = np.all(half == np.asarray(mirrored), axis=tuple(range(1, x.ndim)))
+  is_same = np.all(half == np.asarray(x), axis=tuple(range(1, x.ndim)))
+  assert np.all(is_mirror | is_same) and 16 < is_mirror.sum() < 48
+  # The rotation / thickness draws do not depend on whether flips are on.
+  both = _augment(key, x, max_rotation=20.0, dilate_prob=0.5, flip_prob=1.0)
+  np.testing.assert_array_equal(both, _augment(key, mirrored, max_rotation=20.0, dilate_prob=0.5))

@@ -8,6 +8,7 @@ import pytest
 from vmivae_jax.experiments import report
 from vmivae_jax.experiments import reproduce
 from vmivae_jax.experiments import suite as suite_lib
+from vmivae_jax.experiments import summary_io
 
 
 def _experiment():
@@ -86,7 +87,7 @@ def test_report_lists_diverged_runs_instead_of_dropping_them(tmp_path):
   path = root / 'joint_mnist' / 'elbo' / 'seed1' / 'suite_record.json'
   path.parent.mkdir(parents=True)
   path.write_text(json.dumps({'seed': 1, 'failure': 'loss became non-finite at step 7',
-                              'command': f'{report.REPO_ROOT}/x'}))
+                              'command': f'{summary_io.REPO_ROOT}/x'}))
   summary = report.write([_experiment()], root=root, results_dir=tmp_path / 'results',
                          docs_dir=tmp_path / 'docs')
   assert summary['joint_mnist']['failed']['elbo'][0]['command'] == 'x'
@@ -121,6 +122,7 @@ def test_class_suite_experiments_as_specified():
 
 def test_thesis_budget_config_is_the_in_progress_runs_command_up_to_eval():
   """The runs in /work/runs/thesis_budget were trained with these exact flags."""
+  from vmivae_jax import extend
   from vmivae_jax import workdir as workdir_lib
   budget = suite_lib.SUITES['class']()[0]
   for variant, weight in (('elbo', 0.0), ('mi', 10.0)):
@@ -131,8 +133,8 @@ def test_thesis_budget_config_is_the_in_progress_runs_command_up_to_eval():
           'seed': seed, 'mi_weight': weight, 'num_train_steps': 72800,
           'checkpoint_every_steps': 5600, 'keep_checkpoints': 13, 'temperature.initial': 1.0,
           'temperature.anneal_rate': 0.0})
-      diff = workdir_lib._diff_keys(json.loads(workdir_lib.config_to_json(trained)),
-                                    json.loads(workdir_lib.config_to_json(suite_config)))
+      diff = extend.differing_keys(json.loads(workdir_lib.config_to_json(trained)),
+                                   json.loads(workdir_lib.config_to_json(suite_config)))
       assert diff and all(k.startswith('eval.') for k in diff), diff
 
 
@@ -382,3 +384,28 @@ def test_report_partial_rerun_keeps_other_variants_under_new_names(tmp_path):
   assert 'mi_bound_training_q' not in v['lambda_0']['metrics']
   page = (tmp_path / 'docs' / 'results.md').read_text()
   assert '| mi_bound | 0.502 | 3.200 |' in page and '*Partly rerun*: lambda_0' in page
+
+
+def test_class_report_label_free_pick_is_lowest_final_loss_not_best_accuracy(tmp_path):
+  from vmivae_jax.experiments import report_class
+  root = tmp_path / 'runs'
+  # seed 0: most accurate, final loss 5; seed 1: lowest final loss (3) although its
+  # first logs were the highest; seed 2: lowest loss early only (1, then 9).
+  logs = {0: [5.0] * 12, 1: [50.0] * 5 + [3.0] * 10, 2: [1.0] * 5 + [9.0] * 10}
+  for seed, acc in ((0, 0.95), (1, 0.80), (2, 0.85)):
+    _write_class_record(root, 'class_mnist', 'mi', seed, acc)
+    (root / 'class_mnist' / 'mi' / f'seed{seed}' / 'metrics.jsonl').write_text(
+        ''.join(json.dumps({'step': i, 'loss': v}) + '\n' for i, v in enumerate(logs[seed])))
+  _write_class_record(root, 'class_mnist', 'elbo', 0, 0.5)   # one seed: no pick
+  section = report_class.write('class', [_class_experiment()], root=root,
+                               results_dir=tmp_path / 'results', docs_dir=tmp_path / 'docs')
+  choice = section['class_mnist']['variants']['mi']['label_free_choice']
+  assert choice['seed'] == 1 and choice['value'] == pytest.approx(3.0)
+  assert choice['candidates'] == {'0': 5.0, '1': 3.0, '2': 9.0}
+  assert choice['metrics']['accuracy_hungarian'] == 0.80
+  assert 'label_free_choice' not in section['class_mnist']['variants']['elbo']
+  page = (tmp_path / 'docs' / 'results_class.md').read_text()
+  assert '| label-free pick (mi): seed 1, test hungarian (%) | 80.00 |  |' in page
+  # The mean over seeds stays the result.
+  assert section['class_mnist']['variants']['mi']['metrics']['accuracy_hungarian'][
+      'mean'] == pytest.approx((0.95 + 0.80 + 0.85) / 3)

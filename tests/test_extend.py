@@ -11,6 +11,7 @@ import pytest
 
 from vmivae_jax import build
 from vmivae_jax import config_lib
+from vmivae_jax import extend
 from vmivae_jax import trainer
 from vmivae_jax import workdir as workdir_lib
 
@@ -70,7 +71,7 @@ def test_claim_allows_growth_and_eval_settings_only(tmp_path, monkeypatch):
       workdir_lib.claim(workdir, _config(**{'num_train_steps': 40, **other}), overwrite=False)
   # A schedule depending on the total length refuses, saying so.
   assert workdir_lib.load_config(workdir).num_train_steps == 40
-  monkeypatch.setattr(workdir_lib, 'LENGTH_DEPENDENT', ('mi_warmup_steps',))
+  monkeypatch.setattr(extend, 'LENGTH_DEPENDENT', ('mi_warmup_steps',))
   scheduled = tmp_path / 'scheduled'
   workdir_lib.claim(scheduled, _config(mi_warmup_steps=5), overwrite=False)
   with pytest.raises(workdir_lib.WorkdirError, match='depend.* on the total length'):
@@ -87,3 +88,27 @@ def test_claim_refuses_an_extension_from_a_short_last_chunk(tmp_path):
   # Not reached yet (killed at step 20): nothing off the grid happened; extension is fine.
   (workdir / 'checkpoints' / '23').rmdir()
   assert workdir_lib.claim(workdir, _config(num_train_steps=40), overwrite=False) is True
+
+
+def test_a_run_recorded_before_later_keys_existed_is_the_same_run(tmp_path):
+  """config_lib.LATER_KEYS (default off) missing from a stored config.json: same run."""
+  workdir = tmp_path / 'run'
+  config = _config()
+  assert workdir_lib.claim(workdir, config, overwrite=False) is False
+  stored = json.loads((workdir / 'config.json').read_text())
+  del stored['invariance']['augment']['flip_prob']       # as written before flips existed
+  (workdir / 'config.json').write_text(json.dumps(stored))
+  assert workdir_lib.claim(workdir, config, overwrite=False) is True
+  assert 'flip_prob' in json.loads((workdir / 'config.json').read_text())['invariance']['augment']
+  del stored['invariance']                                 # before the whole section existed
+  (workdir / 'config.json').write_text(json.dumps(stored))
+  assert workdir_lib.claim(workdir, config, overwrite=False) is True
+  # A later key set to something other than its default is a different run.
+  with pytest.raises(workdir_lib.WorkdirError, match='flip_prob'):
+    workdir_lib.claim(workdir, _config(**{'invariance.augment.flip_prob': 0.5}), overwrite=False)
+  # Every later key exists in the base config (a listed key that does not is a typo).
+  base = config_lib.get_base_config()
+  for dotted in config_lib.LATER_KEYS:
+    node = base
+    for part in dotted.split('.'):
+      node = node[part]

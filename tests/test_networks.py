@@ -93,6 +93,33 @@ def test_mlp_parameter_shapes():
   assert q['categorical_head_0']['kernel'] == (32, 10)
 
 
+@pytest.mark.parametrize('family', ['mlp', 'conv'])
+def test_separate_code_encoder_gives_the_codes_their_own_trunk(family):
+  """model.separate_code_encoder: code logits read only code_trunk, Gaussian heads only trunk."""
+  config = make_tiny_config(**{'model.separate_code_encoder': True, 'model.family': family,
+                               'model.encoder_channels': (4, 8)})
+  model = build.build_model(config)
+  vae_vars, _ = numpy_variables(jax.eval_shape(model.init, jax.random.PRNGKey(0)))
+  params = vae_vars['params']['encoder']
+  assert _shape_tree(params['code_trunk']) == _shape_tree(params['trunk'])
+  assert params['categorical_head_0']['kernel'].shape[0] == config.model.encoder_hidden[-1]
+
+  def encode(p, images):
+    variables = {**vae_vars, 'params': {**vae_vars['params'], 'encoder': p}}
+    return model.vae.apply(variables, images, train=False, method=networks.VAE.encode)
+
+  images = _images()
+  grad_logits = jax.grad(lambda p: jnp.sum(encode(p, images).logits[0] ** 2))(params)
+  grad_mean = jax.grad(lambda p: jnp.sum(encode(p, images).mean ** 2))(params)
+  norm = lambda tree: sum(float(jnp.sum(jnp.abs(a))) for a in jax.tree.leaves(tree))
+  assert norm(grad_logits['trunk']) == 0.0 and norm(grad_logits['code_trunk']) > 0
+  assert norm(grad_mean['code_trunk']) == 0.0 and norm(grad_mean['trunk']) > 0
+  # Off (the default): one shared trunk, no code_trunk parameters.
+  shared = build.build_model(make_tiny_config())
+  shared_vars, _ = jax.eval_shape(shared.init, jax.random.PRNGKey(0))
+  assert 'code_trunk' not in shared_vars['params']['encoder']
+
+
 def test_conv_authors_architecture_shapes():
   model = build.build_model(_authors_config())
   vae_vars, q_vars = jax.eval_shape(model.init, jax.random.PRNGKey(0))

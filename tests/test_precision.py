@@ -107,14 +107,14 @@ def test_matmuls_run_in_the_compute_dtype_outputs_are_float32(family):
 
 def test_float32_is_the_model_without_the_setting():
   """compute_dtype='float32' builds exactly the modules a config written before the
-  setting existed builds (with_later_sections fills it in), so float32 runs are
+  setting existed builds (with_later_keys fills it in), so float32 runs are
   unchanged (tests/test_golden.py checks the metrics bitwise)."""
   new = make_tiny_config()
   old = make_tiny_config()
   del old['compute_dtype']
   del old.model['conv_impl']
   del old.model['deconv_impl']
-  old = config_lib.with_later_sections(old)
+  old = config_lib.with_later_keys(old)
   assert old.to_dict() == new.to_dict()
   model = build.build_model(new)
   assert model.vae.decoder.dtype is None and model.vae.encoder.trunk.dtype is None

@@ -30,21 +30,24 @@ def build_model(config, *, batch_norm_axis: str | None = None) -> model_lib.VMIM
   """The VMIModel a config describes; ``batch_norm_axis`` names the data-parallel axis."""
   m = config.model
   spec = latent_spec(config)
-  dtype = networks.COMPUTE_DTYPES[config.compute_dtype]
+  dtype = networks.COMPUTE_DTYPES[config.get('compute_dtype', 'float32')]
 
   def extractor(hidden, channels):
     return networks.FeatureExtractor(family=m.family, hidden=tuple(hidden),
                                    conv_channels=tuple(channels), norm=m.norm,
                                    activation=m.activation, batch_norm_axis=batch_norm_axis,
-                                   conv_impl=m.conv_impl, dtype=dtype)
+                                   conv_impl=m.get('conv_impl', 'auto'), dtype=dtype)
 
   cat_idx = tuple(int(i) for i in config.mi.categorical_indices)
   vae = networks.VAE(
-      encoder=networks.Encoder(spec=spec, trunk=extractor(m.encoder_hidden, m.encoder_channels)),
+      encoder=networks.Encoder(
+          spec=spec, trunk=extractor(m.encoder_hidden, m.encoder_channels),
+          code_trunk=(extractor(m.encoder_hidden, m.encoder_channels)
+                      if m.get('separate_code_encoder', False) else None)),
       decoder=networks.Decoder(family=m.family, hidden=tuple(m.decoder_hidden),
                              conv_channels=tuple(m.decoder_channels), norm=m.norm,
                              activation=m.activation, batch_norm_axis=batch_norm_axis,
-                             deconv_impl=m.deconv_impl, dtype=dtype),
+                             deconv_impl=m.get('deconv_impl', 'auto'), dtype=dtype),
       learn_output_logvar=bool(config.learn_output_logvar and config.likelihood == 'gaussian'))
   q = networks.QNetwork(num_gaussian=len(config.mi.gaussian_indices),
                       categorical_sizes=tuple(spec.categorical_sizes[i] for i in cat_idx),
@@ -85,7 +88,8 @@ def invariance_settings(config) -> invariance.InvarianceSettings:
   floats = ('max_rotation', 'max_scale', 'max_aspect', 'max_shear', 'max_translation',
             'elastic_alpha', 'elastic_sigma', 'dilate_prob', 'erode_prob')
   augment = invariance.AugmentSettings(**{k: float(a[k]) for k in floats},
-                                       thickness_footprint=str(a.thickness_footprint))
+                                       thickness_footprint=str(a.thickness_footprint),
+                                       flip_prob=float(a.get('flip_prob', 0.0)))
   return invariance.InvarianceSettings(
       consistency_weight=float(inv.consistency_weight),
       paired_mi_weight=float(inv.paired_mi_weight), vat_weight=float(inv.vat_weight),

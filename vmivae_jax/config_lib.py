@@ -43,6 +43,7 @@ def get_base_config() -> ml_collections.ConfigDict:
       family='mlp', encoder_hidden=(512, 512), decoder_hidden=(512, 512), q_hidden=(512, 512),
       encoder_channels=(64, 128), decoder_channels=(128, 64), q_channels=(64, 128),
       norm='none', activation='relu',
+      separate_code_encoder=False,  # True: the codes' heads get their own trunk
       # Conv formulations (vmivae_jax/conv_ops.py): 'auto' = the backend's default
       # (networks.conv_impls: matmul/custom-VJP formulations on CPU, native lax on GPU/TPU).
       conv_impl='auto', deconv_impl='auto'))
@@ -64,7 +65,8 @@ def get_base_config() -> ml_collections.ConfigDict:
       augment=ml_collections.ConfigDict(dict(
           max_rotation=15.0, max_scale=0.1, max_aspect=0.0, max_shear=10.0,
           max_translation=2.0, elastic_alpha=0.0, elastic_sigma=4.0, dilate_prob=0.25,
-          erode_prob=0.0, thickness_footprint='cross'))))
+          erode_prob=0.0, thickness_footprint='cross',
+          flip_prob=0.0))))         # left-right mirror (clothing, not digits)
   # 'bfloat16': bfloat16 activations and matmul/conv inputs (GPU/TPU); parameters,
   # optimizer states and every loss stay float32. 'float32' is the reference model.
   c.compute_dtype = 'float32'
@@ -178,21 +180,27 @@ def authors_config(dataset: str, setting: str) -> ml_collections.ConfigDict:
   return config
 
 
-# Sections and keys added after runs were stored; their defaults leave such runs unchanged.
-LATER_SECTIONS = ('invariance', 'compute_dtype', 'model.conv_impl', 'model.deconv_impl')
+# Config keys (sections or dotted leaves) added after runs were stored; their defaults
+# leave such runs unchanged, so a stored config lacking one is the same run with it set
+# to its default. Every key added to get_base_config later must be listed here.
+LATER_KEYS = ('invariance', 'invariance.augment.flip_prob', 'model.separate_code_encoder',
+              'model.conv_impl', 'model.deconv_impl', 'compute_dtype')
 
 
-def with_later_sections(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """A stored config (an older workdir's config.json) with the sections and keys added
-  since it was written (``LATER_SECTIONS``) set to their defaults, which switch them off."""
+def with_later_keys(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """A stored config (an older workdir's config.json) with the keys added since it was
+  written (``LATER_KEYS``) set to their defaults, which switch them off."""
   base = get_base_config()
-  for name in LATER_SECTIONS:
-    *parents, leaf = name.split('.')
-    node, ref = config, base
+  for dotted in LATER_KEYS:
+    *parents, leaf = dotted.split('.')
+    node, default = config, base
     for part in parents:
-      node, ref = node[part], ref[part]
-    if leaf not in node:
-      node[leaf] = ref[leaf]
+      if part not in node:
+        break
+      node, default = node[part], default[part]
+    else:
+      if leaf not in node:
+        node[leaf] = default[leaf]
   return config
 
 

@@ -58,6 +58,7 @@ class AugmentSettings:
   dilate_prob: float = 0.0
   erode_prob: float = 0.0
   thickness_footprint: str = 'square'
+  flip_prob: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True)

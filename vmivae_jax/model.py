@@ -11,6 +11,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from vmivae_jax import entropies
 from vmivae_jax import latents
 from vmivae_jax import losses
 from vmivae_jax import networks
@@ -131,7 +132,7 @@ class VMIModel:
 
     * One group: a code's plug-in aggregate entropy, or the Gaussian kind chosen.
     * Two or more groups: their JOINT aggregate entropy
-      (``losses.joint_aggregate_entropy_mc``; the sum of separate entropies exceeds it
+      (``entropies.joint_aggregate_entropy_mc``; the sum of separate entropies exceeds it
       by the groups' total correlation, and the "bound" could then exceed the MI),
       except that with ``gaussian_kind='gaussian_prior'`` the Gaussian dims keep the
       prior's entropy, added to the codes' (joint) entropy: the thesis's objective,
@@ -147,7 +148,7 @@ class VMIModel:
     prior = bool(idx) and gaussian_kind == 'gaussian_prior'
     entropy = jnp.zeros((), jnp.float32)
     if prior:
-      entropy += losses.gaussian_prior_entropy(num_dims=len(idx))
+      entropy += entropies.gaussian_prior_entropy(num_dims=len(idx))
     groups = len(codes) + int(bool(idx) and not prior)
     if groups >= 2:
       g_samples = sample.gaussian[:, idx] if not prior else sample.gaussian[:, :0]
@@ -158,7 +159,7 @@ class VMIModel:
         gather = lambda a: jax.lax.all_gather(a, axis_name, tiled=True)
         comp_mean, comp_logvar = gather(g_mean), gather(g_logvar)
         comp_logits = [gather(l) for l in codes]
-      terms = losses.joint_aggregate_entropy_terms(
+      terms = entropies.joint_aggregate_entropy_terms(
           samples=g_samples, sample_logits=codes, mean=comp_mean, logvar=comp_logvar,
           logits=comp_logits)
       return entropy + parallel.pmean(jnp.mean(terms), axis_name)
@@ -166,7 +167,7 @@ class VMIModel:
       probs = parallel.pmean(jnp.mean(jax.nn.softmax(logits, axis=-1), axis=0), axis_name)
       entropy += -jnp.sum(probs * jnp.log(jnp.clip(probs, 1e-30)))
     if idx and not prior:
-      entropy += losses.gaussian_aggregate_entropy_mc(
+      entropy += entropies.gaussian_aggregate_entropy_mc(
           samples=sample.gaussian[:, idx], mean=posterior.mean[:, idx],
           logvar=posterior.logvar[:, idx])
     return entropy
@@ -220,7 +221,9 @@ def local_model(model: VMIModel) -> VMIModel:
   def strip(module):
     return module.clone(batch_norm_axis=None) if module.batch_norm_axis is not None else module
 
-  vae = model.vae.clone(encoder=model.vae.encoder.clone(trunk=strip(model.vae.encoder.trunk)),
-                        decoder=strip(model.vae.decoder))
+  encoder = model.vae.encoder
+  encoder = encoder.clone(trunk=strip(encoder.trunk), code_trunk=(
+      strip(encoder.code_trunk) if encoder.code_trunk is not None else None))
+  vae = model.vae.clone(encoder=encoder, decoder=strip(model.vae.decoder))
   q = model.q.clone(trunk=strip(model.q.trunk))
   return dataclasses.replace(model, vae=vae, q=q)

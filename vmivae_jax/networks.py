@@ -167,16 +167,23 @@ def _logits_head(features: jax.Array, k: int, name: str, dtype=None) -> jax.Arra
 
 
 class Encoder(nn.Module):
-  """q(z, c | x): Gaussian mean/log-variance heads and one logits head per code."""
+  """q(z, c | x): Gaussian mean/log-variance heads and one logits head per code.
+
+  With ``code_trunk`` the code heads read their own feature extractor instead of the
+  Gaussian heads' trunk, so reconstruction-driven features (stroke style) do not have
+  to be shared with the class-like code.
+  """
   spec: latents.LatentSpec
   trunk: FeatureExtractor
+  code_trunk: FeatureExtractor | None = None
 
   @nn.compact
   def __call__(self, images: jax.Array, *, train: bool) -> latents.PosteriorParams:
     features = self.trunk(images, train=train)
+    code_features = features if self.code_trunk is None else self.code_trunk(images, train=train)
     d, dtype = self.spec.gaussian_dims, self.trunk.dtype
     gaussian = _gaussian_head(features, d, dtype)
-    logits = tuple(_logits_head(features, k, f'categorical_head_{i}', dtype)
+    logits = tuple(_logits_head(code_features, k, f'categorical_head_{i}', dtype)
                    for i, k in enumerate(self.spec.categorical_sizes))
     return latents.PosteriorParams(mean=gaussian[:, :d], logvar=gaussian[:, d:], logits=logits)
 

@@ -294,7 +294,7 @@ def validate(config, *, num_devices: int = 1, check_paths: bool = True) -> None:
     _fail('invariance.augment.max_shear', config.invariance.augment.max_shear,
           'must be < 90 (degrees)')
   _check_number(config, 'invariance.augment.elastic_sigma', minimum=0.0, strict=True)
-  for key in ('dilate_prob', 'erode_prob'):
+  for key in ('dilate_prob', 'erode_prob', 'flip_prob'):
     _check_number(config, f'invariance.augment.{key}', minimum=0.0, maximum=1.0)
   a = config.invariance.augment
   if a.dilate_prob + a.erode_prob > 1.0:

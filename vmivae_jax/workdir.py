@@ -3,7 +3,7 @@
 Layout::
 
   WORKDIR/config.json       the resolved config (a different config refuses, except a larger
-                            num_train_steps and eval settings: see EXTENDABLE)
+                            num_train_steps and eval settings: see extend.py)
   WORKDIR/checkpoints/      Orbax checkpoints of the full TrainState (latest N kept)
   WORKDIR/initial_state/    the step-0 TrainState (kept: compares runs' initialisation)
   WORKDIR/metrics.jsonl     one JSON line per logging period (deterministic: no timings)
@@ -33,11 +33,16 @@ import orbax.checkpoint as ocp
 
 from vmivae_jax import config_lib
 from vmivae_jax import distributed
+from vmivae_jax import extend
 from vmivae_jax import fileio
 from vmivae_jax import validation
+# metrics.jsonl is metrics_log.py's; its names stay reachable here, where callers use them.
+from vmivae_jax.metrics_log import METRICS_FILE
+from vmivae_jax.metrics_log import append_metrics  # pylint: disable=unused-import
+from vmivae_jax.metrics_log import read_metrics  # pylint: disable=unused-import
+from vmivae_jax.metrics_log import truncate_metrics  # pylint: disable=unused-import
 
 CONFIG_FILE = 'config.json'
-METRICS_FILE = 'metrics.jsonl'
 EVAL_DIR = 'eval'            # eval.py's outputs
 LOCK_FILE = '.lock'
 TMP_MARKER = '.orbax-checkpoint-tmp'
@@ -72,7 +77,7 @@ def load_config(workdir: Path | str) -> ml_collections.ConfigDict:
     raise WorkdirError(f'{path}: not a train.py config (a JSON {type(value).__name__}, '
                        'expected an object)')
   try:
-    return config_lib.with_later_sections(ml_collections.ConfigDict(_tuples(value)))
+    return config_lib.with_later_keys(ml_collections.ConfigDict(_tuples(value)))
   except (TypeError, ValueError) as e:
     raise WorkdirError(f'{path}: not a train.py config ({e})') from e
 
@@ -129,7 +134,7 @@ def claim(workdir: Path | str, config: ml_collections.ConfigDict, *, overwrite: 
 
   A workdir holding a run with a different config is refused unless ``overwrite``,
   which deletes that run's checkpoints and metrics first; except a config that only
-  differs in EXTENDABLE settings (train longer: a larger num_train_steps; eval.*,
+  differs in extend.EXTENDABLE settings (train longer: a larger num_train_steps; eval.*,
   keep_checkpoints), which is recorded (atomically) and resumes the run.
 
   Raises:
@@ -144,11 +149,15 @@ def claim(workdir: Path | str, config: ml_collections.ConfigDict, *, overwrite: 
       old_text = path.read_text()
     except (OSError, UnicodeDecodeError) as e:
       old_text = f'<unreadable: {e}>'
-    if old_text == text or _completed(old_text) == text:
-      if old_text != text:   # written before later settings existed: same run, recorded anew
-        fileio.atomic_write(path, text)
+    if old_text == text:
       return True
-    extension = _extension(workdir, old_text, config) if not overwrite else None
+    filled = _with_later_keys_text(old_text)
+    if filled == text:  # recorded before keys that default to off existed: the same run
+      logging.info('%s: config recorded before %s existed; their defaults leave it unchanged',
+                   workdir, ', '.join(config_lib.LATER_KEYS))
+      fileio.atomic_write(path, text)
+      return True
+    extension = _extension(workdir, filled or old_text, config) if not overwrite else None
     if extension is not None:
       logging.info('%s: %s', workdir, extension)
       fileio.atomic_write(path, text)
@@ -159,7 +168,7 @@ def claim(workdir: Path | str, config: ml_collections.ConfigDict, *, overwrite: 
       except ValueError:
         old = None
       if isinstance(old, dict):
-        diff = sorted(_diff_keys(old, json.loads(text)))
+        diff = sorted(extend.differing_keys(old, json.loads(text)))
         what = (f'a run with a different config (differs in: {", ".join(diff[:8])}'
                 f'{", ..." if len(diff) > 8 else ""})')
       else:
@@ -177,91 +186,39 @@ def claim(workdir: Path | str, config: ml_collections.ConfigDict, *, overwrite: 
   return False
 
 
-def _completed(config_text: str) -> str | None:
-  """A stored config's JSON with the settings added since (config_lib.LATER_SECTIONS) at
-  their defaults, which reproduce what the run did; None if it is not a config."""
+def _with_later_keys_text(old_text: str) -> str | None:
+  """The recorded config text with config_lib.LATER_KEYS filled in (None: not a config)."""
   try:
-    value = json.loads(config_text)
-    return config_to_json(config_lib.with_later_sections(
-        ml_collections.ConfigDict(_tuples(value))))
-  except (ValueError, TypeError, AttributeError, KeyError):
+    old = json.loads(old_text)
+    if not isinstance(old, dict):
+      return None
+    return config_to_json(config_lib.with_later_keys(ml_collections.ConfigDict(_tuples(old))))
+  except (ValueError, TypeError):
     return None
 
 
-# Settings a run may change on its workdir without starting over ("train longer"):
-# none of them changes a number the run has already produced. num_train_steps may only
-# grow (the loop, the data order, the noise and every schedule are functions of the
-# seed and the step, never of the total); keep_checkpoints only decides which old
-# checkpoints Orbax deletes; eval.* is read by eval.py only. steps_per_chunk and
-# checkpoint_every_steps are NOT here: they set the chunk boundaries, hence the
-# logged metrics (one line per chunk) and the compiled programs.
-EXTENDABLE = ('num_train_steps', 'keep_checkpoints', 'eval')
-# Config keys whose effect depends on num_train_steps (a schedule over the fraction of
-# training, ...): while one is non-zero/non-empty, num_train_steps cannot change. None
-# exists today (temperature, capacity and MI warm-up count absolute steps); a schedule
-# added later that reads num_train_steps must be listed here.
-LENGTH_DEPENDENT: tuple[str, ...] = ()
-
-
-def _lookup(tree: dict, dotted: str):
-  for part in dotted.split('.'):
-    if not isinstance(tree, dict) or part not in tree:
-      return None
-    tree = tree[part]
-  return tree
-
-
 def _extension(workdir: Path, old_text: str, config: ml_collections.ConfigDict) -> str | None:
-  """A description of the allowed change from the recorded config to ``config`` ("train
-  longer"), or None when they differ in anything else (the caller refuses).
+  """extend.describe_change of the recorded config text and ``config``; None when the
+  recorded text is not a JSON object.
 
   Raises:
-    WorkdirError: only EXTENDABLE settings differ but the change cannot continue the
-      run as the longer run would have gone (shorter, a length-dependent schedule, or a
-      last chunk off the longer run's chunk grid).
+    WorkdirError: the change cannot continue the run (see extend.describe_change).
   """
   try:
     old = json.loads(old_text)
   except ValueError:
     return None
-  new = json.loads(config_to_json(config))
   if not isinstance(old, dict):
     return None
-  diff = sorted(_diff_keys(old, new))
-  if not diff or any(k.split('.')[0] not in EXTENDABLE for k in diff):
-    return None
-  if 'num_train_steps' not in diff:
-    return f'settings that change no trained number updated ({", ".join(diff)})'
-  before, after = int(old['num_train_steps']), int(new['num_train_steps'])
-  if after < before:
-    raise WorkdirError(
-        f'{workdir} holds a run of num_train_steps={before}; it cannot be shortened to '
-        f'{after} (evaluate an earlier checkpoint with eval.py --step instead, or use '
-        'another --workdir).')
-  dependent = [k for k in LENGTH_DEPENDENT if _lookup(new, k)]
-  if dependent:
-    raise WorkdirError(
-        f'{workdir}: cannot extend num_train_steps from {before} to {after}: '
-        f'{", ".join(dependent)} depend(s) on the total length, so the longer run would '
-        'have differed from the start. Use another --workdir.')
-  every, chunk = int(new['checkpoint_every_steps']), int(new['steps_per_chunk'])
-  if (before % every) % chunk and before in checkpoint_steps(workdir):
-    raise WorkdirError(
-        f'{workdir}: cannot extend num_train_steps from {before} to {after}: the run ended '
-        f'with a short chunk at step {before}, which a {after}-step run would not have '
-        f'(chunks of steps_per_chunk={chunk} from every multiple of '
-        f'checkpoint_every_steps={every}), so the result would not equal a fresh '
-        f'{after}-step run. Use another --workdir.')
-  return f'extending num_train_steps from {before} to {after} (changed: {", ".join(diff)})'
+  try:
+    return extend.describe_change(old, json.loads(config_to_json(config)), workdir=workdir,
+                                  checkpoint_steps=checkpoint_steps(workdir))
+  except extend.CannotExtend as e:
+    raise WorkdirError(str(e)) from e
 
 
-def _diff_keys(old: Any, new: Any, prefix: str = '') -> set[str]:
-  if isinstance(old, dict) and isinstance(new, dict):
-    out = set()
-    for k in set(old) | set(new):
-      out |= _diff_keys(old.get(k), new.get(k), f'{prefix}{k}.')
-    return out
-  return set() if old == new else {prefix.rstrip('.')}
+# experiments/reproduce.py names the config difference with this (the name it had here).
+_diff_keys = extend.differing_keys
 
 
 def _delete_run(workdir: Path) -> None:
@@ -276,38 +233,6 @@ def _delete_run(workdir: Path) -> None:
     path.unlink(missing_ok=True)
   for path in workdir.glob(f'initial_state{TMP_MARKER}*'):
     shutil.rmtree(path, ignore_errors=True)
-
-
-# ----------------------------------------------------------------------------------
-# Metrics.
-
-
-def truncate_metrics(workdir: Path | str, last_step: int) -> None:
-  """Drops metric lines after ``last_step`` (written by a run killed after its last
-  checkpoint), so a resumed run's metrics.jsonl equals an uninterrupted run's."""
-  path = Path(workdir) / METRICS_FILE
-  if not path.exists():
-    return
-  kept = []
-  for line in path.read_text().splitlines():
-    try:
-      if json.loads(line)['step'] <= last_step:
-        kept.append(line)
-    except (ValueError, KeyError, TypeError):
-      break  # a torn last line from a kill mid-write
-  fileio.atomic_write(path, ''.join(l + '\n' for l in kept))
-
-
-def append_metrics(workdir: Path | str, record: dict) -> None:
-  with open(Path(workdir) / METRICS_FILE, 'a') as f:
-    f.write(json.dumps(record, sort_keys=True) + '\n')
-
-
-def read_metrics(workdir: Path | str) -> list[dict]:
-  path = Path(workdir) / METRICS_FILE
-  if not path.exists():
-    return []
-  return [json.loads(l) for l in path.read_text().splitlines() if l.strip()]
 
 
 # ----------------------------------------------------------------------------------

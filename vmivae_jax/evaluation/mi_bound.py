@@ -18,6 +18,7 @@ import numpy as np
 import optax
 
 from vmivae_jax import distributions
+from vmivae_jax import entropies
 from vmivae_jax import latents
 from vmivae_jax import losses
 from vmivae_jax import model as model_lib
@@ -111,7 +112,7 @@ def _log_aggregate_density(z_rows, mean, logvar):
 
 @jax.jit
 def _joint_terms(z_rows, row_logits, mean, logvar, logits):
-  return losses.joint_aggregate_entropy_terms(samples=z_rows, sample_logits=list(row_logits),
+  return entropies.joint_aggregate_entropy_terms(samples=z_rows, sample_logits=list(row_logits),
                                               mean=mean, logvar=logvar, logits=list(logits))
 
 
@@ -122,12 +123,12 @@ def _row_chunks(n: int, per_row: int, max_pairs: int):
 
 def gaussian_aggregate_entropy_terms(samples: np.ndarray, mean: np.ndarray, logvar: np.ndarray,
                                      *, max_pairs: int = 4_000_000) -> np.ndarray:
-  """[N] terms -log q_N(z_i) of ``losses.gaussian_aggregate_entropy_mc`` over a whole set.
+  """[N] terms -log q_N(z_i) of ``entropies.gaussian_aggregate_entropy_mc`` over a whole set.
 
   q_N(z) = (1/N) sum_j N(z; mean_j, exp(logvar_j)) (j = i included); the N x N pairwise
   densities are computed ``max_pairs // N`` rows at a time, so memory stays bounded.
   Their mean is the entropy; over N examples it is biased down by about the toy's
-  3.8 / N nats (losses.gaussian_aggregate_entropy_mc), ~0.0004 nats at N = 10,000.
+  3.8 / N nats (entropies.gaussian_aggregate_entropy_mc), ~0.0004 nats at N = 10,000.
   """
   samples, mean, logvar = (np.asarray(a, np.float32) for a in (samples, mean, logvar))
   n = len(samples)
@@ -152,7 +153,7 @@ def gaussian_aggregate_entropy(samples: np.ndarray, mean: np.ndarray, logvar: np
 
 def joint_aggregate_entropy_terms(samples: np.ndarray, mean: np.ndarray, logvar: np.ndarray,
                                   logits, *, max_pairs: int = 4_000_000) -> np.ndarray:
-  """[N] terms of ``losses.joint_aggregate_entropy_mc`` over a whole set, in row chunks.
+  """[N] terms of ``entropies.joint_aggregate_entropy_mc`` over a whole set, in row chunks.
 
   Each example's Gaussian sample (``samples``, [N, S], S may be 0) and code
   probabilities are scored against the aggregate posterior of all N examples; rows are
@@ -241,7 +242,7 @@ def mi_bounds_from_statistics(model: model_lib.VMIModel, stats: dict) -> dict:
   out = {'entropy': float(np.mean(terms)), 'entropy_se': standard_error(terms),
          'entropy_kind': kind}
   if model.mi_gaussian_indices:
-    prior_h = losses.gaussian_prior_entropy(num_dims=len(model.mi_gaussian_indices))
+    prior_h = entropies.gaussian_prior_entropy(num_dims=len(model.mi_gaussian_indices))
     if model.mi_categorical_indices:
       codes = [stats['logits'][i] for i in model.mi_categorical_indices]
       prior_h += float(np.mean(

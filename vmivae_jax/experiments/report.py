@@ -1,7 +1,8 @@
-"""Aggregates finished suite runs into results/summary.json and docs/results.md.
+"""Renders the thesis suite's page, docs/results.md, and writes it with results/summary.json.
 
 Every number on the page is read from the runs' eval metrics (the same names as
 eval's metrics.json; nested keys joined with '/'), next to the command that made it.
+Collecting the runs and keeping what the previous summary.json held is summary_io.py's.
 """
 
 import json
@@ -10,10 +11,9 @@ import platform
 import shutil
 from pathlib import Path
 
-import numpy as np
-
 from vmivae_jax import fileio
 from vmivae_jax.experiments import suite as suite_lib
+from vmivae_jax.experiments import summary_io
 
 SUITE_COMMAND = 'python -m vmivae_jax.experiments.reproduce --suite=thesis'
 FIGURES = ('traversal_grid.png', 'traversal_rows.png', 'category_grid.png',
@@ -52,68 +52,8 @@ CARRIED_NOTE = (
     'version(s) below), with the metric names of that time.')
 
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-def _relative(command: str) -> str:
-  """Commands as a user types them in the repository root."""
-  return command.replace(f'{REPO_ROOT}/', '')
-
-
-def _flatten(metrics: dict, prefix: str = '') -> dict[str, float]:
-  flat = {}
-  for key, value in metrics.items():
-    name = f'{prefix}{key}'
-    if isinstance(value, dict):
-      flat.update(_flatten(value, name + '/'))
-    elif isinstance(value, (int, float)) and not isinstance(value, bool) and value is not None:
-      flat[name] = float(value)
-  return flat
-
-
-def _stats(values: list[float], seeds: list[int]) -> dict:
-  arr = np.asarray(values, np.float64)
-  return {'per_seed': [float(v) for v in values], 'seeds': seeds,
-          'mean': float(arr.mean()), 'std': float(arr.std(ddof=1)) if len(arr) > 1 else 0.0}
-
-
-def collect(experiments: list[suite_lib.Experiment], root: Path) -> dict:
-  """{experiment: {variant: {'metrics': {name: stats}, 'commands': [...], ...}}}."""
-  summary = {}
-  for exp in experiments:
-    variants, failed = {}, {}
-    for variant, _ in exp.variants:
-      records, failures = [], []
-      for seed in exp.seeds:
-        path = root / exp.name / variant / f'seed{seed}' / 'suite_record.json'
-        if path.exists():
-          record = json.loads(path.read_text())
-          (failures if 'failure' in record else records).append(record)
-      if failures:
-        failed[variant] = [{'seed': r['seed'], 'failure': r['failure'],
-                            'command': _relative(r['command'])} for r in failures]
-      if not records:
-        continue
-      seeds = [r['seed'] for r in records]
-      flat = [_flatten(r['metrics']) for r in records]
-      names = sorted(set.intersection(*(set(f) for f in flat)))
-      variants[variant] = {
-          'metrics': {n: _stats([f[n] for f in flat], seeds) for n in names},
-          'commands': [_relative(r['command']) for r in records],
-          'eval_commands': [_relative(r['eval_command']) for r in records],
-          'train_seconds': [r['train_seconds'] for r in records],
-          'eval_seconds': [r['eval_seconds'] for r in records],
-          'seeds_planned': list(exp.seeds),
-          'mi_bound_entropy_kind': records[0]['metrics'].get('mi_bound_entropy_kind'),
-          'code_versions': sorted({r.get('code_version', 'not recorded') for r in records}),
-      }
-    if variants or failed:
-      summary[exp.name] = {'title': exp.title, 'config_file': exp.config_file,
-                           'purpose': exp.purpose, 'variants': variants, 'failed': failed}
-  return summary
-
-
-def _fmt(stats: dict | None, percent: bool = False) -> str:
+def format_stats(stats: dict | None, percent: bool = False) -> str:
+  """A table cell: 'mean ± std (n=seeds)' of summary_io.stats ('n/a' when absent)."""
   if stats is None:
     return 'n/a'
   scale = 100.0 if percent else 1.0
@@ -143,7 +83,7 @@ def _metric_table(summary_exp: dict, rows: tuple[str, ...]) -> list[str]:
     cells = []
     for v in variants:
       stats = summary_exp['variants'][v]['metrics'].get(row)
-      cells.append(_fmt(stats, percent=row.startswith('accuracy')))
+      cells.append(format_stats(stats, percent=row.startswith('accuracy')))
     if any(c != 'n/a' for c in cells):
       label = row + (' (%)' if row.startswith('accuracy') else '')
       lines.append(f'| {label} | ' + ' | '.join(cells) + ' |')
@@ -167,7 +107,7 @@ def _targets(summary: dict) -> list[str]:
         gap = stats['mean'] - threshold
         met = 'yes' if gap >= 0 else (f'no: short by {abs(gap) * (100 if percent else 1):.2f}'
                                       + (' points' if percent else ' nats'))
-        lines.append(f'| {text} | {variant} | {_fmt(stats, percent)} | {met} |')
+        lines.append(f'| {text} | {variant} | {format_stats(stats, percent)} | {met} |')
   elbo_mi = []
   for exp in ('joint_mnist', 'joint_fashion'):
     v = summary.get(exp, {}).get('variants', {})
@@ -175,7 +115,7 @@ def _targets(summary: dict) -> list[str]:
       a, b = (v[k]['metrics'].get('accuracy_hungarian') for k in ('elbo', 'mi'))
       if a and b:
         elbo_mi.append(f'| {exp}: ELBO-only accuracy far below MI | elbo vs mi | ELBO '
-                       f'{_fmt(a, True)} vs MI {_fmt(b, True)} | '
+                       f'{format_stats(a, True)} vs MI {format_stats(b, True)} | '
                        f'{"yes" if b["mean"] - a["mean"] > 0.2 else "no"} |')
   return lines + elbo_mi
 
@@ -322,107 +262,32 @@ def render(summary: dict, experiments: list[suite_lib.Experiment], figures: dict
   return '\n'.join(lines) + '\n'
 
 
-def read_previous(results_dir: Path) -> dict:
-  """results/summary.json as it stands ({} when absent or unreadable)."""
-  path = results_dir / 'summary.json'
-  try:
-    previous = json.loads(path.read_text()) if path.exists() else {}
-  except ValueError:
-    return {}
-  return previous if isinstance(previous, dict) else {}
-
-
-def merge_previous(summary: dict, previous: dict) -> tuple[dict, list[str]]:
-  """``summary`` plus every entry of ``previous`` it does not replace: experiments whose
-  runs are not under this --root (e.g. made on another machine) and other suites' keys
-  keep their recorded numbers. Returns (merged, names kept from ``previous``)."""
-  kept = [k for k in previous if k not in summary]
-  return {**{k: previous[k] for k in kept}, **summary}, kept
-
-
-def existing_figures(name: str, summary_exp: dict, docs_dir: Path) -> dict:
-  """The figures already copied for an experiment kept from a previous summary."""
-  out = {}
-  for variant in summary_exp.get('variants', {}):
-    out[variant] = [(fig, f'figures/{name}/{variant}_{fig}') for fig in FIGURES
-                    if (docs_dir / 'figures' / name / f'{variant}_{fig}').exists()]
-  return out
-
-
-def _carry_over(summary: dict, experiments: list[suite_lib.Experiment], results_dir: Path,
-                docs_dir: Path, figures: dict) -> dict:
-  """Keeps the previous summary's entry of each experiment with no runs under root.
-
-  A page regenerated where only some experiments' runs exist keeps the others' recorded
-  numbers (marked ``carried_over``) and their committed figures, instead of dropping them.
-  """
-  path = results_dir / 'summary.json'
-  previous = json.loads(path.read_text()) if path.exists() else {}
-  merged = {}
-  for exp in experiments:
-    if exp.name in summary:
-      merged[exp.name] = summary[exp.name]
-      old = previous.get(exp.name, {}).get('variants', {})
-      fresh = summary[exp.name]['variants']
-      missing = [v for v, _ in exp.variants if v not in fresh and v in old]
-      for v in missing:   # a partial rerun: the other variants keep their recorded numbers
-        fresh[v] = _renamed_variant(old[v])
-      if missing:
-        figures.setdefault(exp.name, {}).update(_committed_figures(exp, missing, docs_dir))
-        order = [v for v, _ in exp.variants if v in fresh]
-        summary[exp.name]['variants'] = {v: fresh[v] for v in order}
-    elif exp.name in previous:
-      old = previous[exp.name]['variants']   # summary.json sorts keys: suite order back
-      order = [v for v, _ in exp.variants if v in old] + [v for v in old
-                                                          if v not in dict(exp.variants)]
-      merged[exp.name] = {**previous[exp.name], 'carried_over': True,
-                          'variants': {v: old[v] for v in order}}
-      figures[exp.name] = _committed_figures(exp, list(previous[exp.name]['variants']),
-                                             docs_dir)
-  for name, info in merged.items():   # figure columns in the table's variant order
-    if name in figures:
-      figures[name] = {v: figures[name][v] for v in info['variants'] if v in figures[name]}
-  return merged
-
-
 def _committed_figures(exp, variants, docs_dir: Path) -> dict:
   kinds = FIGURES_GAUSS if exp.name.startswith('gauss') else FIGURES_JOINT
   return {v: [(f, f'figures/{exp.name}/{v}_{f}') for f in kinds
               if (docs_dir / 'figures' / exp.name / f'{v}_{f}').exists()] for v in variants}
 
 
-# Runs evaluated before the honest-bound change named the prior-entropy objective
-# 'mi_bound' and the aggregate-entropy bound 'mi_bound_aggregate_mc' (same Q, same
-# samples). Carried-over variants are shown under today's names; their training-Q
-# bound used the prior's entropy and is dropped.
-_OLD_GAUSSIAN_NAMES = {'mi_bound': 'mi_objective_prior_entropy',
-                       'mi_bound_aggregate_mc': 'mi_bound',
-                       'mi_bound_entropy_aggregate_mc': 'mi_bound_entropy'}
-
-
-def _renamed_variant(old: dict) -> dict:
-  out = {**old, 'carried_over': True}
-  if old.get('mi_bound_entropy_kind') == 'gaussian_prior':
-    metrics = {k: v for k, v in old['metrics'].items()
-               if k not in _OLD_GAUSSIAN_NAMES and not k.startswith('mi_bound_training_q')
-               and k != 'mi_bound_entropy'}
-    metrics.update({new: old['metrics'][k] for k, new in _OLD_GAUSSIAN_NAMES.items()
-                    if k in old['metrics']})
-    out.update(metrics=metrics, mi_bound_entropy_kind='gaussian_aggregate_mc')
-  return out
-
-
 def write(experiments: list[suite_lib.Experiment], *, root: Path, results_dir: Path,
           docs_dir: Path) -> dict:
-  summary = collect(experiments, root)
+  """Collects the runs under ``root`` into results/summary.json and docs/results.md."""
+  summary = summary_io.collect(experiments, root)
   figures = {}
   for exp in experiments:
     if exp.name in summary:
       figures[exp.name] = _copy_figures(exp, summary[exp.name], root, docs_dir)
-  summary = _carry_over(summary, experiments, results_dir, docs_dir, figures)
+  summary, committed = summary_io.carry_over(summary, experiments, results_dir)
+  # Variants carried over show the figures the previous page committed.
+  for exp in experiments:
+    if exp.name in committed:
+      figures.setdefault(exp.name, {}).update(
+          _committed_figures(exp, committed[exp.name], docs_dir))
+  for name, info in summary.items():   # figure columns in the table's variant order
+    if name in figures:
+      figures[name] = {v: figures[name][v] for v in info['variants'] if v in figures[name]}
   # Keys of other suites (e.g. 'class', report_class.py) keep what they hold.
-  summary, _ = merge_previous(summary, read_previous(results_dir))
+  summary, _ = summary_io.merge_previous(summary, summary_io.read_previous(results_dir))
   fileio.atomic_write(results_dir / 'summary.json',
-                                json.dumps(summary, indent=2, sort_keys=True))
+                      json.dumps(summary, indent=2, sort_keys=True))
   fileio.atomic_write(docs_dir / 'results.md', render(summary, experiments, figures))
   return summary

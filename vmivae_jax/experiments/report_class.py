@@ -4,7 +4,7 @@
 The thesis suite's page (docs/results.md, report.py) and its keys in summary.json are
 left as they are; within the ``<suite>`` key, experiments whose runs are not under
 this --root keep their recorded numbers. Per experiment and variant: mean ± std over
-seeds of the finished runs (same per-seed record format as report.py), partial runs
+seeds of the finished runs (same per-seed record format as summary_io.py), partial runs
 (adopted runs still training) listed apart with the step they reached, the accuracy
 curve over checkpoints where measured, the targets of issue 12, the commands, and
 the category grid of the first seed.
@@ -17,12 +17,20 @@ from pathlib import Path
 from vmivae_jax import fileio
 from vmivae_jax.experiments import report
 from vmivae_jax.experiments import suite as suite_lib
+from vmivae_jax.experiments import summary_io
 
 ROWS = ('accuracy_hungarian', 'accuracy_majority_train', 'accuracy_majority', 'nmi', 'elbo',
         'iwae_log_likelihood')
 PARTIAL_ROWS = ('accuracy_hungarian', 'accuracy_majority_train', 'nmi', 'elbo')
 CURVE_ROWS = ('accuracy_hungarian', 'accuracy_majority_train', 'nmi')
 CLASS_FIGURES = ('category_grid.png', 'label_code_counts.png')
+# Label-free choice of one run among seeds (issue 12; reported beside the mean, never
+# instead of it): the seed whose training objective ended lowest, as IIC picks its
+# lowest-loss head. Fixed before the held-out seeds were run; uses no labels.
+SELECTION_KEY = 'loss'
+SELECTION_LAST_LOGS = 10
+SELECTION_CRITERION = (f'lowest mean training `{SELECTION_KEY}` over the last '
+                       f'{SELECTION_LAST_LOGS} logged steps (no labels)')
 
 
 def page_name(suite: str) -> str:
@@ -38,6 +46,34 @@ def _records(root: Path, exp: suite_lib.Experiment, variant: str) -> list[dict]:
   return out
 
 
+def final_training_loss(run_dir: Path, *, key: str = SELECTION_KEY,
+                        last: int = SELECTION_LAST_LOGS) -> float | None:
+  """Mean of ``key`` over the last ``last`` lines of the run's metrics.jsonl (None if absent)."""
+  path = run_dir / 'metrics.jsonl'
+  if not path.exists():
+    return None
+  values = [json.loads(line).get(key) for line in path.read_text().splitlines() if line.strip()]
+  values = [v for v in values if v is not None][-last:]
+  return sum(values) / len(values) if values else None
+
+
+def label_free_choice(root: Path, exp: suite_lib.Experiment, variant: str,
+                      done: list[dict]) -> dict | None:
+  """The finished seed with the lowest final training loss, with its metrics (>= 2 seeds)."""
+  scored = []
+  for r in done:
+    loss = final_training_loss(root / exp.name / variant / f'seed{r["seed"]}')
+    if loss is not None:
+      scored.append((loss, r))
+  if len(scored) < 2:
+    return None
+  loss, chosen = min(scored, key=lambda t: t[0])
+  flat = summary_io.flatten(chosen['metrics'])
+  return {'criterion': SELECTION_CRITERION, 'seed': chosen['seed'], 'value': loss,
+          'candidates': {str(r['seed']): v for v, r in scored},
+          'metrics': {k: flat.get(k) for k in ROWS}}
+
+
 def _curve_stats(records: list[dict]) -> list[dict]:
   """Per checkpoint step: each curve metric's stats over the seeds that reached it."""
   by_step = {}
@@ -50,7 +86,7 @@ def _curve_stats(records: list[dict]) -> list[dict]:
     entry = {'step': step, 'examples_seen': int(by_step[step][0][1]['examples_seen']),
              'seeds': seeds}
     for name in CURVE_ROWS:
-      entry[name] = report._stats([p[name] for _, p in by_step[step]], seeds)  # pylint: disable=protected-access
+      entry[name] = summary_io.stats([p[name] for _, p in by_step[step]], seeds)
     out.append(entry)
   return out
 
@@ -67,27 +103,30 @@ def collect(experiments: list[suite_lib.Experiment], root: Path) -> dict:
       partial = [r for r in records if 'failure' not in r and r.get('partial')]
       if failures:
         failed[variant] = [{'seed': r['seed'], 'failure': r['failure'],
-                            'command': report._relative(r['command'])} for r in failures]  # pylint: disable=protected-access
+                            'command': summary_io.relative(r['command'])} for r in failures]
       if not done and not partial:
         continue
-      flat = [report._flatten(r['metrics']) for r in done]  # pylint: disable=protected-access
+      flat = [summary_io.flatten(r['metrics']) for r in done]
       names = sorted(set.intersection(*(set(f) for f in flat))) if flat else []
       seeds = [r['seed'] for r in done]
       variants[variant] = {
-          'metrics': {n: report._stats([f[n] for f in flat], seeds) for n in names},  # pylint: disable=protected-access
+          'metrics': {n: summary_io.stats([f[n] for f in flat], seeds) for n in names},
           'partial': [{'seed': r['seed'], 'step': r['step'],
                        'num_train_steps': r.get('num_train_steps'),
                        'adopted_from': r.get('adopted_from'),
-                       'metrics': {k: report._flatten(r['metrics']).get(k) for k in ROWS}}  # pylint: disable=protected-access
+                       'metrics': {k: summary_io.flatten(r['metrics']).get(k) for k in ROWS}}
                       for r in partial],
-          'commands': [report._relative(r['command']) for r in done + partial],  # pylint: disable=protected-access
-          'eval_commands': [report._relative(r['eval_command']) for r in done + partial],  # pylint: disable=protected-access
+          'commands': [summary_io.relative(r['command']) for r in done + partial],
+          'eval_commands': [summary_io.relative(r['eval_command']) for r in done + partial],
           'train_seconds': [r['train_seconds'] for r in done],
           'eval_seconds': [r['eval_seconds'] for r in done],
           'seeds_planned': list(exp.seeds),
           'first_seed': (done + partial)[0]['seed'],
           'code_versions': sorted({r.get('code_version', 'not recorded') for r in done + partial}),
       }
+      choice = label_free_choice(root, exp, variant, done)
+      if choice:
+        variants[variant]['label_free_choice'] = choice
       if exp.curve:
         variants[variant]['curve'] = _curve_stats(done + partial)
     if variants or failed:
@@ -97,7 +136,7 @@ def collect(experiments: list[suite_lib.Experiment], root: Path) -> dict:
 
 
 def _pct_or_value(name: str, stats: dict | None) -> str:
-  return report._fmt(stats, percent=name.startswith('accuracy'))  # pylint: disable=protected-access
+  return report.format_stats(stats, percent=name.startswith('accuracy'))
 
 
 def _final_table(summary_exp: dict) -> list[str]:
@@ -111,6 +150,16 @@ def _final_table(summary_exp: dict) -> list[str]:
     if any(c != 'n/a' for c in cells):
       lines.append(f'| {row}{" (%)" if row.startswith("accuracy") else ""} | '
                    + ' | '.join(cells) + ' |')
+  choices = [(v, summary_exp['variants'][v].get('label_free_choice')) for v in variants]
+  for variant, choice in choices:
+    if choice:
+      acc = choice['metrics'].get('accuracy_hungarian')
+      lines.append(f'| label-free pick ({variant}): seed {choice["seed"]}, test hungarian (%) | '
+                   + ' | '.join((f'{100 * acc:.2f}' if v == variant and acc is not None else '')
+                                for v in variants) + ' |')
+  if any(c for _, c in choices):
+    lines += ['', f'Label-free pick: one seed chosen by the {SELECTION_CRITERION}; shown beside '
+              'the mean over seeds, which is the result.']
   return lines + ['']
 
 
@@ -270,9 +319,9 @@ def write(suite: str, experiments: list[suite_lib.Experiment], *, root: Path,
   (every other key of summary.json, and this suite's experiments not under ``root``,
   are kept as they were). Returns the suite's merged summary."""
   collected = collect(experiments, root)
-  everything = report.read_previous(results_dir)
+  everything = summary_io.read_previous(results_dir)
   previous = everything.get(suite, {}) if isinstance(everything.get(suite), dict) else {}
-  section, _ = report.merge_previous(collected, previous)
+  section, _ = summary_io.merge_previous(collected, previous)
   figures = {}
   for name in section:
     if name in collected:

@@ -1,0 +1,153 @@
+"""results/summary.json: the suite's runs collected into it, and what it keeps from before.
+
+:func:`collect` turns each finished run's ``suite_record.json`` (its eval metrics and
+commands) into per-variant statistics over seeds; :func:`read_previous`,
+:func:`merge_previous` and :func:`carry_over` decide what the previous summary.json
+contributes when only some experiments' runs are on this machine. The pages
+(report.py, report_class.py) render what these return.
+"""
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from vmivae_jax.experiments import suite as suite_lib
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def relative(command: str) -> str:
+  """Commands as a user types them in the repository root."""
+  return command.replace(f'{REPO_ROOT}/', '')
+
+
+def flatten(metrics: dict, prefix: str = '') -> dict[str, float]:
+  """Nested eval metrics as {'a/b': float}; non-numeric values are left out."""
+  flat = {}
+  for key, value in metrics.items():
+    name = f'{prefix}{key}'
+    if isinstance(value, dict):
+      flat.update(flatten(value, name + '/'))
+    elif isinstance(value, (int, float)) and not isinstance(value, bool) and value is not None:
+      flat[name] = float(value)
+  return flat
+
+
+def stats(values: list[float], seeds: list[int]) -> dict:
+  """Per-seed values with their mean and sample standard deviation (0 for one seed)."""
+  arr = np.asarray(values, np.float64)
+  return {'per_seed': [float(v) for v in values], 'seeds': seeds,
+          'mean': float(arr.mean()), 'std': float(arr.std(ddof=1)) if len(arr) > 1 else 0.0}
+
+
+def collect(experiments: list[suite_lib.Experiment], root: Path) -> dict:
+  """{experiment: {variant: {'metrics': {name: stats}, 'commands': [...], ...}}}."""
+  summary = {}
+  for exp in experiments:
+    variants, failed = {}, {}
+    for variant, _ in exp.variants:
+      records, failures = [], []
+      for seed in exp.seeds:
+        path = root / exp.name / variant / f'seed{seed}' / 'suite_record.json'
+        if path.exists():
+          record = json.loads(path.read_text())
+          (failures if 'failure' in record else records).append(record)
+      if failures:
+        failed[variant] = [{'seed': r['seed'], 'failure': r['failure'],
+                            'command': relative(r['command'])} for r in failures]
+      if not records:
+        continue
+      seeds = [r['seed'] for r in records]
+      flat = [flatten(r['metrics']) for r in records]
+      names = sorted(set.intersection(*(set(f) for f in flat)))
+      variants[variant] = {
+          'metrics': {n: stats([f[n] for f in flat], seeds) for n in names},
+          'commands': [relative(r['command']) for r in records],
+          'eval_commands': [relative(r['eval_command']) for r in records],
+          'train_seconds': [r['train_seconds'] for r in records],
+          'eval_seconds': [r['eval_seconds'] for r in records],
+          'seeds_planned': list(exp.seeds),
+          'mi_bound_entropy_kind': records[0]['metrics'].get('mi_bound_entropy_kind'),
+          'code_versions': sorted({r.get('code_version', 'not recorded') for r in records}),
+      }
+    if variants or failed:
+      summary[exp.name] = {'title': exp.title, 'config_file': exp.config_file,
+                           'purpose': exp.purpose, 'variants': variants, 'failed': failed}
+  return summary
+
+
+def read_previous(results_dir: Path) -> dict:
+  """results/summary.json as it stands ({} when absent or unreadable)."""
+  path = results_dir / 'summary.json'
+  try:
+    previous = json.loads(path.read_text()) if path.exists() else {}
+  except ValueError:
+    return {}
+  return previous if isinstance(previous, dict) else {}
+
+
+def merge_previous(summary: dict, previous: dict) -> tuple[dict, list[str]]:
+  """``summary`` plus every entry of ``previous`` it does not replace: experiments whose
+  runs are not under this --root (e.g. made on another machine) and other suites' keys
+  keep their recorded numbers. Returns (merged, names kept from ``previous``)."""
+  kept = [k for k in previous if k not in summary]
+  return {**{k: previous[k] for k in kept}, **summary}, kept
+
+
+def carry_over(summary: dict, experiments: list[suite_lib.Experiment],
+               results_dir: Path) -> tuple[dict, dict[str, list[str]]]:
+  """Keeps the previous summary's entry of each experiment with no runs under root.
+
+  A page regenerated where only some experiments' runs exist keeps the others' recorded
+  numbers (marked ``carried_over``) instead of dropping them; a partly rerun
+  experiment keeps the recorded numbers of the variants not rerun.
+
+  Returns:
+    (the suite's experiments, in its order, with what was carried over; for each
+    experiment, the variants whose figures are the committed ones of the previous page).
+  """
+  path = results_dir / 'summary.json'
+  previous = json.loads(path.read_text()) if path.exists() else {}
+  merged, committed_figures = {}, {}
+  for exp in experiments:
+    if exp.name in summary:
+      merged[exp.name] = summary[exp.name]
+      old = previous.get(exp.name, {}).get('variants', {})
+      fresh = summary[exp.name]['variants']
+      missing = [v for v, _ in exp.variants if v not in fresh and v in old]
+      for v in missing:   # a partial rerun: the other variants keep their recorded numbers
+        fresh[v] = _renamed_variant(old[v])
+      if missing:
+        committed_figures[exp.name] = missing
+        order = [v for v, _ in exp.variants if v in fresh]
+        summary[exp.name]['variants'] = {v: fresh[v] for v in order}
+    elif exp.name in previous:
+      old = previous[exp.name]['variants']   # summary.json sorts keys: suite order back
+      order = [v for v, _ in exp.variants if v in old] + [v for v in old
+                                                          if v not in dict(exp.variants)]
+      merged[exp.name] = {**previous[exp.name], 'carried_over': True,
+                          'variants': {v: old[v] for v in order}}
+      committed_figures[exp.name] = list(previous[exp.name]['variants'])
+  return merged, committed_figures
+
+
+# Runs evaluated before the honest-bound change named the prior-entropy objective
+# 'mi_bound' and the aggregate-entropy bound 'mi_bound_aggregate_mc' (same Q, same
+# samples). Carried-over variants are shown under today's names; their training-Q
+# bound used the prior's entropy and is dropped.
+_OLD_GAUSSIAN_NAMES = {'mi_bound': 'mi_objective_prior_entropy',
+                       'mi_bound_aggregate_mc': 'mi_bound',
+                       'mi_bound_entropy_aggregate_mc': 'mi_bound_entropy'}
+
+
+def _renamed_variant(old: dict) -> dict:
+  out = {**old, 'carried_over': True}
+  if old.get('mi_bound_entropy_kind') == 'gaussian_prior':
+    metrics = {k: v for k, v in old['metrics'].items()
+               if k not in _OLD_GAUSSIAN_NAMES and not k.startswith('mi_bound_training_q')
+               and k != 'mi_bound_entropy'}
+    metrics.update({new: old['metrics'][k] for k, new in _OLD_GAUSSIAN_NAMES.items()
+                    if k in old['metrics']})
+    out.update(metrics=metrics, mi_bound_entropy_kind='gaussian_aggregate_mc')
+  return out
