@@ -123,7 +123,8 @@ NON_NEGATIVE_FLOATS = {
     f'invariance.augment.{k}' for k in ('max_rotation', 'max_scale', 'max_aspect',
                                         'max_shear', 'max_translation', 'elastic_alpha',
                                         'elastic_sigma', 'dilate_prob', 'erode_prob',
-                                        'flip_prob')}
+                                        'flip_prob')} | {
+    'mixture_prior.init_scale'}
 STRICTLY_POSITIVE = {
     'batch_size', 'num_train_steps', 'steps_per_chunk', 'checkpoint_every_steps',
     'keep_checkpoints', 'capacity.gaussian.steps', 'capacity.categorical.steps',

@@ -22,8 +22,12 @@ from vmivae_jax import train_step
 
 
 def latent_spec(config) -> latents.LatentSpec:
-  return latents.LatentSpec(gaussian_dims=int(config.latent.gaussian_dims),
-                            categorical_sizes=tuple(int(k) for k in config.latent.categorical_sizes))
+  """The latent layout, with the code that conditions the mixture prior (if enabled)."""
+  mp = config.get('mixture_prior')   # absent in configs stored before it existed: off
+  return latents.LatentSpec(
+      gaussian_dims=int(config.latent.gaussian_dims),
+      categorical_sizes=tuple(int(k) for k in config.latent.categorical_sizes),
+      mixture_code=int(mp.code_index) if mp and mp.enabled else None)
 
 
 def build_model(config, *, batch_norm_axis: str | None = None) -> model_lib.VMIModel:
@@ -48,7 +52,8 @@ def build_model(config, *, batch_norm_axis: str | None = None) -> model_lib.VMIM
                              conv_channels=tuple(m.decoder_channels), norm=m.norm,
                              activation=m.activation, batch_norm_axis=batch_norm_axis,
                              deconv_impl=m.get('deconv_impl', 'auto'), dtype=dtype),
-      learn_output_logvar=bool(config.learn_output_logvar and config.likelihood == 'gaussian'))
+      learn_output_logvar=bool(config.learn_output_logvar and config.likelihood == 'gaussian'),
+      **mixture_prior_fields(config))
   q = networks.QNetwork(num_gaussian=len(config.mi.gaussian_indices),
                       categorical_sizes=tuple(spec.categorical_sizes[i] for i in cat_idx),
                       trunk=extractor(m.q_hidden, m.q_channels))
@@ -57,6 +62,14 @@ def build_model(config, *, batch_norm_axis: str | None = None) -> model_lib.VMIM
                       mi_categorical_indices=cat_idx, likelihood=config.likelihood,
                       pixel_range=preprocess.PIXEL_RANGES[config.pixel_range],
                       gaussian_logvar=float(config.gaussian_logvar))
+
+
+def mixture_prior_fields(config) -> dict:
+  """networks.VAE's mixture-prior fields (the defaults when the prior is off)."""
+  mp = config.get('mixture_prior')
+  if not (mp and mp.enabled):
+    return {}
+  return dict(learn_prior_logvars=bool(mp.learn_logvars), prior_init_scale=float(mp.init_scale))
 
 
 def objective_settings(config) -> objectives.ObjectiveSettings:

@@ -70,6 +70,12 @@ def get_base_config() -> ml_collections.ConfigDict:
   # 'bfloat16': bfloat16 activations and matmul/conv inputs (GPU/TPU); parameters,
   # optimizer states and every loss stay float32. 'float32' is the reference model.
   c.compute_dtype = 'float32'
+  # Mixture prior p(z | c) = N(mu_c, sigma_c^2) on the Gaussian group, conditioned on code
+  # c = latent.categorical_sizes[code_index] (GMVAE / VaDE; issue 12); off = N(0, I).
+  c.mixture_prior = ml_collections.ConfigDict(dict(
+      enabled=False, code_index=0,
+      learn_logvars=False,   # learned sigma_c^2 (else 1)
+      init_scale=1.0))       # component means initialised N(0, init_scale^2)
   c.vae_optimizer = _optimizer_config(1e-3)
   c.q_optimizer = _optimizer_config(1e-3)
 
@@ -184,7 +190,7 @@ def authors_config(dataset: str, setting: str) -> ml_collections.ConfigDict:
 # leave such runs unchanged, so a stored config lacking one is the same run with it set
 # to its default. Every key added to get_base_config later must be listed here.
 LATER_KEYS = ('invariance', 'invariance.augment.flip_prob', 'model.separate_code_encoder',
-              'model.conv_impl', 'model.deconv_impl', 'compute_dtype')
+              'mixture_prior', 'model.conv_impl', 'model.deconv_impl', 'compute_dtype')
 
 
 def with_later_keys(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -204,15 +210,25 @@ def with_later_keys(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
   return config
 
 
-VARIANTS = ('', 'smoke')
+VARIANTS = ('', 'smoke', 'mixprior')
+
+
+def mixture_prior(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """The mixture prior p(z | c) on the Gaussian group, conditioned on code 0, with
+  learned component variances."""
+  config.mixture_prior.update(enabled=True, code_index=0, learn_logvars=True, init_scale=1.0)
+  return config
 
 
 def variant(config: ml_collections.ConfigDict, name: str) -> ml_collections.ConfigDict:
-  """Applies a named variant (``--config=configs/x.py:<name>``); unknown names are errors."""
-  if name not in VARIANTS:
-    raise ValueError(f'config variant {name!r} is unknown; choose one of {VARIANTS} '
-                     "('' is the full config)")
-  return smoke(config) if name == 'smoke' else config
+  """Applies named variants (``--config=configs/x.py:<name>``, several joined by '+',
+  e.g. 'mixprior+smoke'); unknown names are errors."""
+  for part in name.split('+') if name else ():
+    if part not in VARIANTS[1:]:
+      raise ValueError(f'config variant {name!r} is unknown; choose from {VARIANTS}, '
+                       "joined by '+' ('' is the full config)")
+    config = {'smoke': smoke, 'mixprior': mixture_prior}[part](config)
+  return config
 
 
 def override(config: ml_collections.ConfigDict, overrides: dict) -> ml_collections.ConfigDict:

@@ -251,13 +251,32 @@ class QNetwork(nn.Module):
 
 
 class VAE(nn.Module):
-  """Encoder + decoder; ``__call__`` is one stochastic pass x -> (q(z|x), z, p(x|z))."""
+  """Encoder + decoder; ``__call__`` is one stochastic pass x -> (q(z|x), z, p(x|z)).
+
+  With ``encoder.spec.mixture_code`` set, the VAE also holds the Gaussian group's
+  mixture prior p(z | c) (parameters 'prior_means' [K, D], initialised N(0,
+  prior_init_scale^2), and, if ``learn_prior_logvars``, 'prior_logvars' [K, D] from 0;
+  else unit variances); :meth:`encode` attaches it to the posterior.
+  """
   encoder: Encoder
   decoder: Decoder
   learn_output_logvar: bool = False  # a learned shared pixel log-variance (Gaussian likelihood)
+  learn_prior_logvars: bool = False  # mixture prior: learned component variances
+  prior_init_scale: float = 1.0      # mixture prior: std of the component means' init
 
   def encode(self, images: jax.Array, *, train: bool) -> latents.PosteriorParams:
-    return self.encoder(images, train=train)
+    posterior = self.encoder(images, train=train)
+    if self.encoder.spec.mixture_code is not None:
+      posterior = posterior._replace(prior=self.prior())
+    return posterior
+
+  def prior(self) -> latents.MixturePrior | None:
+    """The mixture prior's components (None: the prior is N(0, I))."""
+    if self.encoder.spec.mixture_code is None:
+      return None
+    logvars = (self._prior_logvars if self.learn_prior_logvars
+               else jnp.zeros_like(self._prior_means))
+    return latents.MixturePrior(means=self._prior_means, logvars=logvars)
 
   def decode(self, code: jax.Array, *, train: bool) -> jax.Array:
     return self.decoder(code, train=train)
@@ -267,6 +286,13 @@ class VAE(nn.Module):
     # below are called separately through apply(method=...)).
     if self.learn_output_logvar:
       self._output_logvar = self.param('output_logvar', nn.initializers.zeros, ())
+    spec = self.encoder.spec
+    if spec.mixture_code is not None:
+      shape = (spec.categorical_sizes[spec.mixture_code], spec.gaussian_dims)
+      self._prior_means = self.param('prior_means',
+                                     nn.initializers.normal(self.prior_init_scale), shape)
+      if self.learn_prior_logvars:
+        self._prior_logvars = self.param('prior_logvars', nn.initializers.zeros, shape)
 
   def output_logvar(self) -> jax.Array | None:
     return self._output_logvar if self.learn_output_logvar else None

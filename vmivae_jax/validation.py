@@ -303,6 +303,8 @@ def validate(config, *, num_devices: int = 1, check_paths: bool = True) -> None:
           'must be <= 1 (one draw picks dilation, erosion or neither)')
   _check_choice(config, 'invariance.augment.thickness_footprint', invariance.FOOTPRINTS)
 
+  _check_mixture_prior(config, sizes)
+
   # --- Networks.
   m = config.model
   _check_choice(config, 'model.family', networks.FAMILIES)
@@ -340,3 +342,26 @@ def validate(config, *, num_devices: int = 1, check_paths: bool = True) -> None:
   _check_number(config, 'eval.traversal_range', minimum=0.0, strict=True)
   if e.iwae_samples % e.iwae_chunk:
     _fail('eval.iwae_chunk', e.iwae_chunk, f'must divide eval.iwae_samples={e.iwae_samples}')
+
+
+def _check_mixture_prior(config, sizes: tuple) -> None:
+  """The mixture prior p(z | c) needs Gaussian dims and an existing code to condition on."""
+  mp = config.mixture_prior
+  index = _check_number(config, 'mixture_prior.code_index', minimum=0)
+  _check_number(config, 'mixture_prior.init_scale', minimum=0.0)
+  if not mp.enabled:
+    if mp.learn_logvars:
+      _fail('mixture_prior.learn_logvars', mp.learn_logvars,
+            'the mixture prior is off (mixture_prior.enabled=False); it would be ignored')
+    return
+  if config.latent.gaussian_dims == 0:
+    _fail('mixture_prior.enabled', mp.enabled,
+          'the mixture prior p(z|c) acts on the Gaussian group and there is none '
+          '(latent.gaussian_dims=0)')
+  if not sizes:
+    _fail('mixture_prior.enabled', mp.enabled,
+          'the mixture prior p(z|c) is conditioned on a categorical code and there is none '
+          f'(latent.categorical_sizes={sizes})')
+  if index >= len(sizes):
+    _fail('mixture_prior.code_index', index,
+          f'code {index} does not exist (latent.categorical_sizes={sizes})')

@@ -54,7 +54,8 @@ def vae_statistics(model: model_lib.VMIModel, vae_vars: dict, images, *, key: ja
   Returns:
     numpy arrays: 'mean', 'logvar' [N, D], 'logits' (tuple of [N, K_i]),
     'reconstruction' [N] (log p(x|z, c) with exact categorical draws), 'kl'
-    {group: [N]} (closed form), 'elbo' [N], 'mi_z' [N, S] (the sampled MI-targeted
+    {group: [N]} (closed form; with a mixture prior the Gaussian group's term is the
+    exact expectation over q(c|x) of KL(q(z|x) || p(z|c))), 'elbo' [N], 'mi_z' [N, S] (the sampled MI-targeted
     Gaussian dims), 'log_q' {name: [N]} (log Q(z_sel|x') of each Q) and, for models
     with codes when ``relaxed``, 'reconstruction_relaxed' / 'elbo_relaxed' (the
     Gumbel-softmax sample at ``temperature``, as in training; same noise).
@@ -100,13 +101,16 @@ def _iwae_batch(model, vae_vars, images, key, *, num_samples, chunk):
   def body(carry, i):
     noise = latents.draw_noise(jax.random.fold_in(key, i), model.latent, (chunk, b))
     z = posterior.mean + jnp.exp(0.5 * posterior.logvar) * noise.gaussian  # [S, B, D]
-    log_w = (distributions.gaussian_log_density(z, mean=jnp.zeros(()), logvar=jnp.zeros(()))
+    # Gumbel-max: exact draws of the codes, [S, B] each.
+    codes = tuple(jnp.argmax(lp + g, axis=-1) for lp, g in zip(log_probs, noise.gumbel))
+    # log p(z | c) - log q(z | x): p(z | c) = N(0, I), or the mixture prior's component
+    # of the drawn c.
+    log_w = (latents.gaussian_prior_log_density(z, model.latent, posterior.prior, codes)
              - distributions.gaussian_log_density(z, mean=posterior.mean,
                                                   logvar=posterior.logvar))
     parts = [z]
-    for lp, gumbel in zip(log_probs, noise.gumbel):
+    for lp, c in zip(log_probs, codes):
       k = lp.shape[-1]
-      c = jnp.argmax(lp + gumbel, axis=-1)                   # Gumbel-max: an exact draw
       log_q_c = jnp.take_along_axis(jnp.broadcast_to(lp, (chunk,) + lp.shape), c[..., None],
                                     axis=-1)[..., 0]
       log_w += -math.log(k) - log_q_c
@@ -134,10 +138,11 @@ def iwae_log_likelihood(model: model_lib.VMIModel, vae_vars: dict, images, *, nu
                         chunk: int, key: jax.Array, batch_size: int) -> np.ndarray:
   """[N] importance-weighted estimates of log p(x) in nats (Burda et al., 2016).
 
-  log p(x) ~= logmeanexp_k [log p(x|z_k, c_k) + log p(z_k) + log p(c_k)
+  log p(x) ~= logmeanexp_k [log p(x|z_k, c_k) + log p(z_k|c_k) + log p(c_k)
                             - log q(z_k|x) - log q(c_k|x)],
   with z_k ~ q(z|x) and each code c_k drawn exactly from Cat(q(c|x)) (Gumbel-max),
-  p(c) = 1/K. A lower bound on log p(x) in expectation, tightening as k grows; k = 1
+  p(c) = 1/K, and p(z|c) = N(0, I), or with a mixture prior N(mu_c, sigma_c^2) for the
+  drawn value of the conditioning code. A lower bound on log p(x) in expectation, tightening as k grows; k = 1
   is an unbiased estimate of the ELBO.
 
   The encoder runs once per batch of ``batch_size`` examples; ``lax.scan`` then runs
