@@ -69,6 +69,15 @@ def _float32(x: jax.Array) -> jax.Array:
   return x.astype(jnp.float32) if x.dtype != jnp.float32 else x
 
 
+def _conv_params(module: nn.Module, x: jax.Array, *, use_bias: bool):
+  """(x, kernel [4, 4, in, out], bias or None) of a 4x4 conv module, promoted to its dtype."""
+  kernel = module.param('kernel', nn.initializers.lecun_normal(),
+                        (4, 4, x.shape[-1], module.features), jnp.float32)
+  bias = (module.param('bias', nn.initializers.zeros_init(), (module.features,), jnp.float32)
+          if use_bias else None)
+  return nn.dtypes.promote_dtype(x, kernel, bias, dtype=module.dtype)
+
+
 class StridedConv(nn.Module):
   """``nn.Conv(features, (4, 4), strides=(2, 2), padding=((1, 1), (1, 1)))``, same params.
 
@@ -81,11 +90,7 @@ class StridedConv(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    kernel = self.param('kernel', nn.initializers.lecun_normal(),
-                        (4, 4, x.shape[-1], self.features), jnp.float32)
-    bias = (self.param('bias', nn.initializers.zeros_init(), (self.features,), jnp.float32)
-            if self.use_bias else None)
-    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+    x, kernel, bias = _conv_params(self, x, use_bias=self.use_bias)
     impl = conv_impls()[0] if self.impl == AUTO else self.impl
     y = conv_ops.conv4x4_stride2(x, kernel, impl=impl)
     return y if bias is None else y + bias
@@ -102,10 +107,7 @@ class StridedConvTranspose(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    kernel = self.param('kernel', nn.initializers.lecun_normal(),
-                        (4, 4, x.shape[-1], self.features), jnp.float32)
-    bias = self.param('bias', nn.initializers.zeros_init(), (self.features,), jnp.float32)
-    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+    x, kernel, bias = _conv_params(self, x, use_bias=True)
     impl = conv_impls()[1] if self.impl == AUTO else self.impl
     return conv_ops.conv_transpose4x4_stride2(x, kernel, impl=impl) + bias
 
