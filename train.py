@@ -21,12 +21,22 @@ _CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config fil
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints and metrics.')
 _OVERWRITE = flags.DEFINE_bool('overwrite', False,
                                'Delete a different run found in --workdir instead of refusing.')
+# Several processes (README "Several hosts"): the same command on every process.
+_COORDINATOR = flags.DEFINE_string('coordinator_address', None,
+                                   'host:port of process 0 (multi-process runs).')
+_NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Processes of the run.')
+_PROCESS_ID = flags.DEFINE_integer('process_id', None, 'This process, in [0, num_processes).')
+_AUTO = flags.DEFINE_bool('distributed_auto', False,
+                          'Let JAX detect the processes (Cloud TPU, SLURM, Open MPI).')
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
 def main(argv):
   cli.reject_extra_args(argv)
-  cli.run_train(_CONFIG.value, _WORKDIR.value, overwrite=_OVERWRITE.value)
+  cli.run_train(_CONFIG.value, _WORKDIR.value, overwrite=_OVERWRITE.value,
+                multiprocess=dict(coordinator_address=_COORDINATOR.value,
+                                  num_processes=_NUM_PROCESSES.value,
+                                  process_id=_PROCESS_ID.value, auto=_AUTO.value))
 
 
 if __name__ == '__main__':

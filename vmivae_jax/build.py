@@ -36,11 +36,13 @@ def build_model(config, *, batch_norm_axis: str | None = None) -> model_lib.VMIM
   """The VMIModel a config describes; ``batch_norm_axis`` names the data-parallel axis."""
   m = config.model
   spec = latent_spec(config)
+  dtype = networks.COMPUTE_DTYPES[config.get('compute_dtype', 'float32')]
 
   def extractor(hidden, channels):
     return networks.FeatureExtractor(family=m.family, hidden=tuple(hidden),
                                    conv_channels=tuple(channels), norm=m.norm,
-                                   activation=m.activation, batch_norm_axis=batch_norm_axis)
+                                   activation=m.activation, batch_norm_axis=batch_norm_axis,
+                                   conv_impl=m.get('conv_impl', 'auto'), dtype=dtype)
 
   cat_idx = tuple(int(i) for i in config.mi.categorical_indices)
   vae = networks.VAE(
@@ -50,7 +52,8 @@ def build_model(config, *, batch_norm_axis: str | None = None) -> model_lib.VMIM
                       if m.get('separate_code_encoder', False) else None)),
       decoder=networks.Decoder(family=m.family, hidden=tuple(m.decoder_hidden),
                              conv_channels=tuple(m.decoder_channels), norm=m.norm,
-                             activation=m.activation, batch_norm_axis=batch_norm_axis),
+                             activation=m.activation, batch_norm_axis=batch_norm_axis,
+                             deconv_impl=m.get('deconv_impl', 'auto'), dtype=dtype),
       learn_output_logvar=bool(config.learn_output_logvar and config.likelihood == 'gaussian'),
       **mixture_prior_fields(config))
   q = networks.QNetwork(num_gaussian=len(config.mi.gaussian_indices),

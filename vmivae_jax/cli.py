@@ -24,6 +24,7 @@ from absl import logging
 from vmivae_jax import console
 from vmivae_jax import conv_ops
 from vmivae_jax import data
+from vmivae_jax import distributed
 from vmivae_jax import sweep
 from vmivae_jax import validation
 from vmivae_jax import workdir as workdir_lib
@@ -34,7 +35,8 @@ console.quiet_libraries()
 conv_ops.apply_cpu_xla_flags()
 
 # Failures a user can fix; anything else is a bug and keeps its traceback.
-USER_ERRORS = (validation.ConfigError, data.DataError, workdir_lib.WorkdirError)
+USER_ERRORS = (validation.ConfigError, data.DataError, workdir_lib.WorkdirError,
+               distributed.DistributedError)
 EXIT_USER_ERROR = 2
 EXIT_DIVERGENCE = 3
 
@@ -98,13 +100,17 @@ def _usage_error(message: str):
   sys.exit(EXIT_USER_ERROR)
 
 
-def run_train(config, workdir: str, *, overwrite: bool = False) -> None:
+def run_train(config, workdir: str, *, overwrite: bool = False,
+              multiprocess: dict | None = None) -> None:
+  """Trains; ``multiprocess``: ``distributed.initialize``'s keyword arguments (from the
+  --coordinator_address, --num_processes, --process_id, --distributed_auto flags)."""
   from vmivae_jax import trainer  # pylint: disable=g-import-not-at-top
   error = getattr(config, '_error', None)  # ml_collections' stand-in for a failed --config
   if error is not None:
     detail = ' '.join(str(error).split())  # one line
     _usage_error(f'--config: cannot load the config file: {type(error).__name__}: {detail}')
   try:
+    distributed.initialize(**(multiprocess or {}))   # before any JAX computation
     trainer.train(config, workdir, overwrite=overwrite)
   except USER_ERRORS as e:
     _exit_with(e)

@@ -43,7 +43,10 @@ def get_base_config() -> ml_collections.ConfigDict:
       family='mlp', encoder_hidden=(512, 512), decoder_hidden=(512, 512), q_hidden=(512, 512),
       encoder_channels=(64, 128), decoder_channels=(128, 64), q_channels=(64, 128),
       norm='none', activation='relu',
-      separate_code_encoder=False))  # True: the codes' heads get their own trunk
+      separate_code_encoder=False,  # True: the codes' heads get their own trunk
+      # Conv formulations (vmivae_jax/conv_ops.py): 'auto' = the backend's default
+      # (networks.conv_impls: matmul/custom-VJP formulations on CPU, native lax on GPU/TPU).
+      conv_impl='auto', deconv_impl='auto'))
   c.likelihood = 'bernoulli'
   c.gaussian_logvar = 0.0
   c.learn_output_logvar = False
@@ -64,6 +67,9 @@ def get_base_config() -> ml_collections.ConfigDict:
           max_translation=2.0, elastic_alpha=0.0, elastic_sigma=4.0, dilate_prob=0.25,
           erode_prob=0.0, thickness_footprint='cross',
           flip_prob=0.0))))         # left-right mirror (clothing, not digits)
+  # 'bfloat16': bfloat16 activations and matmul/conv inputs (GPU/TPU); parameters,
+  # optimizer states and every loss stay float32. 'float32' is the reference model.
+  c.compute_dtype = 'float32'
   # Mixture prior p(z | c) = N(mu_c, sigma_c^2) on the Gaussian group, conditioned on code
   # c = latent.categorical_sizes[code_index] (GMVAE / VaDE; issue 12); off = N(0, I).
   c.mixture_prior = ml_collections.ConfigDict(dict(
@@ -230,7 +236,8 @@ def authors_config(dataset: str, setting: str) -> ml_collections.ConfigDict:
 # leave such runs unchanged, so a stored config lacking one is the same run with it set
 # to its default. Every key added to get_base_config later must be listed here.
 LATER_KEYS = ('invariance', 'invariance.augment.flip_prob', 'model.separate_code_encoder',
-              'mixture_prior', 'sweep')
+              'mixture_prior', 'model.conv_impl', 'model.deconv_impl', 'compute_dtype',
+              'sweep')
 
 
 def with_later_keys(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:

@@ -7,12 +7,19 @@ Two families share one interface:
   dense (512,), BatchNorm and LeakyReLU(0.2) it is the architecture of the authors'
   PyTorch code (encoder and Q), and its transpose-convolution mirror is their decoder.
 
+Mixed precision: with ``dtype`` set (``config.compute_dtype='bfloat16'``) the layers
+compute in that dtype (activations and matmul/conv inputs; BatchNorm statistics stay
+float32, as Flax computes them) while parameters stay float32; the networks' outputs
+(posterior parameters, decoder output, Q's predictions) are cast back to float32, so
+every loss is computed in float32. ``dtype=None`` (the default) is the float32 model.
+
 Images are NHWC ``[B, 28, 28, 1]``. BatchNorm statistics are averaged over the
 ``batch_norm_axis`` mesh axis when it is set, so a data-parallel step normalises
 with global-batch statistics, exactly as a single device would.
 """
 
 from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -31,6 +38,8 @@ _ACTIVATIONS = {
 }
 FAMILIES = ('mlp', 'conv')
 NORMS = ('none', 'batch', 'layer')
+COMPUTE_DTYPES = {'float32': None, 'bfloat16': jnp.bfloat16}   # config name -> module dtype
+AUTO = 'auto'   # config.model.conv_impl/deconv_impl: the backend's default (conv_impls)
 
 
 # ----------------------------------------------------------------------------------
@@ -47,41 +56,68 @@ def conv_impls(backend: str | None = None) -> tuple[str, str]:
   return 'lax', 'lax'
 
 
+# config.model.conv_impl / deconv_impl choices. conv_ops' own 'auto' (transpose conv) is
+# the CPU default, reached through AUTO; the 'vjp:<conv>' transposes exist for the conv
+# formulations without a custom VJP (jax.linear_transpose cannot transpose one).
+CONV_CHOICES = (AUTO,) + conv_ops.CONV_IMPLS
+DECONV_CHOICES = (AUTO,) + tuple(d for d in conv_ops.DECONV_IMPLS if d != 'auto') + tuple(
+    f'vjp:{c}' for c in conv_ops.CONV_IMPLS
+    if c != 'lax_vjp' and f'vjp:{c}' not in conv_ops.DECONV_IMPLS)
+
+
+def _float32(x: jax.Array) -> jax.Array:
+  return x.astype(jnp.float32) if x.dtype != jnp.float32 else x
+
+
+def _conv_params(module: nn.Module, x: jax.Array, *, use_bias: bool):
+  """(x, kernel [4, 4, in, out], bias or None) of a 4x4 conv module, promoted to its dtype."""
+  kernel = module.param('kernel', nn.initializers.lecun_normal(),
+                        (4, 4, x.shape[-1], module.features), jnp.float32)
+  bias = (module.param('bias', nn.initializers.zeros_init(), (module.features,), jnp.float32)
+          if use_bias else None)
+  return nn.dtypes.promote_dtype(x, kernel, bias, dtype=module.dtype)
+
+
 class StridedConv(nn.Module):
-  """``nn.Conv(features, (4, 4), strides=(2, 2), padding=((1, 1), (1, 1)))``, same params."""
+  """``nn.Conv(features, (4, 4), strides=(2, 2), padding=((1, 1), (1, 1)))``, same params.
+
+  ``impl``: a ``conv_ops.CONV_IMPLS`` formulation, or 'auto' (``conv_impls()``).
+  """
   features: int
   use_bias: bool = True
+  impl: str = AUTO
+  dtype: Any = None
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    kernel = self.param('kernel', nn.initializers.lecun_normal(),
-                        (4, 4, x.shape[-1], self.features), jnp.float32)
-    bias = (self.param('bias', nn.initializers.zeros_init(), (self.features,), jnp.float32)
-            if self.use_bias else None)
-    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias)
-    y = conv_ops.conv4x4_stride2(x, kernel, impl=conv_impls()[0])
+    x, kernel, bias = _conv_params(self, x, use_bias=self.use_bias)
+    impl = conv_impls()[0] if self.impl == AUTO else self.impl
+    y = conv_ops.conv4x4_stride2(x, kernel, impl=impl)
     return y if bias is None else y + bias
 
 
 class StridedConvTranspose(nn.Module):
-  """``nn.ConvTranspose(features, (4, 4), strides=(2, 2), padding='SAME')``, same params."""
+  """``nn.ConvTranspose(features, (4, 4), strides=(2, 2), padding='SAME')``, same params.
+
+  ``impl``: a ``conv_ops`` transpose-conv formulation, or 'auto' (``conv_impls()``).
+  """
   features: int
+  impl: str = AUTO
+  dtype: Any = None
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    kernel = self.param('kernel', nn.initializers.lecun_normal(),
-                        (4, 4, x.shape[-1], self.features), jnp.float32)
-    bias = self.param('bias', nn.initializers.zeros_init(), (self.features,), jnp.float32)
-    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias)
-    return conv_ops.conv_transpose4x4_stride2(x, kernel, impl=conv_impls()[1]) + bias
+    x, kernel, bias = _conv_params(self, x, use_bias=True)
+    impl = conv_impls()[1] if self.impl == AUTO else self.impl
+    return conv_ops.conv_transpose4x4_stride2(x, kernel, impl=impl) + bias
 
 
-def _normalise(norm: str, batch_norm_axis: str | None, train: bool, name: str):
+def _normalise(norm: str, batch_norm_axis: str | None, train: bool, name: str, dtype=None):
   if norm == 'batch':
     return nn.BatchNorm(use_running_average=not train, momentum=0.9, axis_name=batch_norm_axis,
-                        name=name)
+                        dtype=dtype, name=name)
   if norm == 'layer':
-    return nn.LayerNorm(name=name)
+    return nn.LayerNorm(dtype=dtype, name=name)
   return lambda x: x
 
 
@@ -93,6 +129,8 @@ class FeatureExtractor(nn.Module):
   norm: str = 'none'
   activation: str = 'relu'
   batch_norm_axis: str | None = None
+  conv_impl: str = AUTO
+  dtype: Any = None        # compute dtype (None: float32); parameters are float32
 
   @nn.compact
   def __call__(self, images: jax.Array, *, train: bool) -> jax.Array:
@@ -101,25 +139,33 @@ class FeatureExtractor(nn.Module):
     if self.family == 'conv':
       for i, channels in enumerate(self.conv_channels):
         x = StridedConv(channels, use_bias=(i == 0 or self.norm == 'none'),
-                        name=f'conv_{i}')(x)
+                        impl=self.conv_impl, dtype=self.dtype, name=f'conv_{i}')(x)
         # The authors (like DCGAN/InfoGAN) leave the first conv un-normalised.
         if i > 0:
-          x = _normalise(self.norm, self.batch_norm_axis, train, f'conv_norm_{i}')(x)
+          x = _normalise(self.norm, self.batch_norm_axis, train, f'conv_norm_{i}',
+                         self.dtype)(x)
         x = act(x)
     x = x.reshape(x.shape[0], -1)
     for i, width in enumerate(self.hidden):
-      x = nn.Dense(width, name=f'dense_{i}')(x)
+      x = nn.Dense(width, dtype=self.dtype, name=f'dense_{i}')(x)
       if self.norm != 'none':
-        x = _normalise(self.norm, self.batch_norm_axis, train, f'dense_norm_{i}')(x)
+        x = _normalise(self.norm, self.batch_norm_axis, train, f'dense_norm_{i}',
+                       self.dtype)(x)
       x = act(x)
     return x
 
 
-def _gaussian_head(features: jax.Array, dims: int) -> jax.Array:
+def _gaussian_head(features: jax.Array, dims: int, dtype=None) -> jax.Array:
   """[B, 2 * dims] means then log-variances ([B, 0] when there are no Gaussian dims)."""
   if not dims:
-    return jnp.zeros((features.shape[0], 0), features.dtype)
-  return nn.Dense(2 * dims, name='gaussian_head')(features)
+    return jnp.zeros((features.shape[0], 0), jnp.float32 if dtype else features.dtype)
+  out = nn.Dense(2 * dims, dtype=dtype, name='gaussian_head')(features)
+  return _float32(out) if dtype else out
+
+
+def _logits_head(features: jax.Array, k: int, name: str, dtype=None) -> jax.Array:
+  out = nn.Dense(k, dtype=dtype, name=name)(features)
+  return _float32(out) if dtype else out
 
 
 class Encoder(nn.Module):
@@ -137,9 +183,9 @@ class Encoder(nn.Module):
   def __call__(self, images: jax.Array, *, train: bool) -> latents.PosteriorParams:
     features = self.trunk(images, train=train)
     code_features = features if self.code_trunk is None else self.code_trunk(images, train=train)
-    d = self.spec.gaussian_dims
-    gaussian = _gaussian_head(features, d)
-    logits = tuple(nn.Dense(k, name=f'categorical_head_{i}')(code_features)
+    d, dtype = self.spec.gaussian_dims, self.trunk.dtype
+    gaussian = _gaussian_head(features, d, dtype)
+    logits = tuple(_logits_head(code_features, k, f'categorical_head_{i}', dtype)
                    for i, k in enumerate(self.spec.categorical_sizes))
     return latents.PosteriorParams(mean=gaussian[:, :d], logvar=gaussian[:, d:], logits=logits)
 
@@ -152,30 +198,37 @@ class Decoder(nn.Module):
   norm: str = 'none'
   activation: str = 'relu'
   batch_norm_axis: str | None = None
+  deconv_impl: str = AUTO
+  dtype: Any = None        # compute dtype (None: float32); the output is float32
 
   @nn.compact
   def __call__(self, code: jax.Array, *, train: bool) -> jax.Array:
     act = _ACTIVATIONS[self.activation]
     norm_dense = self.norm != 'none'
+    dtype = self.dtype
     x = code
     for i, width in enumerate(self.hidden):
-      x = nn.Dense(width, name=f'dense_{i}')(x)
+      x = nn.Dense(width, dtype=dtype, name=f'dense_{i}')(x)
       if norm_dense:
-        x = _normalise(self.norm, self.batch_norm_axis, train, f'dense_norm_{i}')(x)
+        x = _normalise(self.norm, self.batch_norm_axis, train, f'dense_norm_{i}', dtype)(x)
       x = act(x)
     if self.family == 'mlp':
-      x = nn.Dense(IMAGE_SHAPE[0] * IMAGE_SHAPE[1] * IMAGE_SHAPE[2], name='output')(x)
-      return x.reshape((-1,) + IMAGE_SHAPE)
+      x = nn.Dense(IMAGE_SHAPE[0] * IMAGE_SHAPE[1] * IMAGE_SHAPE[2], dtype=dtype,
+                   name='output')(x)
+      x = x.reshape((-1,) + IMAGE_SHAPE)
+      return _float32(x) if dtype else x
     side = IMAGE_SHAPE[0] // 2 ** len(self.conv_channels)
-    x = nn.Dense(side * side * self.conv_channels[0], name='to_grid')(x)
-    x = _normalise(self.norm, self.batch_norm_axis, train, 'to_grid_norm')(x)
+    x = nn.Dense(side * side * self.conv_channels[0], dtype=dtype, name='to_grid')(x)
+    x = _normalise(self.norm, self.batch_norm_axis, train, 'to_grid_norm', dtype)(x)
     x = act(x).reshape(-1, side, side, self.conv_channels[0])
     out_channels = tuple(self.conv_channels[1:]) + (IMAGE_SHAPE[2],)
     for i, channels in enumerate(out_channels):
-      x = StridedConvTranspose(channels, name=f'deconv_{i}')(x)
+      x = StridedConvTranspose(channels, impl=self.deconv_impl, dtype=dtype,
+                               name=f'deconv_{i}')(x)
       if i < len(out_channels) - 1:
-        x = act(_normalise(self.norm, self.batch_norm_axis, train, f'deconv_norm_{i}')(x))
-    return x
+        x = act(_normalise(self.norm, self.batch_norm_axis, train, f'deconv_norm_{i}',
+                           dtype)(x))
+    return _float32(x) if dtype else x
 
 
 class QNetwork(nn.Module):
@@ -192,9 +245,9 @@ class QNetwork(nn.Module):
   def __call__(self, images: jax.Array, *, train: bool
                ) -> tuple[jax.Array, jax.Array, tuple[jax.Array, ...]]:
     features = self.trunk(images, train=train)
-    n = self.num_gaussian
-    gaussian = _gaussian_head(features, n)
-    logits = tuple(nn.Dense(k, name=f'categorical_head_{i}')(features)
+    n, dtype = self.num_gaussian, self.trunk.dtype
+    gaussian = _gaussian_head(features, n, dtype)
+    logits = tuple(_logits_head(features, k, f'categorical_head_{i}', dtype)
                    for i, k in enumerate(self.categorical_sizes))
     return gaussian[:, :n], gaussian[:, n:], logits
 

@@ -3,9 +3,15 @@
 The per-device code is written in the pmap style (local batch, explicit
 ``lax.pmean`` over ``DATA_AXIS``) and run with ``jax.shard_map``; parameters and the
 dataset are replicated, each device works on its slice of the global batch.
+
+With several processes (``distributed.initialize``) the mesh spans every process's
+devices; each process places its own copy of the replicated values on its local
+devices (``replicate``), and each device still gathers only its rows of every global
+batch, so a process computes on its share of each batch only.
 """
 
 import jax
+import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -13,7 +19,17 @@ DATA_AXIS = 'data'
 
 
 def make_mesh(num_devices: int | None = None) -> jax.sharding.Mesh:
-  """A 1-D mesh over the first ``num_devices`` local devices (default: all)."""
+  """A 1-D mesh over the first ``num_devices`` local devices (default: all).
+
+  With several processes: over every device of every process (``num_devices`` must
+  then be None or that total), in process order.
+  """
+  if jax.process_count() > 1:
+    devices = sorted(jax.devices(), key=lambda d: (d.process_index, d.id))
+    if num_devices not in (None, len(devices)):
+      raise ValueError(f'num_devices={num_devices}: a multi-process run uses all '
+                       f'{len(devices)} devices of its {jax.process_count()} processes')
+    return jax.sharding.Mesh(np.array(devices), (DATA_AXIS,))
   devices = jax.local_devices()
   n = len(devices) if num_devices is None else num_devices
   if not 1 <= n <= len(devices):
@@ -21,15 +37,38 @@ def make_mesh(num_devices: int | None = None) -> jax.sharding.Mesh:
   return jax.make_mesh((n,), (DATA_AXIS,), devices=devices[:n])
 
 
+def describe(mesh: jax.sharding.Mesh) -> str:
+  """'4 devices' or '4 devices over 2 processes' (for messages)."""
+  n, processes = mesh.devices.size, len({d.process_index for d in mesh.devices.flat})
+  return f'{n} devices' + (f' over {processes} processes' if processes > 1 else '')
+
+
 def replicate(tree, mesh: jax.sharding.Mesh):
-  """Places every array of ``tree`` on all devices of ``mesh``."""
-  return jax.device_put(tree, NamedSharding(mesh, P()))
+  """Places every array of ``tree`` on all devices of ``mesh``.
+
+  With several processes each process passes its own, identical, host values; every
+  process places them on its local devices only (no transfer between processes).
+  """
+  sharding = NamedSharding(mesh, P())
+  if mesh.is_multi_process:
+    def put(x):
+      host = np.asarray(x)
+      return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+    return jax.tree.map(put, tree)
+  return jax.device_put(tree, sharding)
+
+
+def replicated_shardings(tree, mesh: jax.sharding.Mesh):
+  """``tree``'s ShapeDtypeStructs with the replicated sharding of ``mesh`` (restore targets)."""
+  sharding = NamedSharding(mesh, P())
+  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), tree)
 
 
 def local_batch_size(global_batch_size: int, mesh: jax.sharding.Mesh) -> int:
   n = mesh.shape[DATA_AXIS]
   if global_batch_size % n:
-    raise ValueError(f'batch_size={global_batch_size} is not divisible by the {n} devices')
+    raise ValueError(f'batch_size={global_batch_size} is not divisible by the '
+                     f'{describe(mesh)}')
   return global_batch_size // n
 
 

@@ -24,6 +24,7 @@ import numpy as np
 from absl import logging
 
 from vmivae_jax import build
+from vmivae_jax import distributed
 from vmivae_jax import fileio
 from vmivae_jax import parallel
 from vmivae_jax import sweep as sweep_lib
@@ -52,6 +53,10 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path, *, overwrite: 
     read; a DivergenceError names the member (its directory) that diverged.
   """
   workdir = Path(workdir)
+  if distributed.is_multiprocess():
+    raise validation.ConfigError(
+        'config.sweep: a sweep trains in one process (its devices may be several); '
+        'multi-process runs (jax.distributed) train one run at a time')
   mesh = parallel.make_mesh(num_devices)
   sweep_lib.validate(config, num_devices=mesh.shape[parallel.DATA_AXIS])
   members = sweep_lib.member_configs(config)

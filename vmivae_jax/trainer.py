@@ -9,6 +9,7 @@ and chunks are aligned to checkpoint steps). See docs/reliability.md for every
 failure mode and what the user sees.
 """
 
+import contextlib
 import math
 import os
 import signal
@@ -24,6 +25,7 @@ from absl import logging
 from vmivae_jax import build
 from vmivae_jax import console
 from vmivae_jax import data
+from vmivae_jax import distributed
 from vmivae_jax import parallel
 from vmivae_jax import sweep as sweep_lib
 from vmivae_jax import train_step
@@ -162,8 +164,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path, *, overwrite: 
   validation.validate(config, num_devices=mesh.shape[parallel.DATA_AXIS])
   images = load_train_images(config)
   validation.check_train_examples(config, len(images))
-  with _StopRequest() as stop, workdir_lib.lock(workdir):
-    resuming = workdir_lib.claim(workdir, config, overwrite=overwrite)
+  with _StopRequest() as stop, _hold_workdir(workdir, config, overwrite=overwrite) as resuming:
     run = build.build_run(config, num_train_examples=len(images))
     manager = workdir_lib.checkpoint_manager(workdir, keep=config.keep_checkpoints)
     try:
@@ -172,18 +173,56 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path, *, overwrite: 
       workdir_lib.close(manager)
 
 
+@contextlib.contextmanager
+def _hold_workdir(workdir: Path, config, *, overwrite: bool):
+  """Locks and claims ``workdir`` (``workdir_lib.lock``, ``claim``); yields ``resuming``.
+
+  With several processes only process 0 locks and writes config.json; the others
+  follow its decision (or fail with it), so every process resumes or starts alike.
+  """
+  if not distributed.is_multiprocess():
+    with workdir_lib.lock(workdir):
+      yield workdir_lib.claim(workdir, config, overwrite=overwrite)
+    return
+  with contextlib.ExitStack() as stack:
+    outcome, error = -1, None
+    if distributed.is_main_process():
+      try:
+        stack.enter_context(workdir_lib.lock(workdir))
+        outcome = int(workdir_lib.claim(workdir, config, overwrite=overwrite))
+      except workdir_lib.WorkdirError as e:
+        error = e
+    outcome = int(distributed.broadcast_from_main(outcome))
+    if error is not None:
+      raise error
+    if outcome < 0:
+      raise workdir_lib.WorkdirError(f'{workdir}: process 0 refused the workdir (its error '
+                                     'message says why)')
+    yield bool(outcome)
+
+
 def _train_loop(run: build.Run, workdir: Path, manager, images: np.ndarray, mesh, stop: _StopRequest,
                 *, resuming: bool) -> train_state_lib.TrainState:
   config = run.config
-  state = workdir_lib.restore_checkpoint(manager, run.abstract_state()) if resuming else None
+  multiprocess = mesh.is_multi_process
+  main = distributed.is_main_process()
+  state = None
+  if resuming:   # with several processes, restored straight onto the global mesh
+    target = (parallel.replicated_shardings(run.abstract_state(), mesh) if multiprocess
+              else run.abstract_state())
+    state = workdir_lib.restore_checkpoint(manager, target)
   if state is None:
     state = run.initial_state()
+    if multiprocess:   # Orbax's multi-host save takes arrays of the global mesh
+      state = parallel.replicate(state, mesh)
     workdir_lib.save_initial_state(workdir, state)
     workdir_lib.save_checkpoint(manager, state)
-    workdir_lib.truncate_metrics(workdir, 0)
+    if main:
+      workdir_lib.truncate_metrics(workdir, 0)
   else:
     logging.info('Resuming %s from step %d.', workdir, int(state.step))
-    workdir_lib.truncate_metrics(workdir, int(state.step))
+    if main:
+      workdir_lib.truncate_metrics(workdir, int(state.step))
 
   step = int(state.step)
   total = int(config.num_train_steps)
@@ -197,8 +236,12 @@ def _train_loop(run: build.Run, workdir: Path, manager, images: np.ndarray, mesh
   writer = _metric_writer(workdir)
   last_saved = step
   start_time, start_step = time.time(), step
+
+  def stop_requested() -> bool:   # every process stops at the same chunk boundary
+    return distributed.any_process(stop.requested) if multiprocess else stop.requested
+
   try:
-    while step < total and not stop.requested:  # a stop is honoured between chunks only
+    while step < total and not stop_requested():  # a stop is honoured between chunks only
       # Chunks never cross a multiple of checkpoint_every_steps, and a stop request is
       # only honoured at a chunk boundary, so a run resumed from any checkpoint runs
       # the same chunk lengths (hence the same compiled programs) and logs the same
@@ -222,7 +265,8 @@ def _train_loop(run: build.Run, workdir: Path, manager, images: np.ndarray, mesh
             f'last good checkpoint is step {last_saved} in {workdir}/checkpoints.')
       step += length
       record = {'step': step, **{k: float(np.mean(v)) for k, v in metrics.items()}}
-      workdir_lib.append_metrics(workdir, record)
+      if main:
+        workdir_lib.append_metrics(workdir, record)
       writer.write_scalars(step, {k: v for k, v in record.items() if k != 'step'})
       elapsed = time.time() - start_time
       rate = (step - start_step) / max(elapsed, 1e-9)
@@ -242,7 +286,9 @@ def _train_loop(run: build.Run, workdir: Path, manager, images: np.ndarray, mesh
     writer.flush()
     writer.close()
   if step < total:
-    raise TrainingInterrupted(signum=stop.signum, step=step, total=total, workdir=workdir)
+    # With several processes, a process that got no signal stops with its peers'.
+    raise TrainingInterrupted(signum=stop.signum or signal.SIGTERM, step=step, total=total,
+                              workdir=workdir)
   logging.info('Training complete: step %d in %s.', step, workdir)
   return state
 

@@ -310,6 +310,13 @@ def validate(config, *, num_devices: int = 1, check_paths: bool = True) -> None:
   _check_choice(config, 'model.family', networks.FAMILIES)
   _check_choice(config, 'model.norm', networks.NORMS)
   _check_choice(config, 'model.activation', networks._ACTIVATIONS)  # pylint: disable=protected-access
+  _check_choice(config, 'model.conv_impl', networks.CONV_CHOICES)
+  _check_choice(config, 'model.deconv_impl', networks.DECONV_CHOICES)
+  _check_choice(config, 'compute_dtype', networks.COMPUTE_DTYPES)
+  if m.family == 'conv' and m.deconv_impl.startswith('vjp:') and num_devices > 1:
+    _fail('model.deconv_impl', m.deconv_impl,
+          f'the vjp:* formulations (jax.linear_transpose) cannot run in the data-parallel '
+          f'step on {num_devices} devices; choose another (e.g. \'auto\')')
   for key in ('encoder_hidden', 'decoder_hidden', 'q_hidden', 'encoder_channels',
               'decoder_channels', 'q_channels'):
     _check_int_items(config, f'model.{key}', minimum=1,

@@ -32,6 +32,7 @@ import ml_collections
 import orbax.checkpoint as ocp
 
 from vmivae_jax import config_lib
+from vmivae_jax import distributed
 from vmivae_jax import extend
 from vmivae_jax import fileio
 from vmivae_jax import validation
@@ -291,13 +292,29 @@ def restore_checkpoint(manager: ocp.CheckpointManager, abstract_state, step: int
   target = jax.tree.map(ocp.utils.to_shape_dtype_struct, abstract_state)
   try:
     with _quiet_orbax():
-      return manager.restore(step, args=ocp.args.StandardRestore(target))
+      return _restore_anywhere(
+          lambda t: manager.restore(step, args=ocp.args.StandardRestore(t)), target)
   except Exception as e:  # Orbax/TensorStore raise many types for a damaged checkpoint.
     older = sorted(s for s in steps if s < step)
     hint = (f'; delete it to resume from step {older[-1]}' if older
             else '; delete the workdir to start again')
     raise WorkdirError(f'{manager.directory}/{step}: unreadable checkpoint '
                        f'({type(e).__name__}: {_first_line(e)}){hint}') from e
+
+
+def _restore_anywhere(restore, target):
+  """``restore(target)``; a state written by several processes (on devices this process
+  does not have) and read by one (eval.py) is restored onto this process's first device.
+  Targets without shardings otherwise restore onto the devices they were saved from."""
+  try:
+    return restore(target)
+  except ValueError as e:
+    unsharded = all(getattr(x, 'sharding', None) is None for x in jax.tree.leaves(target))
+    if 'topology' not in str(e).lower() or not unsharded:
+      raise
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  return restore(jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), target))
 
 
 def _first_line(error: Exception) -> str:
@@ -350,12 +367,16 @@ def check_evaluable(workdir: Path | str, step: int | None = None) -> ml_collecti
 
 def save_initial_state(workdir: Path | str, state) -> None:
   """Writes WORKDIR/initial_state once (a kill mid-write leaves only a tmp directory,
-  deleted here, so the next run writes it again)."""
+  deleted here, so the next run writes it again). With several processes every
+  process calls it (Orbax's multi-host save)."""
   path = Path(workdir).absolute() / 'initial_state'
-  if path.exists():
+  exists = path.exists()
+  if not exists and distributed.is_main_process():
+    for tmp in path.parent.glob(f'initial_state{TMP_MARKER}*'):
+      shutil.rmtree(tmp, ignore_errors=True)
+  # Several processes: all take part in Orbax's save, so all follow process 0's view.
+  if distributed.broadcast_from_main(exists):
     return
-  for tmp in path.parent.glob(f'initial_state{TMP_MARKER}*'):
-    shutil.rmtree(tmp, ignore_errors=True)
   with _quiet_orbax(), ocp.StandardCheckpointer() as checkpointer:
     checkpointer.save(path, state)
 
@@ -364,4 +385,4 @@ def load_initial_state(workdir: Path | str, abstract_state):
   path = Path(workdir).absolute() / 'initial_state'
   target = jax.tree.map(ocp.utils.to_shape_dtype_struct, abstract_state)
   with _quiet_orbax(), ocp.StandardCheckpointer() as checkpointer:
-    return checkpointer.restore(path, target)
+    return _restore_anywhere(lambda t: checkpointer.restore(path, t), target)
