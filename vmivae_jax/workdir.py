@@ -218,7 +218,6 @@ def _extension(workdir: Path, old_text: str, config: ml_collections.ConfigDict) 
 
 
 # experiments/reproduce.py names the config difference with this (the name it had here).
-_diff_keys = extend.differing_keys
 
 
 def _delete_run(workdir: Path) -> None:

@@ -45,6 +45,7 @@ from absl import flags
 from absl import logging
 
 from vmivae_jax import config_lib
+from vmivae_jax import extend
 from vmivae_jax import fileio
 from vmivae_jax.experiments import report
 from vmivae_jax.experiments import suite as suite_lib
@@ -128,7 +129,7 @@ def adopt_run(source: Path, workdir: Path, config) -> None:
   # load_config fills sections added since the run was trained with their (off) defaults.
   old = json.loads(workdir_lib.config_to_json(workdir_lib.load_config(source)))
   new = json.loads(workdir_lib.config_to_json(config))
-  diff = sorted(workdir_lib._diff_keys(old, new))  # pylint: disable=protected-access
+  diff = sorted(extend.differing_keys(old, new))
   bad = [k for k in diff if k.split('.')[0] not in ADOPT_MAY_DIFFER]
   if bad:
     raise AdoptError(f'{source} was trained with a different config than the suite\'s '
