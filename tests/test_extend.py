@@ -112,3 +112,11 @@ def test_a_run_recorded_before_later_keys_existed_is_the_same_run(tmp_path):
     node = base
     for part in dotted.split('.'):
       node = node[part]
+
+
+def test_later_keys_leave_a_foreign_config_to_validation():
+  """A config.json whose sections are not sections is not patched (validation names it)."""
+  import ml_collections
+  for foreign in ({'model': 'resnet'}, {'invariance': 'augmentation'}, {'hello': 1}):
+    config = config_lib.with_later_keys(ml_collections.ConfigDict(foreign))
+    assert {k: v for k, v in config.items() if k in foreign} == foreign

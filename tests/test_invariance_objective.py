@@ -103,7 +103,8 @@ def test_default_section_is_off_and_named_as_the_suite_expects():
       vat_xi=0.0, vat_power_iterations=1,
       augment=dict(max_rotation=15.0, max_scale=0.1, max_aspect=0.0, max_shear=10.0,
                    max_translation=2.0, elastic_alpha=0.0, elastic_sigma=4.0,
-                   dilate_prob=0.25, erode_prob=0.0, thickness_footprint='cross'))
+                   dilate_prob=0.25, erode_prob=0.0, thickness_footprint='cross',
+                   flip_prob=0.0))
   settings = build.invariance_settings(config_lib.get_base_config())
   assert not settings.enabled
   assert settings.augment.max_rotation == 15.0 and settings.augment.thickness_footprint == 'cross'

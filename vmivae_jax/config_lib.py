@@ -248,11 +248,11 @@ def with_later_keys(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
     *parents, leaf = dotted.split('.')
     node, default = config, base
     for part in parents:
-      if part not in node:
+      if not isinstance(node, ml_collections.ConfigDict) or part not in node:
         break
       node, default = node[part], default[part]
-    else:
-      if leaf not in node:
+    else:  # a parent that is not a section (a foreign file) is left to validation
+      if isinstance(node, ml_collections.ConfigDict) and leaf not in node:
         node[leaf] = default[leaf]
   return config
 

@@ -137,8 +137,7 @@ def _train_loop(run: build.SweepRun, workdir: Path, dirs, managers, images, mesh
   total = int(config.num_train_steps)
   every = int(config.checkpoint_every_steps)
   keep = int(config.keep_checkpoints)
-  if step >= total:
-    logging.info('%s: already trained to step %d; nothing to do.', workdir, step)
+  if trainer.already_trained(workdir, step, config):
     return state
   state = parallel.replicate(state, mesh)
   device_images = parallel.replicate(jnp.asarray(images), mesh)
@@ -149,8 +148,7 @@ def _train_loop(run: build.SweepRun, workdir: Path, dirs, managers, images, mesh
   start_time, start_step = time.time(), step
   try:
     while step < total and not stop.requested:
-      next_checkpoint = (step // every + 1) * every
-      length = min(config.steps_per_chunk, total - step, next_checkpoint - step)
+      length = trainer.chunk_length(step, config)
       chunk = sweep_step.cached_sweep_chunk(run.step_statics, mesh, length)
       state, metrics = chunk(state, device_images, step_keys, data_keys, hparams)
       metrics = jax.device_get(metrics)

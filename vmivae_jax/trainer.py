@@ -138,6 +138,25 @@ def _metric_writer(workdir: Path):
   return metric_writers.SummaryWriter(str(workdir))
 
 
+
+def already_trained(workdir, step: int, config) -> bool:
+  """True (and says so) when the run has reached config.num_train_steps."""
+  if step >= int(config.num_train_steps):
+    logging.info('%s: already trained to step %d; nothing to do.', workdir, step)
+    return True
+  return False
+
+
+def chunk_length(step: int, config) -> int:
+  """Steps of the chunk that starts at ``step``: at most steps_per_chunk, never past the
+  run's end or the next multiple of checkpoint_every_steps (the chunk grid that makes a
+  resumed run bitwise equal to an uninterrupted one; see :func:`train`)."""
+  every = int(config.checkpoint_every_steps)
+  next_checkpoint = (step // every + 1) * every
+  return min(int(config.steps_per_chunk), int(config.num_train_steps) - step,
+             next_checkpoint - step)
+
+
 def train(config: ml_collections.ConfigDict, workdir: str | Path, *, overwrite: bool = False,
           num_devices: int | None = None) -> train_state_lib.TrainState:
   """Trains (or resumes) the run ``config`` describes in ``workdir``; returns the final state.
@@ -227,8 +246,7 @@ def _train_loop(run: build.Run, workdir: Path, manager, images: np.ndarray, mesh
   step = int(state.step)
   total = int(config.num_train_steps)
   every = int(config.checkpoint_every_steps)
-  if step >= total:
-    logging.info('%s: already trained to step %d; nothing to do.', workdir, step)
+  if already_trained(workdir, step, config):
     return state
   state = parallel.replicate(state, mesh)
   device_images = parallel.replicate(jnp.asarray(images), mesh)
@@ -246,8 +264,7 @@ def _train_loop(run: build.Run, workdir: Path, manager, images: np.ndarray, mesh
       # only honoured at a chunk boundary, so a run resumed from any checkpoint runs
       # the same chunk lengths (hence the same compiled programs) and logs the same
       # metrics as an uninterrupted run: both are bitwise identical.
-      next_checkpoint = (step // every + 1) * every
-      length = min(config.steps_per_chunk, total - step, next_checkpoint - step)
+      length = chunk_length(step, config)
       chunk = train_step.cached_train_chunk(run.step_statics, mesh, length)
       state, metrics = chunk(state, device_images, step_key, data_key)
       metrics = jax.device_get(metrics)
