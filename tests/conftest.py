@@ -96,6 +96,44 @@ def numpy_variables(abstract, seed: int = 0):
   return jax.tree_util.tree_map_with_path(fill, abstract)
 
 
+def check_iwae_against_elbo(model, vae_vars, images, *, ks=(1, 64), reps=8):
+  """Asserts that IWAE with k = 1 equals the ELBO up to Monte Carlo error (paired over
+  examples; same exact categorical sampling) and that the largest k is above the ELBO.
+
+  Returns (elbo, {k: iwae}): per-example means over ``reps`` independent draws.
+  """
+  from vmivae_jax import evaluation  # pylint: disable=g-import-not-at-top
+  key = jax.random.PRNGKey(1)
+
+  def per_example(fn, offset):
+    return np.mean([fn(jax.random.fold_in(key, offset + r)) for r in range(reps)], axis=0)
+
+  elbo = per_example(lambda k: evaluation.vae_statistics(
+      model, vae_vars, images, key=k, temperature=1.0, batch_size=64)['elbo'], 0)
+  iwae = {n: per_example(lambda k, n=n: evaluation.iwae_log_likelihood(
+      model, vae_vars, images, num_samples=n, chunk=min(n, 16), key=k, batch_size=32), 100 * n)
+          for n in ks}
+  diff = iwae[1] - elbo
+  standard_error = np.std(diff) / np.sqrt(len(diff))
+  assert abs(np.mean(diff)) < 4 * standard_error + 0.05, (np.mean(diff), standard_error)
+  assert np.mean(iwae[max(ks)]) > np.mean(elbo)
+  assert np.mean(iwae[max(ks)] >= elbo) > 0.9
+  return elbo, iwae
+
+
+def restore_latest(workdir):
+  """The latest checkpointed TrainState of a train.py workdir (built from its config.json)."""
+  from vmivae_jax import build  # pylint: disable=g-import-not-at-top
+  from vmivae_jax import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  config = workdir_lib.load_config(workdir)
+  run = build.build_run(config, num_train_examples=int(config.train_limit))
+  manager = workdir_lib.checkpoint_manager(workdir, read_only=True)
+  try:
+    return workdir_lib.restore_checkpoint(manager, run.abstract_state())
+  finally:
+    workdir_lib.close(manager)
+
+
 def pytest_report_header(config):
   del config
   return f'jax {jax.__version__}; forced CPU devices: {NUM_FORCED_DEVICES}'

@@ -9,7 +9,7 @@ import jax
 import numpy as np
 import pytest
 
-from vmivae_jax import build
+from conftest import restore_latest
 from vmivae_jax import config_lib
 from vmivae_jax import extend
 from vmivae_jax import trainer
@@ -26,23 +26,13 @@ def _config(**overrides):
   return config_lib.override(config, overrides)
 
 
-def _restore(workdir):
-  config = workdir_lib.load_config(workdir)
-  run = build.build_run(config, num_train_examples=int(config.train_limit))
-  manager = workdir_lib.checkpoint_manager(workdir, read_only=True)
-  try:
-    return workdir_lib.restore_checkpoint(manager, run.abstract_state())
-  finally:
-    workdir_lib.close(manager)
-
-
 @pytest.mark.skipif(not (DATA_DIR / 'mnist').is_dir(), reason='real datasets not found')
 def test_extending_a_finished_run_equals_a_fresh_longer_run_bitwise(tmp_path):
   extended, fresh = tmp_path / 'extended', tmp_path / 'fresh'
   trainer.train(_config(num_train_steps=20), extended, num_devices=1)
   trainer.train(_config(num_train_steps=35), extended, num_devices=1)
   trainer.train(_config(num_train_steps=35), fresh, num_devices=1)
-  a, b = _restore(extended), _restore(fresh)
+  a, b = restore_latest(extended), restore_latest(fresh)
   assert int(a.step) == int(b.step) == 35
   la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
   assert jax.tree.structure(a) == jax.tree.structure(b)

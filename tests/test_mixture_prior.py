@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from conftest import check_iwae_against_elbo
 from vmivae_jax import build
 from vmivae_jax import cli
 from vmivae_jax import config_lib
@@ -242,23 +243,7 @@ def test_iwae_converges_to_the_brute_force_log_likelihood():
 
 def test_iwae_is_at_least_the_elbo_and_k1_matches_it():
   model, vae_vars, _ = _model(_config())
-  images = _images(64)
-  key = jax.random.PRNGKey(1)
-  reps = 8
-
-  def per_example(fn, offset):  # [64] mean over `reps` independent draws
-    return np.mean([fn(jax.random.fold_in(key, offset + r)) for r in range(reps)], axis=0)
-
-  elbo = per_example(lambda k: evaluation.vae_statistics(
-      model, vae_vars, images, key=k, temperature=1.0, batch_size=64)['elbo'], 0)
-  iwae = {n: per_example(lambda k, n=n: evaluation.iwae_log_likelihood(
-      model, vae_vars, images, num_samples=n, chunk=min(n, 16), key=k, batch_size=32), 100 * n)
-          for n in (1, 64)}
-  diff = iwae[1] - elbo
-  standard_error = np.std(diff) / np.sqrt(len(diff))
-  assert abs(np.mean(diff)) < 4 * standard_error + 0.05, (np.mean(diff), standard_error)
-  assert np.mean(iwae[64]) > np.mean(elbo)
-  assert np.mean(iwae[64] >= elbo) > 0.9
+  check_iwae_against_elbo(model, vae_vars, _images(64), ks=(1, 64))
 
 
 # ----------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ import pytest
 from conftest import CountingSchedule
 from conftest import make_tiny_config
 from conftest import random_uint8_images
+from conftest import restore_latest
 from vmivae_jax import build
 from vmivae_jax import config_lib
 from vmivae_jax import parallel
@@ -197,16 +198,6 @@ def _files(workdir: Path) -> list[str]:
                 and 'checkpoints' not in p.parts and 'initial_state' not in p.parts)
 
 
-def _restore(workdir: Path):
-  config = workdir_lib.load_config(workdir)
-  run = build.build_run(config, num_train_examples=int(config.train_limit))
-  manager = workdir_lib.checkpoint_manager(workdir, read_only=True)
-  try:
-    return workdir_lib.restore_checkpoint(manager, run.abstract_state())
-  finally:
-    workdir_lib.close(manager)
-
-
 def _bitwise_equal(a, b) -> bool:
   return all(np.asarray(x).tobytes() == np.asarray(y).tobytes()
              for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
@@ -235,7 +226,7 @@ def test_member_directories_are_single_runs(tmp_path):
     for got, want in zip(lines, expected):
       np.testing.assert_allclose([got[k] for k in sorted(got)], [want[k] for k in sorted(want)],
                                  rtol=1e-4, atol=1e-4)
-    _assert_close(_restore(member).vae_params, _restore(single).vae_params, rtol=1e-4,
+    _assert_close(restore_latest(member).vae_params, restore_latest(single).vae_params, rtol=1e-4,
                   atol=1e-6, what=f'member {i} final parameters')
 
 
@@ -253,8 +244,8 @@ def test_resume_after_a_kill_between_saves_and_train_longer_are_bitwise(tmp_path
   trainer.train(_smoke(num_train_steps=15, **SWEEP), fresh, num_devices=1)
   for i in (0, 1):
     a, b = resumed / 'members' / str(i), fresh / 'members' / str(i)
-    assert int(_restore(a).step) == 15
-    assert _bitwise_equal(_restore(a), _restore(b))
+    assert int(restore_latest(a).step) == 15
+    assert _bitwise_equal(restore_latest(a), restore_latest(b))
     assert (a / 'metrics.jsonl').read_text() == (b / 'metrics.jsonl').read_text()
     assert (a / 'config.json').read_text() == (b / 'config.json').read_text()
     assert workdir_lib.checkpoint_steps(a) == workdir_lib.checkpoint_steps(b) == [10, 15]
