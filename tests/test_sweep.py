@@ -110,6 +110,42 @@ def test_members_equal_their_single_runs(devices):
   assert not np.allclose(jax.tree.leaves(a)[0], jax.tree.leaves(b)[0])
 
 
+def _dot_batch_dims(jaxpr) -> list[int]:
+  """The number of batch dimensions of every dot_general in ``jaxpr`` (nested ones too)."""
+  found = []
+  for eqn in jaxpr.eqns:
+    if eqn.primitive.name == 'dot_general':
+      found.append(len(eqn.params['dimension_numbers'][1][0]))
+    for value in eqn.params.values():
+      for sub in value if isinstance(value, (tuple, list)) else (value,):
+        sub = getattr(sub, 'jaxpr', sub)
+        if hasattr(sub, 'eqns'):
+          found += _dot_batch_dims(sub)
+  return found
+
+
+def test_one_member_runs_the_single_runs_program():
+  """A 1-member sweep skips the vmap (whose batched matmul gradients cost XLA:CPU extra
+  transposes): no batched dot in its program, and the member is its single run."""
+  items = {k: v[2:] for k, v in MEMBERS.items()}
+  run = build.build_sweep(_sweep_config(**items), num_train_examples=N)
+  mesh = parallel.make_mesh(1)
+  chunk = sweep_step.make_sweep_chunk(run.step_statics, mesh, STEPS)
+  state = sweep_step.stack_states([run.members[0].initial_state()])
+  args = (jnp.asarray(IMAGES), run.keys('step'), run.keys('data'), run.hparams)
+  batch_dims = _dot_batch_dims(jax.make_jaxpr(chunk)(state, *args).jaxpr)
+  assert batch_dims and not any(batch_dims), batch_dims
+  state, metrics = chunk(state, *args)
+  single_state, single_metrics = _single(run.members[0], mesh)
+  assert int(state.step) == STEPS and all(v.shape == (1, STEPS) for v in metrics.values())
+  _assert_close(sweep_step.member_state(state, 0), single_state, rtol=1e-5, atol=1e-7,
+                what='the one member')
+  # Not bitwise: the member's numbers are traced arrays, not constants folded by XLA (one
+  # metric near zero differs by 2e-7).
+  _assert_close({k: v[0] for k, v in metrics.items()}, single_metrics, rtol=1e-5, atol=1e-6,
+                what='its metrics')
+
+
 def test_new_values_reuse_the_compiled_program():
   """Sweeps that differ only in swept values build equal static statics: one program,
   traced once (the trace-counting schedule is inherited by the members' schedules)."""

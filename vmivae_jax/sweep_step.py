@@ -120,6 +120,13 @@ def member_state(state: TrainState, i: int) -> TrainState:
   return state.replace(**fields)
 
 
+def _with_member_axis(state: TrainState) -> TrainState:
+  """A single run's state as a 1-member stacked one (inverse of ``member_state(., 0)``)."""
+  fields = {f.name: jax.tree.map(lambda x: x[None], getattr(state, f.name))
+            for f in dataclasses.fields(state) if f.name != 'step'}
+  return state.replace(**fields)
+
+
 def _state_axes(state: TrainState):
   return jax.tree.map(lambda _: 0, state.replace(step=None))
 
@@ -133,6 +140,14 @@ def make_sweep_chunk(cfg: train_step.StepStatics, mesh: jax.sharding.Mesh, num_s
   stacked :class:`HParams`, ``metrics`` a dict of ``[M, num_steps]`` arrays.
   ``cfg`` must be the sweep's placeholder statics (``build.build_sweep``): its swept
   numbers are ignored.
+
+  One member is run without vmap (its arrays indexed out, the results given back their
+  member axis). vmap over a size-1 axis computes the same numbers, but ``jax.vjp`` of a
+  batched ``dot_general`` gives each weight gradient as a [members, out, in] product and
+  a transpose, which XLA:CPU does not fold into the matmul as it does for the plain
+  step's 2-D transposes: each Adam update then reads its gradient transposed (20 such
+  transposes in the MLP step), ~1.4x the plain step's time at batch 64
+  (benchmarks/README.md, "One member vs the plain step"). Several members pay it too.
   """
   local_batch = parallel.local_batch_size(cfg.batch_size, mesh)
   axis_name = parallel.axis_name_for(mesh)
@@ -153,6 +168,11 @@ def make_sweep_chunk(cfg: train_step.StepStatics, mesh: jax.sharding.Mesh, num_s
     return state, metrics
 
   def chunk(state, images, step_keys, data_keys, hparams):
+    if step_keys.shape[0] == 1:   # one member: the single run's program, no vmap
+      first = lambda tree: jax.tree.map(lambda x: x[0], tree)
+      state, metrics = member_chunk(member_state(state, 0), images, step_keys[0],
+                                    data_keys[0], first(hparams))
+      return _with_member_axis(state), jax.tree.map(lambda x: x[None], metrics)
     axes = _state_axes(state)
     return jax.vmap(member_chunk, in_axes=(axes, None, 0, 0, 0), out_axes=(axes, 0))(
         state, images, step_keys, data_keys, hparams)
