@@ -142,12 +142,12 @@ def make_sweep_chunk(cfg: train_step.StepStatics, mesh: jax.sharding.Mesh, num_s
   numbers are ignored.
 
   One member is run without vmap (its arrays indexed out, the results given back their
-  member axis). vmap over a size-1 axis computes the same numbers, but ``jax.vjp`` of a
+  member axis). vmap over a size-1 axis computes the same numbers, but the VJP of a
   batched ``dot_general`` gives each weight gradient as a [members, out, in] product and
-  a transpose, which XLA:CPU does not fold into the matmul as it does for the plain
-  step's 2-D transposes: each Adam update then reads its gradient transposed (20 such
-  transposes in the MLP step), ~1.4x the plain step's time at batch 64
-  (benchmarks/README.md, "One member vs the plain step"). Several members pay it too.
+  a transpose. With several members XLA:CPU folds the transpose into the batched matmul;
+  with one it drops the size-1 batch dimension of the matmul and keeps the transpose, in
+  the Adam update that reads the gradient (20 such transposes in the MLP MI step): ~1.4x
+  the plain step's time at batch 64 (benchmarks/README.md, sweep section).
   """
   local_batch = parallel.local_batch_size(cfg.batch_size, mesh)
   axis_name = parallel.axis_name_for(mesh)
