@@ -131,8 +131,8 @@ def _state_axes(state: TrainState):
   return jax.tree.map(lambda _: 0, state.replace(step=None))
 
 
-def make_sweep_chunk(cfg: train_step.StepStatics, mesh: jax.sharding.Mesh, num_steps: int
-                     ) -> Callable[..., tuple[TrainState, dict]]:
+def make_sweep_chunk(cfg: train_step.StepStatics, mesh: jax.sharding.Mesh, num_steps: int, *,
+                     vmap_one_member: bool = False) -> Callable[..., tuple[TrainState, dict]]:
   """A jitted function running ``num_steps`` steps of every member (one lax.scan).
 
   Signature: ``(state, images_uint8, step_keys, data_keys, hparams) -> (state, metrics)``,
@@ -148,6 +148,7 @@ def make_sweep_chunk(cfg: train_step.StepStatics, mesh: jax.sharding.Mesh, num_s
   with one it drops the size-1 batch dimension of the matmul and keeps the transpose, in
   the Adam update that reads the gradient (20 such transposes in the MLP MI step): ~1.4x
   the plain step's time at batch 64 (benchmarks/README.md, sweep section).
+  ``vmap_one_member=True`` keeps that program (for the benchmark's before/after).
   """
   local_batch = parallel.local_batch_size(cfg.batch_size, mesh)
   axis_name = parallel.axis_name_for(mesh)
@@ -168,7 +169,7 @@ def make_sweep_chunk(cfg: train_step.StepStatics, mesh: jax.sharding.Mesh, num_s
     return state, metrics
 
   def chunk(state, images, step_keys, data_keys, hparams):
-    if step_keys.shape[0] == 1:   # one member: the single run's program, no vmap
+    if step_keys.shape[0] == 1 and not vmap_one_member:   # the single run's program
       first = lambda tree: jax.tree.map(lambda x: x[0], tree)
       state, metrics = member_chunk(member_state(state, 0), images, step_keys[0],
                                     data_keys[0], first(hparams))
