@@ -42,6 +42,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import socket
 import subprocess
 import sys
@@ -92,7 +93,7 @@ class _Runner:
     import jax  # pylint: disable=g-import-not-at-top
     self._block = jax.block_until_ready
     t = time.perf_counter()
-    self._compiled = fn.lower(state, *args).compile()
+    self.compiled = fn.lower(state, *args).compile()
     self.compile_s = time.perf_counter() - t
     self._state, self._args = state, args
     t = time.perf_counter()
@@ -100,7 +101,7 @@ class _Runner:
     self.warmup_s = time.perf_counter() - t
 
   def call(self):
-    state, metrics = self._compiled(self._state, *self._args)
+    state, metrics = self.compiled(self._state, *self._args)
     self._block((state, metrics))
     self._state = state
 
@@ -174,7 +175,11 @@ def _inprocess(spec: dict) -> None:
   for name, (n, vmapped) in programs.items():
     runner = _Runner(*_program(spec, images_np, mesh, members=n, vmap_one_member=vmapped))
     rounds.add(name, runner.call)
-    facts[name] = {'members': n or 1, 'compile_s': runner.compile_s}
+    cost = runner.compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, list) else cost
+    facts[name] = {'members': n or 1, 'compile_s': runner.compile_s,
+                   'flops_per_call': (cost or {}).get('flops'),
+                   'hlo_transposes': len(re.findall(r' transpose\(', runner.compiled.as_text()))}
   load_before = loadavg()
   samples = rounds.run(spec['rounds'])
   plain = median(samples['plain']) / spec['steps']
@@ -383,13 +388,13 @@ def to_markdown(result: dict) -> str:
   if result.get('inprocess'):
     lines += ['In one process (calls interleaved, median of '
               f'{result["rounds_inprocess"]} rounds):', '',
-              '| batch | program | ms per step | ms per member-step | / plain step | load before |',
-              '|---:|:---|---:|---:|---:|:---|']
+              '| batch | program | ms per step | ms per member-step | / plain step | '
+              'transposes in compiled HLO | load before |', '|---:|:---|---:|---:|---:|---:|:---|']
     for b in result['inprocess']:
       for row in b['rows']:
         lines.append(f'| {b["batch"]} | {row["program"]} | {row["ms_per_step"]:.1f} | '
                      f'{row["ms_per_member_step"]:.1f} | {row["over_plain"]:.2f}x | '
-                     f'{b["load_before"]} |')
+                     f'{row.get("hlo_transposes", "-")} | {b["load_before"]} |')
     lines.append('')
   if result.get('multiprocess'):
     names = list(result['multiprocess'][0]['steps_per_s'])

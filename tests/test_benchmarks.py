@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -71,3 +72,45 @@ def test_torch_section_runs_when_torch_is_installed(tiny_results):
   assert torch_workers and not any(w.get('error') for w in torch_workers)
   row = next(r for r in results['summary']['table'] if r['kind'] == 'mi')
   assert row['torch_best_ex_s'] > 0 and row['jax_over_torch'] > 0
+
+
+SWEEP_SCRIPT = ROOT / 'benchmarks' / 'sweep_bench.py'
+
+
+def test_sweep_bench_in_process_section_runs(tmp_path):
+  """The sweep benchmark's in-process section (--tiny: one worker, small layers); the
+  concurrent and multi-process sections start many processes (minutes here), so they are
+  run by hand: ``python benchmarks/sweep_bench.py --tiny --members=1,2 --batches=8``."""
+  out = tmp_path / 'sweep'
+  env = dict(os.environ)
+  env.pop('XLA_FLAGS', None)
+  proc = subprocess.run(
+      [sys.executable, str(SWEEP_SCRIPT), '--tiny', '--sections=inprocess', '--members=1',
+       '--batches=8', '--out', str(out)],
+      cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
+  assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+  result = json.loads(out.with_suffix('.json').read_text())
+  rows = {r['program']: r for r in result['inprocess'][0]['rows']}
+  assert set(rows) == {'plain', 'sweep 1', 'sweep 1 vmapped (before the fix)'}
+  assert rows['plain']['over_plain'] == 1.0
+  assert all(r['ms_per_member_step'] > 0 for r in rows.values())
+  assert '| 8 | sweep 1 |' in out.with_suffix('.md').read_text()
+
+
+def test_sweep_bench_window_counts_only_calls_ending_inside():
+  """The concurrent section's fixed window: a process's rate counts the calls that end
+  inside the window (over the end of its last one), not the one running past it."""
+  sys.path.insert(0, str(ROOT))
+  from benchmarks import sweep_bench  # pylint: disable=g-import-not-at-top
+
+  class Runner:
+    calls = 0
+
+    def call(self):
+      time.sleep(0.05)
+      self.calls += 1
+
+  runner = Runner()
+  got = sweep_bench._window(runner, time.time(), 0.5)   # pylint: disable=protected-access
+  assert runner.calls == got['calls'] + 1   # the call ending past 0.5 s is not counted
+  assert got['calls'] >= 1 and 0.05 <= got['seconds'] <= 0.5
