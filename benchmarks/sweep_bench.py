@@ -40,6 +40,7 @@ one device (``benchmarks/sweep_bench_gpu.sh``).
 
 import argparse
 import json
+import math
 import os
 import platform
 import re
@@ -149,7 +150,14 @@ def _serve(spec: dict) -> None:
         runner.call()
         answer['times'].append(time.perf_counter() - t)
     else:
-      answer = {'compile_s': runner.compile_s, 'ready_s': ready_s, 'rss_mib': maxrss_mib(),
+      # The collectives of the compiled program (those in the scan body run every step).
+      reduced = [re.findall(r'\w+\[([0-9,]*)\]', line.split(' all-reduce')[0].split('= ')[-1])
+                 for line in runner.compiled.as_text().splitlines()
+                 if re.search(r' all-reduce(-start)?\(', line)]
+      answer = {'all_reduces': len(reduced),
+                'all_reduce_elements': sum(math.prod(int(d) for d in dims.split(',') if d)
+                                           for shapes in reduced for dims in shapes),
+                'compile_s': runner.compile_s, 'ready_s': ready_s, 'rss_mib': maxrss_mib(),
                 'data': source, 'backend': jax.default_backend(), 'devices': mesh.devices.size,
                 'device': str(jax.devices()[0])}
     print(json.dumps(answer), flush=True)
@@ -400,11 +408,14 @@ def to_markdown(result: dict) -> str:
     names = list(result['multiprocess'][0]['steps_per_s'])
     lines += ['One data-parallel run, same global batch (steps/s, median of '
               f'{result["rounds_multiprocess"]} interleaved calls):', '',
-              '| batch | ' + ' | '.join(names) + ' | 2 processes / 1 process x 2 devices |',
-              '|---:|' + '---:|' * (len(names) + 1)]
+              '| batch | ' + ' | '.join(names) + ' | 2 processes / 1 process x 2 devices | '
+              'all-reduces in the program (elements) |', '|---:|' + '---:|' * (len(names) + 2)]
     for b in result['multiprocess']:
+      facts = b['workers']['2 processes x 1 device'][0]
+      reduces = (f'{facts["all_reduces"]} ({facts["all_reduce_elements"]:,})'
+                 if 'all_reduces' in facts else '-')
       lines.append(f'| {b["batch"]} | ' + ' | '.join(f'{b["steps_per_s"][n]:.1f}' for n in names)
-                   + f' | {b["two_processes_over_one"]:.2f}x |')
+                   + f' | {b["two_processes_over_one"]:.2f}x | {reduces} |')
     lines.append('')
   return '\n'.join(lines)
 
