@@ -86,16 +86,19 @@ class FakeChunks:
   """Replaces train_step.cached_train_chunk: params += 1 per step, metrics = f(step); records
   the chunk lengths the trainer asks for and can inject NaN/Inf or a SIGTERM."""
   lengths: list = dataclasses.field(default_factory=list)
+  feeds: list = dataclasses.field(default_factory=list)
+  data: list = dataclasses.field(default_factory=list)     # each chunk's arguments after state
   nan_metric_at: int | None = None
   nan_params_at: int | None = None
   sigterm_at: int | None = None
 
-  def __call__(self, step_statics, mesh, num_steps):
+  def __call__(self, step_statics, mesh, num_steps, feed='device'):
     del step_statics, mesh
     self.lengths.append(num_steps)
+    self.feeds.append(feed)
 
-    def chunk(state, images, step_key, data_key):
-      del images, step_key, data_key
+    def chunk(state, *data):
+      self.data.append(data)
       first = int(state.step) + 1
       steps = np.arange(first, first + num_steps)
       metrics = {'loss': steps * 0.5, 'elbo': -steps * 0.5, 'kl/gaussian': steps * 0.0 + 1.0}

@@ -9,6 +9,7 @@ import ml_collections
 
 PIXEL_RANGES = ('zero_one', 'minus_one_one')   # preprocess.PIXEL_RANGES maps them
 OPTIMIZERS = ('adam', 'adamw', 'sgd', 'rmsprop')
+DATA_FEEDS = ('device', 'host')   # config.data_feed; train_step.make_train_chunk's feed
 
 
 def _optimizer_config(learning_rate: float) -> ml_collections.ConfigDict:
@@ -24,6 +25,12 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.dataset = 'mnist'
   c.data_dir = ''            # '' = $VMIVAE_DATA_DIR, else tensorflow-datasets
   c.train_limit = 0          # > 0: use only the first N training examples (smoke tests)
+  # How batches reach the devices (same batches, same parameters either way):
+  # 'device': the training set is placed whole on every device, each gathers its rows;
+  # 'host': per chunk each process feeds only its devices' rows of every global batch
+  # (jax.make_array_from_process_local_data); for data too large to replicate, or
+  # several hosts. Single runs only (a sweep refuses 'host').
+  c.data_feed = 'device'
   c.test_limit = 0
   c.pixel_range = 'zero_one'  # 'zero_one' (Bernoulli) or 'minus_one_one' (authors' MSE)
   c.binarize = False          # dynamic binarisation, redrawn every step
@@ -237,7 +244,7 @@ def authors_config(dataset: str, setting: str) -> ml_collections.ConfigDict:
 # to its default. Every key added to get_base_config later must be listed here.
 LATER_KEYS = ('invariance', 'invariance.augment.flip_prob', 'model.separate_code_encoder',
               'mixture_prior', 'model.conv_impl', 'model.deconv_impl', 'compute_dtype',
-              'sweep')
+              'sweep', 'data_feed')
 
 
 def with_later_keys(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
