@@ -69,10 +69,6 @@ class StepStatics:
   num_examples: int               # size of the training set
   binarize: bool = False
 
-  @property
-  def steps_per_epoch(self) -> int:
-    return self.num_examples // self.batch_size
-
 
 def _pmean_varying(tree, axis_name: str | None):
   """pmean over the data axis of the leaves that differ per device (others already agree)."""

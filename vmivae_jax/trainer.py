@@ -1,4 +1,5 @@
-"""The training loop: data on device, chunks of jitted steps, logging, checkpoints.
+"""The training loop: data on device (or fed from the host per chunk, ``config.data_feed``),
+chunks of jitted steps, logging, checkpoints.
 
 Python runs once per chunk of ``config.steps_per_chunk`` steps (a lax.scan on
 device): it checks the chunk's metrics and the new state for NaN/Inf, logs the
