@@ -289,3 +289,24 @@ def test_annealed_temperature_monotone_exponential_and_floored():
   # A floor above the initial value wins at every step.
   above = jax.jit(lambda s: D.annealed_temperature(s, initial=0.3, floor=0.5, anneal_rate=1.0))
   assert float(above(np.int32(0))) == pytest.approx(0.5)
+
+
+def test_default_schedules_constant_capacity_variant_anneals_within_ten_epochs():
+  """The schedules chosen in issue 10 item 6 (docs/mi_entropy_training.md): the default
+  configs keep tau = 1.0; ':capacity' anneals to its floor of 0.5 within 10 epochs
+  (2340 steps at batch 256)."""
+  from tests.golden import make_golden  # pylint: disable=g-import-not-at-top
+  from vmivae_jax import build, validation  # pylint: disable=g-import-not-at-top
+  for path in ('configs/mnist_joint.py', 'configs/fashion_joint.py', 'configs/mnist_class.py',
+               'configs/fashion_class.py'):
+    schedule = build.temperature_schedule(make_golden.load_config(path))
+    assert float(schedule(np.int32(10**6))) == pytest.approx(1.0), path
+  config = make_golden.load_config('configs/mnist_joint.py:capacity')
+  validation.validate(config, check_paths=False)
+  assert config.mi_weight == 10.0 and config.capacity.gaussian.max_nats == 2.0
+  schedule = build.temperature_schedule(config)
+  taus = [float(schedule(np.int32(s))) for s in (0, 1000, 2340)]
+  assert taus[0] == pytest.approx(1.0) and 0.5 < taus[1] < 0.9
+  assert taus[2] == pytest.approx(0.5)
+  smoke = make_golden.load_config('configs/fashion_joint.py:capacity+smoke')
+  assert smoke.temperature.anneal_rate == 3e-4 and smoke.train_limit == 512

@@ -4,9 +4,11 @@ no CPU collectives).
 
 The two-process run is real: two train.py processes on this machine, joined through a
 coordinator on a free local port, all-reducing over gloo (JAX's CPU collectives). It
-trains 2 steps, then is extended to 4 steps on the same workdir (every process restores
-the step-2 checkpoint through Orbax's multi-host path); the reference trains 4 steps
-in this pytest process on a 4-device mesh.
+trains 2 steps with the device feed (the training set replicated on every device), then
+is extended to 4 steps on the same workdir with the host feed (``config.data_feed='host'``:
+each process feeds only its devices' rows of every batch; every process restores the
+step-2 checkpoint through Orbax's multi-host path); the reference trains 4 steps with
+the device feed in this pytest process on a 4-device mesh.
 """
 
 import functools
@@ -124,8 +126,8 @@ def runs(tmp_path_factory):
   config = make_golden.load_config(CONFIG)
   for key, value in OVERRIDES.items():
     config[key] = value
-  # Extended to 4 steps by both processes while the reference trains here.
-  args_for = _train_args(multi, OVERRIDES)   # one coordinator port for both
+  # Extended to 4 steps by both processes, fed from the host, while the reference trains here.
+  args_for = _train_args(multi, dict(OVERRIDES, data_feed='host'))   # one port for both
   second = [subprocess.Popen([sys.executable, *args_for(i)], cwd=ROOT,
                              env=_env(), text=True, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE) for i in (0, 1)]
@@ -152,7 +154,9 @@ def _final_params(workdir: Path, config):
 
 def test_two_processes_train_what_one_process_trains(runs):
   ref, multi = runs['ref'], runs['multi']
-  assert (multi / 'config.json').read_text() == (ref / 'config.json').read_text()
+  got_config, want_config = (json.loads((d / 'config.json').read_text()) for d in (multi, ref))
+  assert (got_config.pop('data_feed'), want_config.pop('data_feed')) == ('host', 'device')
+  assert got_config == want_config
   assert workdir_lib.checkpoint_steps(multi) == workdir_lib.checkpoint_steps(ref) == [2, 4]
   assert any('Resuming' in log and 'from step 2' in log for log in runs['logs'])
   got, want = _final_params(multi, runs['config']), _final_params(ref, runs['config'])
@@ -165,6 +169,16 @@ def test_two_processes_train_what_one_process_trains(runs):
   init = jax.tree.leaves(got.vae_params)[0]
   assert not np.allclose(init, jax.tree.leaves(
       workdir_lib.load_initial_state(ref, jax.eval_shape(lambda: got)).vae_params)[0])
+
+
+def test_with_the_host_feed_each_process_feeds_only_its_rows(runs):
+  """Batch 64 over 2 x 2 devices: process 0 gathers and places rows 0..31 of every batch,
+  process 1 rows 32..63 (the rows parallel.feed_batches passed to
+  make_array_from_process_local_data); neither places the training set on a device."""
+  for process, (log, rows) in enumerate(zip(runs['logs'], ('0..31', '32..63'))):
+    assert (f'Host feed: process {process} of 2 feeds batch rows {rows} of 64 (its 2 devices '
+            'of 4 devices over 2 processes); the 512 training examples stay on the host') in log, (
+                log[-3000:])
 
 
 def test_only_process_zero_writes_the_run_files(runs):

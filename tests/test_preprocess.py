@@ -17,6 +17,18 @@ def test_epoch_permutation():
   np.testing.assert_array_equal(preprocess.epoch_permutation(key, 0, N), perms[0])
 
 
+def test_batch_indices_walk_the_epochs_permutations_whatever_the_chunks():
+  key = jax.random.PRNGKey(0)
+  b = 48   # 2 batches per epoch of 128; the last 32 examples of each order are left out
+  perms = [np.asarray(preprocess.epoch_permutation(key, e, N)) for e in range(3)]
+  want = np.stack([p[i * b:(i + 1) * b] for p in perms for i in range(2)])
+  whole = np.asarray(preprocess.batch_indices(key, 0, 6, batch_size=b, num_examples=N))
+  np.testing.assert_array_equal(whole, want)
+  split = [np.asarray(preprocess.batch_indices(key, first, n, batch_size=b, num_examples=N))
+           for first, n in ((0, 1), (1, 2), (3, 3))]   # chunks starting mid-epoch
+  np.testing.assert_array_equal(np.concatenate(split), want)
+
+
 def test_scale_images_numpy_and_jax():
   u8 = np.array([0, 51, 255], np.uint8)
   np.testing.assert_allclose(preprocess.scale_images(u8, (0.0, 1.0)), [0.0, 0.2, 1.0], rtol=1e-6)

@@ -86,16 +86,19 @@ class FakeChunks:
   """Replaces train_step.cached_train_chunk: params += 1 per step, metrics = f(step); records
   the chunk lengths the trainer asks for and can inject NaN/Inf or a SIGTERM."""
   lengths: list = dataclasses.field(default_factory=list)
+  feeds: list = dataclasses.field(default_factory=list)
+  data: list = dataclasses.field(default_factory=list)     # each chunk's arguments after state
   nan_metric_at: int | None = None
   nan_params_at: int | None = None
   sigterm_at: int | None = None
 
-  def __call__(self, step_statics, mesh, num_steps):
+  def __call__(self, step_statics, mesh, num_steps, feed='device'):
     del step_statics, mesh
     self.lengths.append(num_steps)
+    self.feeds.append(feed)
 
-    def chunk(state, images, step_key, data_key):
-      del images, step_key, data_key
+    def chunk(state, *data):
+      self.data.append(data)
       first = int(state.step) + 1
       steps = np.arange(first, first + num_steps)
       metrics = {'loss': steps * 0.5, 'elbo': -steps * 0.5, 'kl/gaussian': steps * 0.0 + 1.0}
@@ -228,6 +231,37 @@ def test_a_finished_run_rerun_does_nothing(fake_training, tmp_path):
   _, again = fake_training(config, tmp_path / 'run')
   assert again.lengths == []
   assert (tmp_path / 'run' / 'metrics.jsonl').read_bytes() == before
+
+
+def test_host_feed_feeds_every_chunk_its_batches_and_leaves_the_data_on_the_host(
+    fake_training, tmp_path, monkeypatch):
+  """config.data_feed='host': each chunk gets images[preprocess.batch_indices(...)] of its
+  steps (the device feed's batch order), the training set is never placed on a device,
+  and a run may switch feeds on its workdir (same batches: data_feed is extendable)."""
+  from vmivae_jax import preprocess  # pylint: disable=g-import-not-at-top
+  images = np.broadcast_to(np.arange(128, dtype=np.uint8)[:, None, None, None],
+                           (128, 28, 28, 1)).copy()          # row i holds the value i
+  monkeypatch.setattr(trainer, 'load_train_images', lambda config: images)
+  placed = []
+  replicate = trainer.parallel.replicate
+  monkeypatch.setattr(trainer.parallel, 'replicate',
+                      lambda tree, mesh: placed.append(tree) or replicate(tree, mesh))
+  workdir = tmp_path / 'run'
+  first = _fake_config()
+  first.num_train_steps = 20
+  _, device_fed = fake_training(first, workdir)
+  assert set(device_fed.feeds) == {'device'} and device_fed.data[0][0].shape == (128, 28, 28, 1)
+  placed.clear()
+  config = _fake_config(data_feed='host')
+  _, host_fed = fake_training(config, workdir)   # resumes at step 20 with the other feed
+  assert sum(host_fed.lengths) == 10 and set(host_fed.feeds) == {'host'}
+  assert not [x.shape for x in jax.tree.leaves(placed) if np.ndim(x) and len(x) == 128]
+  data_key, step = build.build_run(config, num_train_examples=128).keys['data'], 20
+  for length, (batches, _) in zip(host_fed.lengths, host_fed.data):
+    want = preprocess.batch_indices(data_key, step, length, batch_size=64, num_examples=128)
+    assert batches.shape == (length, 64, 28, 28, 1)
+    np.testing.assert_array_equal(np.asarray(batches)[..., 0, 0, 0], want)
+    step += length
 
 
 # --- Workdir safety, in-process.

@@ -202,6 +202,19 @@ def test_invalid_sweeps_name_the_key_and_value(sweep_values, message):
     sweep.validate(_sweep_config(**sweep_values), check_paths=False)
 
 
+def test_a_sweep_refuses_the_host_feed(tmp_path):
+  """Members read their own data orders from the on-device set: config.data_feed='host'
+  is refused (before any data is read or anything written), 'device' is the sweep's."""
+  config = _sweep_config(seed=(0, 1))
+  config.data_feed = 'host'
+  with pytest.raises(sweep.SweepError, match=r"config.data_feed='host': a sweep uses the "
+                                              r"device feed only .* single runs"):
+    trainer.train(config, tmp_path / 'run', num_devices=1)
+  assert not (tmp_path / 'run').exists()
+  config.data_feed = 'device'
+  sweep.validate(config, check_paths=False)
+
+
 def test_structural_keys_cannot_vary(tmp_path):
   config = _sweep_config(seed=(0, 1)).to_dict()
   config['sweep']['latent'] = {'gaussian_dims': (4, 8)}

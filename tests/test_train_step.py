@@ -379,6 +379,53 @@ def test_vae_update_leaves_q_unchanged():
   assert _max_diff(normal.vae_params, s1.vae_params) > 1e-6
 
 
+def _run_host_fed(name, devices, num_steps, *, calls=1):
+  """As _run, with the host feed: per chunk the host computes the batch indices and
+  feeds the rows (parallel.feed_batches); also returns every chunk's (indices, batches)."""
+  mesh = _mesh(devices)
+  cfg, keys = _cfg(name), _keys()
+  fn = train_step.make_train_chunk(cfg, mesh, num_steps, 'host')
+  state = parallel.replicate(_initial(name), mesh)
+  step_key = parallel.replicate(keys['step'], mesh)
+  fed, all_metrics = [], []
+  for i in range(calls):
+    indices = train_step.host_batch_indices(cfg, keys['data'], i * num_steps, num_steps)
+    batches, rows = parallel.feed_batches(IMAGES, indices, mesh)
+    np.testing.assert_array_equal(rows, np.arange(cfg.batch_size))   # one process: all rows
+    fed.append((indices, batches))
+    state, metrics = fn(state, batches, step_key)
+    all_metrics.append(metrics)
+  metrics = jax.tree.map(lambda *m: np.concatenate([np.asarray(x) for x in m]), *all_metrics)
+  return jax.tree.map(np.asarray, state), metrics, fed
+
+
+@pytest.mark.parametrize('devices, num_steps, calls', [(1, 3, 1), (8, 1, 3)])
+def test_host_feed_trains_what_the_device_feed_trains_bitwise(devices, num_steps, calls):
+  """config.data_feed='host' == 'device', bitwise: the same batches (indices computed on
+  the host by the same function, across the epoch boundary at step 2 and across chunks)
+  in the same device slices. Each device's shard of a fed batch holds its own rows only."""
+  want, want_metrics = _run('mi', devices, num_steps, calls=calls)
+  got, got_metrics, fed = _run_host_fed('mi', devices, num_steps, calls=calls)
+  assert int(got.step) == 3
+  chex.assert_trees_all_equal(got, want)
+  chex.assert_trees_all_equal(got_metrics, want_metrics)
+  perms = [np.asarray(preprocess.epoch_permutation(_keys()['data'], e, N)) for e in (0, 1)]
+  np.testing.assert_array_equal(np.concatenate([i for i, _ in fed]),   # 2 steps per epoch
+                                np.stack([perms[0][:64], perms[0][64:], perms[1][:64]]))
+  local = 64 // devices
+  for index, batches in fed:
+    assert batches.shape == (num_steps, 64, 28, 28, 1) and batches.dtype == np.uint8
+    for shard in batches.addressable_shards:
+      rows = shard.index[1]
+      assert shard.data.shape == (num_steps, local, 28, 28, 1)
+      np.testing.assert_array_equal(np.asarray(shard.data), IMAGES[index[:, rows]])
+
+
+def test_a_bad_feed_is_a_clear_error():
+  with pytest.raises(ValueError, match=r"feed='hots': choose one of \('device', 'host'\)"):
+    train_step.make_train_chunk(_cfg('mi'), _mesh(1), 1, 'hots')
+
+
 # ----------------------------------------------------------------------------------
 # Errors.
 

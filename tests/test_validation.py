@@ -141,6 +141,7 @@ CHOICES = {
     'model.activation': ('relu', 'leaky_relu', 'elu', 'gelu', 'tanh'),
     'vae_optimizer.name': validation.OPTIMIZERS, 'q_optimizer.name': validation.OPTIMIZERS,
     'invariance.augment.thickness_footprint': ('square', 'cross'),
+    'data_feed': config_lib.DATA_FEEDS,
 }
 WIDTH_KEYS = {f'model.{k}' for k in ('encoder_hidden', 'decoder_hidden', 'q_hidden',
                                      'encoder_channels', 'decoder_channels', 'q_channels')}
@@ -411,7 +412,8 @@ def _forbid(what):
 
 @pytest.mark.parametrize('key,value', [
     ('vae_optimizer.learning_rate', -1.0), ('latent.categorical_sizes', (1,)),
-    ('batch_size', 60), ('data_dir', '/nonexistent/data'), ('temperature.initial', 0.0)])
+    ('batch_size', 60), ('data_dir', '/nonexistent/data'), ('temperature.initial', 0.0),
+    ('data_feed', 'hosts')])
 def test_train_raises_config_error_before_data_workdir_or_compilation(
     monkeypatch, tmp_path, key, value):
   monkeypatch.setattr(trainer, 'load_train_images', _forbid('data loading'))
@@ -423,6 +425,15 @@ def test_train_raises_config_error_before_data_workdir_or_compilation(
     trainer.train(_with(JOINT, key, value), workdir, num_devices=8)
   assert str(info.value).startswith(f'config.{key}')
   assert not workdir.exists()
+
+
+@pytest.mark.parametrize('value', ['hosts', 'Host', '', 'cpu'])
+def test_an_unknown_data_feed_names_the_value_and_the_choices(value):
+  with pytest.raises(ConfigError) as info:
+    validation.validate(_with(JOINT, 'data_feed', value), num_devices=1)
+  assert str(info.value) == (f"config.data_feed={value!r}: choose one of ('device', 'host')")
+  for feed in config_lib.DATA_FEEDS:
+    validation.validate(_with(JOINT, 'data_feed', feed), num_devices=1)
 
 
 def test_train_refuses_a_batch_larger_than_the_data(monkeypatch, tmp_path):

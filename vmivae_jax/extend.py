@@ -14,10 +14,12 @@ from typing import Any
 # none of them changes a number the run has already produced. num_train_steps may only
 # grow (the loop, the data order, the noise and every schedule are functions of the
 # seed and the step, never of the total); keep_checkpoints only decides which old
-# checkpoints Orbax deletes; eval.* is read by eval.py only. steps_per_chunk and
+# checkpoints Orbax deletes; eval.* is read by eval.py only; data_feed only decides how
+# the same batches reach the devices (a run may switch feeds, e.g. when moving to
+# several hosts). steps_per_chunk and
 # checkpoint_every_steps are NOT here: they set the chunk boundaries, hence the
 # logged metrics (one line per chunk) and the compiled programs.
-EXTENDABLE = ('num_train_steps', 'keep_checkpoints', 'eval')
+EXTENDABLE = ('num_train_steps', 'keep_checkpoints', 'eval', 'data_feed')
 # Config keys whose effect depends on num_train_steps (a schedule over the fraction of
 # training, ...): while one is non-zero/non-empty, num_train_steps cannot change. None
 # exists today (temperature, capacity and MI warm-up count absolute steps); a schedule

@@ -7,7 +7,9 @@ dataset are replicated, each device works on its slice of the global batch.
 With several processes (``distributed.initialize``) the mesh spans every process's
 devices; each process places its own copy of the replicated values on its local
 devices (``replicate``), and each device still gathers only its rows of every global
-batch, so a process computes on its share of each batch only.
+batch, so a process computes on its share of each batch only. With the host feed
+(``config.data_feed='host'``) the dataset is not replicated at all: each process builds
+the chunk's global batches from its own devices' rows only (``feed_batches``).
 """
 
 import jax
@@ -16,6 +18,8 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 DATA_AXIS = 'data'
+# Host-fed batches [steps, batch, ...]: every step's batch split over 'data'.
+BATCHES_SPEC = P(None, DATA_AXIS)
 
 
 def make_mesh(num_devices: int | None = None) -> jax.sharding.Mesh:
@@ -56,6 +60,42 @@ def replicate(tree, mesh: jax.sharding.Mesh):
       return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
     return jax.tree.map(put, tree)
   return jax.device_put(tree, sharding)
+
+
+def process_rows(sharding: jax.sharding.Sharding, global_shape: tuple[int, ...],
+                 axis: int = 1) -> np.ndarray:
+  """Indices along ``axis`` of the rows that this process's devices hold under
+  ``sharding``, in the order ``jax.make_array_from_process_local_data`` reads its local
+  data (the devices' slices sorted; a slice two local devices share counted once)."""
+  slices = {index[axis].indices(global_shape[axis])
+            for index in sharding.addressable_devices_indices_map(global_shape).values()}
+  return np.concatenate([np.arange(*s) for s in sorted(slices)])
+
+
+def feed_batches(images: np.ndarray, indices: np.ndarray, mesh: jax.sharding.Mesh
+                 ) -> tuple[jax.Array, np.ndarray]:
+  """The global batches ``images[indices]`` ([steps, batch, ...]), sharded over 'data' on
+  the batch axis (``BATCHES_SPEC``), built from this process's rows only.
+
+  Every process passes the same host ``indices`` (the chunk's [steps, batch] example
+  indices) and its own host copy of the dataset, gathers only the rows its devices hold
+  (one host gather, one transfer) and ``jax.make_array_from_process_local_data`` joins
+  the processes' parts into one global array: no process reads or places another's rows.
+  Returns the array and the batch rows this process fed (for logging and tests).
+  """
+  sharding = NamedSharding(mesh, BATCHES_SPEC)
+  global_shape = tuple(indices.shape) + tuple(images.shape[1:])
+  rows = process_rows(sharding, global_shape)
+  local = images[indices[:, rows]]
+  return jax.make_array_from_process_local_data(sharding, local, global_shape), rows
+
+
+def host_device() -> jax.Device:
+  """This process's first CPU device (for small host-side programs), else its first device."""
+  try:
+    return jax.local_devices(backend='cpu')[0]
+  except RuntimeError:   # no CPU backend in this process (JAX_PLATFORMS excludes it)
+    return jax.local_devices()[0]
 
 
 def replicated_shardings(tree, mesh: jax.sharding.Mesh):

@@ -1,5 +1,5 @@
 """Image preparation shared by the train step and the evaluation: scaling, binarisation,
-the epoch's example order.
+the epoch's example order and the training batches drawn from it.
 
 Images are stored as uint8 [N, 28, 28, 1]; models see float32 in their pixel range
 (``config.pixel_range``: [0, 1] for the Bernoulli likelihood, [-1, 1] for the authors'
@@ -9,6 +9,7 @@ MSE). The functions accept numpy or JAX arrays and return the same kind.
 import math
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 PIXEL_RANGES = {'zero_one': (0.0, 1.0), 'minus_one_one': (-1.0, 1.0)}
@@ -51,3 +52,32 @@ def binarize_uint8(images_uint8: np.ndarray, key: jax.Array) -> np.ndarray:
 def epoch_permutation(data_key: jax.Array, epoch: jax.Array, num_examples: int) -> jax.Array:
   """The example order of one epoch, a function of the run's data key only."""
   return jax.random.permutation(jax.random.fold_in(data_key, epoch), num_examples)
+
+
+def batch_indices(data_key: jax.Array, first_step, num_steps: int, *, batch_size: int,
+                  num_examples: int) -> jax.Array:
+  """[num_steps, batch_size] example indices of the global batches of steps
+  ``first_step, ..., first_step + num_steps - 1``: the one definition of the data order.
+
+  Step s takes positions [p * b, (p + 1) * b) of epoch e's permutation, with
+  (e, p) = divmod(s, num_examples // b) (an epoch's last num_examples mod b examples are
+  left out). The permutation is drawn once per epoch (a cond at each epoch's first step),
+  not per step. Integer-only (threefry and a sort), so the indices are the same whichever
+  device computes them: the device-fed chunk computes them inside its program, the
+  host-fed trainer on a host CPU device (``train_step.host_batch_indices``), and both
+  train on the same batches. ``first_step`` may be traced (a jitted chunk's state.step).
+  """
+  steps_per_epoch = num_examples // batch_size
+
+  def permutation_of(step):
+    return epoch_permutation(data_key, step // steps_per_epoch, num_examples)
+
+  def body(perm, step):
+    position = step % steps_per_epoch
+    perm = jax.lax.cond(position == 0, lambda: permutation_of(step), lambda: perm)
+    return perm, jax.lax.dynamic_slice_in_dim(perm, position * batch_size, batch_size)
+
+  first_step = jnp.asarray(first_step, jnp.int32)
+  steps = first_step + jnp.arange(num_steps, dtype=jnp.int32)
+  _, indices = jax.lax.scan(body, permutation_of(first_step), steps)
+  return indices

@@ -162,7 +162,8 @@ def validate(config, *, num_devices: int = 1, check_paths: bool = True) -> None:
 
   Raises:
     SweepError: the sweep section is invalid, or a member's config is (the message
-      names the member's values and the key).
+      names the member's values and the key), or ``data_feed='host'`` (sweeps read
+      the members' data orders from the on-device training set only).
   """
   check(config)
   values = swept(config)
@@ -174,6 +175,11 @@ def validate(config, *, num_devices: int = 1, check_paths: bool = True) -> None:
         raise  # a shared setting: the message is the single run's
       which = ', '.join(f'{k}={v[i]!r}' for k, v in values.items())
       raise SweepError(f'config.sweep member {i} ({which}): {e}') from e
+  if config.data_feed == 'host':
+    raise SweepError(
+        "config.data_feed='host': a sweep uses the device feed only (each member reads its "
+        "own data order from the on-device training set, in one process); set "
+        "data_feed='device', or train the members as single runs to feed them from the host")
 
 
 def default_member_dirs(workdir: Path | str, n: int) -> list[Path]:

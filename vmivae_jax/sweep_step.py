@@ -31,7 +31,6 @@ from jax.sharding import PartitionSpec as P
 from vmivae_jax import model as model_lib
 from vmivae_jax import objectives
 from vmivae_jax import parallel
-from vmivae_jax import preprocess
 from vmivae_jax import train_state as train_state_lib
 from vmivae_jax import train_step
 
@@ -156,17 +155,8 @@ def make_sweep_chunk(cfg: train_step.StepStatics, mesh: jax.sharding.Mesh, num_s
     cfg = dataclasses.replace(cfg, model=model_lib.local_model(cfg.model))
 
   def member_chunk(state, images, step_key, data_key, hparams):
-    epoch = state.step // cfg.steps_per_epoch
-    perm = preprocess.epoch_permutation(data_key, epoch, cfg.num_examples)
-
-    def body(carry, _):
-      st, pm = carry
-      st, pm, metrics = train_step._train_step(  # pylint: disable=protected-access
-          cfg, local_batch, axis_name, st, pm, images, step_key, data_key, hparams=hparams)
-      return (st, pm), metrics
-
-    (state, _), metrics = jax.lax.scan(body, (state, perm), length=num_steps)
-    return state, metrics
+    return train_step.run_steps(cfg, local_batch, axis_name, num_steps, state, step_key,
+                                (images, data_key), feed='device', hparams=hparams)
 
   def chunk(state, images, step_keys, data_keys, hparams):
     if step_keys.shape[0] == 1 and not vmap_one_member:   # the single run's program

@@ -2,7 +2,9 @@
 
 One step (thesis Algorithm 1, lines 3-5):
 
-1. take the next minibatch of the epoch's permutation of the on-device dataset;
+1. take the next minibatch of the epoch's permutation (``preprocess.batch_indices``):
+   gathered from the on-device dataset (``feed='device'``) or fed by the host
+   (``feed='host'``, ``config.data_feed``: each process places only its devices' rows);
 2. run the VAE forward once: x -> q(z|x) -> z -> x' (noise from fold_in(key, step));
 3. update Q on -E log Q(z_sel | x') with the VAE fixed (optimizer 1);
 4. update the VAE on -ELBO - lambda * MI with the *updated* Q fixed (optimizer 2).
@@ -25,10 +27,11 @@ import functools
 from collections.abc import Callable
 
 import jax
-import jax.numpy as jnp
+import numpy as np
 import optax
 from jax.sharding import PartitionSpec as P
 
+from vmivae_jax import config_lib
 from vmivae_jax import distributions
 from vmivae_jax import invariance
 from vmivae_jax import latents
@@ -63,12 +66,8 @@ class StepStatics:
   q_tx: optax.GradientTransformation
   temperature: TemperatureSchedule
   batch_size: int                 # global
-  num_examples: int               # size of the on-device training set
+  num_examples: int               # size of the training set
   binarize: bool = False
-
-  @property
-  def steps_per_epoch(self) -> int:
-    return self.num_examples // self.batch_size
 
 
 def _pmean_varying(tree, axis_name: str | None):
@@ -81,9 +80,9 @@ def _pmean_varying(tree, axis_name: str | None):
 
 
 def _train_step(cfg: StepStatics, local_batch: int, axis_name: str | None, state: TrainState,
-                perm: jax.Array, images: jax.Array, step_key: jax.Array, data_key: jax.Array,
-                hparams=None):
-  """One step on one device; returns the new state, the epoch permutation and metrics.
+                images: jax.Array, step_key: jax.Array, hparams=None):
+  """One step on one device, on ``images``: this device's uint8 rows of the step's global
+  batch ([local_batch, 28, 28, 1]); returns the new state and metrics.
 
   ``hparams`` (a sweep member's numbers as arrays, ``sweep_step.HParams``) replaces the
   numbers of ``cfg`` that a sweep varies; None (single runs) uses ``cfg``'s own.
@@ -92,13 +91,7 @@ def _train_step(cfg: StepStatics, local_batch: int, axis_name: str | None, state
     cfg = hparams.apply(cfg)
   model, b = cfg.model, cfg.batch_size
   step = state.step
-  epoch, position = jnp.divmod(step, cfg.steps_per_epoch)
-  perm = jax.lax.cond(position == 0,
-                      lambda: preprocess.epoch_permutation(data_key, epoch, cfg.num_examples),
-                      lambda: perm)
-  batch_index = jax.lax.dynamic_slice_in_dim(perm, position * b, b)
-  x = preprocess.scale_images(images[parallel.local_slice(batch_index, local_batch, axis_name)],
-                   model.pixel_range)
+  x = preprocess.scale_images(images, model.pixel_range)
 
   inv = cfg.objective.invariance
   inputs = None
@@ -168,44 +161,100 @@ def _train_step(cfg: StepStatics, local_batch: int, axis_name: str | None, state
   new_state = TrainState(step=step + 1, vae_params=vae_params, vae_state=vae_state,
                          vae_opt_state=vae_opt_state, q_params=q_params, q_state=q_state,
                          q_opt_state=q_opt_state)
-  return new_state, perm, _pmean_varying(metrics, axis_name)
+  return new_state, _pmean_varying(metrics, axis_name)
 
 
-def make_train_chunk(cfg: StepStatics, mesh: jax.sharding.Mesh,
-                     num_steps: int) -> Callable[..., tuple[TrainState, dict]]:
+def run_steps(cfg: StepStatics, local_batch: int, axis_name: str | None, num_steps: int,
+              state: TrainState, step_key: jax.Array, data: tuple, *, feed: str,
+              hparams=None) -> tuple[TrainState, dict]:
+  """``num_steps`` steps on one device (one lax.scan): the body of every chunk.
+
+  ``data`` is ``(images, data_key)`` for ``feed='device'`` (the replicated dataset: each
+  step gathers this device's rows of ``preprocess.batch_indices``) and ``(batches,)``
+  for ``feed='host'`` (this device's rows of each step's batch, [num_steps, local_batch,
+  28, 28, 1], indexed on the host by the same function). Either way a step sees the same
+  rows, so the two feeds train the same parameters.
+  """
+  if feed == 'device':
+    images, data_key = data
+    xs = preprocess.batch_indices(data_key, state.step, num_steps, batch_size=cfg.batch_size,
+                                  num_examples=cfg.num_examples)
+    rows = lambda index: images[parallel.local_slice(index, local_batch, axis_name)]
+  else:
+    (xs,) = data
+    rows = lambda batch: batch
+
+  def body(st, x):
+    return _train_step(cfg, local_batch, axis_name, st, rows(x), step_key, hparams=hparams)
+
+  return jax.lax.scan(body, state, xs, length=num_steps)
+
+
+def check_feed(feed: str) -> str:
+  """``feed`` if it is one of config_lib.DATA_FEEDS, else a ValueError naming it."""
+  if feed not in config_lib.DATA_FEEDS:
+    raise ValueError(f'feed={feed!r}: choose one of {config_lib.DATA_FEEDS} '
+                     '(config.data_feed)')
+  return feed
+
+
+def make_train_chunk(cfg: StepStatics, mesh: jax.sharding.Mesh, num_steps: int,
+                     feed: str = 'device') -> Callable[..., tuple[TrainState, dict]]:
   """A jitted function running ``num_steps`` train steps on device (one lax.scan).
 
-  Signature: ``(state, images_uint8, step_key, data_key) -> (state, metrics)``, with
-  ``images_uint8`` the replicated [N, 28, 28, 1] training set and ``metrics`` a dict
-  of [num_steps] arrays. The state argument is donated. The training set must hold a
-  batch (``validation.check_train_examples``, run by the trainer).
+  ``feed='device'``: ``(state, images_uint8, step_key, data_key) -> (state, metrics)``,
+  with ``images_uint8`` the replicated [N, 28, 28, 1] training set.
+  ``feed='host'``: ``(state, batches_uint8, step_key) -> (state, metrics)``, with
+  ``batches_uint8`` the chunk's [num_steps, batch_size, 28, 28, 1] batches sharded over
+  'data' on the batch axis (``parallel.feed_batches`` of ``host_batch_indices``).
+  ``metrics`` is a dict of [num_steps] arrays; the state argument is donated. The
+  training set must hold a batch (``validation.check_train_examples``, run by the trainer).
   """
+  check_feed(feed)
   local_batch = parallel.local_batch_size(cfg.batch_size, mesh)
   axis_name = parallel.axis_name_for(mesh)
   if axis_name is None:
     cfg = dataclasses.replace(cfg, model=model_lib.local_model(cfg.model))
+  steps = functools.partial(run_steps, cfg, local_batch, axis_name, num_steps, feed=feed)
 
-  def chunk(state, images, step_key, data_key):
-    epoch = state.step // cfg.steps_per_epoch
-    perm = preprocess.epoch_permutation(data_key, epoch, cfg.num_examples)
-
-    def body(carry, _):
-      st, pm = carry
-      st, pm, metrics = _train_step(cfg, local_batch, axis_name, st, pm, images, step_key,
-                                    data_key)
-      return (st, pm), metrics
-
-    (state, _), metrics = jax.lax.scan(body, (state, perm), length=num_steps)
-    return state, metrics
+  if feed == 'device':
+    def chunk(state, images, step_key, data_key):
+      return steps(state, step_key, (images, data_key))
+    in_specs = (P(), P(), P(), P())
+  else:
+    def chunk(state, batches, step_key):
+      return steps(state, step_key, (batches,))
+    in_specs = (P(), parallel.BATCHES_SPEC, P())
 
   if axis_name is None:
     return jax.jit(chunk, donate_argnums=(0,))
-  sharded = jax.shard_map(chunk, mesh=mesh, in_specs=(P(), P(), P(), P()),
-                          out_specs=(P(), P()))
+  sharded = jax.shard_map(chunk, mesh=mesh, in_specs=in_specs, out_specs=(P(), P()))
   return jax.jit(sharded, donate_argnums=(0,))
 
 
+@functools.partial(jax.jit, static_argnames=('num_steps', 'batch_size', 'num_examples'))
+def _batch_indices(data_key, first_step, *, num_steps, batch_size, num_examples):
+  return preprocess.batch_indices(data_key, first_step, num_steps, batch_size=batch_size,
+                                  num_examples=num_examples)
+
+
+def host_batch_indices(cfg: StepStatics, data_key, first_step: int, num_steps: int
+                       ) -> np.ndarray:
+  """The chunk's [num_steps, batch_size] batch indices as numpy, for the host feed.
+
+  ``preprocess.batch_indices`` (what the device-fed chunk computes in its program),
+  jitted on this process's first CPU device: one small program per chunk length,
+  one transfer per chunk, no per-step Python work.
+  """
+  device = parallel.host_device()
+  indices = _batch_indices(jax.device_put(data_key, device),
+                           jax.device_put(np.int32(first_step), device), num_steps=num_steps,
+                           batch_size=cfg.batch_size, num_examples=cfg.num_examples)
+  return np.asarray(indices)
+
+
 @functools.lru_cache(maxsize=None)
-def cached_train_chunk(cfg: StepStatics, mesh: jax.sharding.Mesh, num_steps: int):
-  """make_train_chunk, built once per (config, mesh, length) in a process."""
-  return make_train_chunk(cfg, mesh, num_steps)
+def cached_train_chunk(cfg: StepStatics, mesh: jax.sharding.Mesh, num_steps: int,
+                       feed: str = 'device'):
+  """make_train_chunk, built once per (config, mesh, length, feed) in a process."""
+  return make_train_chunk(cfg, mesh, num_steps, feed)

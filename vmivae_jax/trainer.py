@@ -1,4 +1,5 @@
-"""The training loop: data on device, chunks of jitted steps, logging, checkpoints.
+"""The training loop: data on device (or fed from the host per chunk, ``config.data_feed``),
+chunks of jitted steps, logging, checkpoints.
 
 Python runs once per chunk of ``config.steps_per_chunk`` steps (a lax.scan on
 device): it checks the chunk's metrics and the new state for NaN/Inf, logs the
@@ -249,8 +250,9 @@ def _train_loop(run: build.Run, workdir: Path, manager, images: np.ndarray, mesh
   if already_trained(workdir, step, config):
     return state
   state = parallel.replicate(state, mesh)
-  device_images = parallel.replicate(jnp.asarray(images), mesh)
-  step_key, data_key = parallel.replicate((run.keys['step'], run.keys['data']), mesh)
+  step_key = parallel.replicate(run.keys['step'], mesh)
+  feed = train_step.check_feed(config.data_feed)
+  chunk_data = _chunk_data(run, images, mesh, feed)
   writer = _metric_writer(workdir)
   last_saved = step
   start_time, start_step = time.time(), step
@@ -265,8 +267,8 @@ def _train_loop(run: build.Run, workdir: Path, manager, images: np.ndarray, mesh
       # the same chunk lengths (hence the same compiled programs) and logs the same
       # metrics as an uninterrupted run: both are bitwise identical.
       length = chunk_length(step, config)
-      chunk = train_step.cached_train_chunk(run.step_statics, mesh, length)
-      state, metrics = chunk(state, device_images, step_key, data_key)
+      chunk = train_step.cached_train_chunk(run.step_statics, mesh, length, feed)
+      state, metrics = chunk(state, *chunk_data(step, length, step_key))
       metrics = jax.device_get(metrics)
       bad = _first_non_finite(metrics, step)
       if bad is not None:
@@ -308,6 +310,41 @@ def _train_loop(run: build.Run, workdir: Path, manager, images: np.ndarray, mesh
                               workdir=workdir)
   logging.info('Training complete: step %d in %s.', step, workdir)
   return state
+
+
+def _chunk_data(run: build.Run, images: np.ndarray, mesh, feed: str):
+  """``(step, length, step_key) ->`` the chunk's arguments after the state, per feed.
+
+  'device': the training set, replicated onto every device once, the step key and the
+  data key (each device gathers its rows of every batch). 'host': per chunk, the batch
+  indices (the same ``preprocess.batch_indices``, on a host CPU device) and this
+  process's rows of every batch, joined into the global [length, batch, ...] array
+  (``parallel.feed_batches``); the training set stays on the host.
+  """
+  if feed == 'device':
+    device_images = parallel.replicate(jnp.asarray(images), mesh)
+    data_key = parallel.replicate(run.keys['data'], mesh)
+    return lambda step, length, step_key: (device_images, step_key, data_key)
+  logged = []
+
+  def host_fed(step, length, step_key):
+    indices = train_step.host_batch_indices(run.step_statics, run.keys['data'], step, length)
+    batches, rows = parallel.feed_batches(images, indices, mesh)
+    if not logged:
+      logging.info('Host feed: process %d of %d feeds batch rows %s of %d (its %d devices of %s); '
+                   'the %d training examples stay on the host.', jax.process_index(),
+                   jax.process_count(), _describe_rows(rows), indices.shape[1],
+                   len(mesh.local_devices), parallel.describe(mesh), len(images))
+      logged.append(True)
+    return batches, step_key
+  return host_fed
+
+
+def _describe_rows(rows: np.ndarray) -> str:
+  """'2..3' for contiguous rows, else the list."""
+  if rows.size and np.array_equal(rows, np.arange(rows[0], rows[0] + rows.size)):
+    return f'{rows[0]}..{rows[-1]}'
+  return str(rows.tolist())
 
 
 def _format_seconds(seconds: float) -> str:

@@ -204,6 +204,7 @@ def validate(config, *, num_devices: int = 1, check_paths: bool = True) -> None:
   if config.train_limit and config.train_limit < config.batch_size:
     _fail('train_limit', config.train_limit,
           f'fewer training examples than one batch (batch_size={config.batch_size})')
+  _check_choice(config, 'data_feed', config_lib.DATA_FEEDS)
   _check_choice(config, 'pixel_range', PIXEL_RANGES)
   _check_choice(config, 'likelihood', model_lib.LIKELIHOODS)
   if config.likelihood == 'bernoulli' and config.pixel_range != 'zero_one':
