@@ -114,3 +114,17 @@ def test_sweep_bench_window_counts_only_calls_ending_inside():
   got = sweep_bench._window(runner, time.time(), 0.5)   # pylint: disable=protected-access
   assert runner.calls == got['calls'] + 1   # the call ending past 0.5 s is not counted
   assert got['calls'] >= 1 and 0.05 <= got['seconds'] <= 0.5
+
+
+def test_sweep_suite_check_measures_the_shift_in_recorded_seed_stds():
+  """|mean(new) - mean(recorded)| / std(recorded), per metric present on both sides."""
+  sys.path.insert(0, str(ROOT))
+  from benchmarks import sweep_suite_check  # pylint: disable=g-import-not-at-top
+
+  recorded = {'elbo': {'per_seed': [-101.0, -103.0, -102.0]},        # mean -102, std 1
+              'nmi': {'per_seed': [0.5, 0.7, 0.6]},                   # mean 0.6, std 0.1
+              'not_in_runs': {'per_seed': [1.0, 2.0]}}
+  runs = [{'elbo': -99.0, 'nmi': 0.6}, {'elbo': -101.0, 'nmi': 0.6}]  # mean -100; 0.6
+  rows = {key: z for key, _, _, z in sweep_suite_check.compare(recorded, runs)}
+  assert set(rows) == {'elbo', 'nmi'}
+  assert rows['elbo'] == pytest.approx(2.0) and rows['nmi'] == pytest.approx(0.0, abs=1e-12)
