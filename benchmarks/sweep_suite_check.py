@@ -10,17 +10,11 @@ table (issue 13: "every number the suite reproduces must stay within its seed sp
       --variants=elbo,mi
 """
 
+import argparse
 import json
 import statistics
 from pathlib import Path
 
-from absl import app
-from absl import flags
-
-_ROOT = flags.DEFINE_string('root', 'runs/sweepcheck', 'Root of the runs made through sweeps.')
-_SUMMARY = flags.DEFINE_string('summary', 'results/summary.json', 'The recorded results.')
-_EXPERIMENT = flags.DEFINE_string('experiment', 'joint_mnist', 'Experiment name.')
-_VARIANTS = flags.DEFINE_list('variants', ['elbo', 'mi'], 'Variants to compare.')
 KEYS = ('accuracy_hungarian', 'accuracy_majority', 'nmi', 'mi_exact_categorical', 'mi_bound',
         'elbo', 'elbo_relaxed', 'iwae_log_likelihood', 'kl_categorical')
 
@@ -37,14 +31,21 @@ def compare(recorded: dict, runs: list[dict]) -> list[tuple[str, list, list, flo
   return rows
 
 
-def main(_):
-  summary = json.loads(Path(_SUMMARY.value).read_text())[_EXPERIMENT.value]
-  for variant in _VARIANTS.value:
+def main(argv=None):
+  # argparse, not absl flags: the tests import this module beside the suite's own flags.
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument('--root', default='runs/sweepcheck', help='runs made through sweeps')
+  parser.add_argument('--summary', default='results/summary.json', help='recorded results')
+  parser.add_argument('--experiment', default='joint_mnist')
+  parser.add_argument('--variants', default='elbo,mi', help='comma-separated')
+  args = parser.parse_args(argv)
+  summary = json.loads(Path(args.summary).read_text())[args.experiment]
+  for variant in args.variants.split(','):
     recorded = summary['variants'][variant]['metrics']
     seeds = recorded[KEYS[-1] if KEYS[-1] in recorded else 'elbo']['seeds']
-    runs = [json.loads((Path(_ROOT.value) / _EXPERIMENT.value / variant / f'seed{s}' / 'eval'
+    runs = [json.loads((Path(args.root) / args.experiment / variant / f'seed{s}' / 'eval'
                         / 'metrics.json').read_text()) for s in seeds]
-    print(f'\n{_EXPERIMENT.value} / {variant} (seeds {", ".join(map(str, seeds))})\n')
+    print(f'\n{args.experiment} / {variant} (seeds {", ".join(map(str, seeds))})\n')
     print('| metric | recorded, per-seed processes | through sweeps | |diff of means| / recorded std |')
     print('|---|---|---|---:|')
     for key, old, new, z in compare(recorded, runs):
@@ -53,4 +54,4 @@ def main(_):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  main()
