@@ -3,15 +3,20 @@
 For each variant: mean ± std over seeds of the recorded ``results/summary.json`` and of
 the runs under ``--root`` (e.g. made with ``python -m vmivae_jax.experiments.reproduce
 --suite=thesis --only=joint_mnist --root=ROOT``, which trains each variant's seeds as one
-sweep), and |difference of means| in units of the recorded seed std. Prints a Markdown
-table (issue 13: "every number the suite reproduces must stay within its seed spread").
+sweep), the shift of the mean in units of the recorded seed std, and Welch's t statistic
+of the two samples. Prints a Markdown table per experiment and a one-line verdict
+(issue 13: "every number the suite reproduces must stay within its seed spread").
 
-  python benchmarks/sweep_suite_check.py --root=runs/sweepcheck --experiment=joint_mnist \
-      --variants=elbo,mi
+With one seed on a side (one-seed experiments) there is no spread to compare with; the
+table then shows the two values and their difference only.
+
+  python benchmarks/sweep_suite_check.py --root=runs/sweepcheck \
+      --experiments=joint_mnist,joint_fashion
 """
 
 import argparse
 import json
+import math
 import statistics
 from pathlib import Path
 
@@ -19,16 +24,76 @@ KEYS = ('accuracy_hungarian', 'accuracy_majority', 'nmi', 'mi_exact_categorical'
         'elbo', 'elbo_relaxed', 'iwae_log_likelihood', 'kl_categorical')
 
 
-def compare(recorded: dict, runs: list[dict]) -> list[tuple[str, list, list, float]]:
-  """(metric, recorded per-seed values, new values, |mean diff| / recorded std) per metric."""
+def _std(values: list) -> float:
+  return statistics.stdev(values) if len(values) > 1 else math.nan
+
+
+def compare(recorded: dict, runs: list[dict]) -> list[tuple[str, list, list, float, float]]:
+  """Per metric present on both sides: (metric, recorded per-seed values, new values,
+  |mean diff| / recorded std, Welch's t = mean diff / sqrt(s1^2/n1 + s2^2/n2)).
+
+  The last two are NaN when a side has one value (no spread), and +-inf / 0 when the
+  spread is exactly zero (deterministic metrics).
+  """
   rows = []
   for key in KEYS:
     if key not in recorded or not all(key in m for m in runs):
       continue
     old, new = recorded[key]['per_seed'], [m[key] for m in runs]
-    spread = statistics.stdev(old)
-    rows.append((key, old, new, abs(statistics.mean(new) - statistics.mean(old)) / spread))
+    diff = statistics.mean(new) - statistics.mean(old)
+    s_old, s_new = _std(old), _std(new)
+    se = math.sqrt(s_old ** 2 / len(old) + s_new ** 2 / len(new))
+    shift = abs(diff) / s_old if s_old > 0 else (0.0 if diff == 0 else math.inf)
+    t = diff / se if se > 0 else (0.0 if diff == 0 else math.copysign(math.inf, diff))
+    rows.append((key, old, new, shift if s_old == s_old else math.nan,
+                 t if se == se else math.nan))
   return rows
+
+
+def _fmt(values: list) -> str:
+  mean = statistics.mean(values)
+  return f'{mean:.4f}' if len(values) == 1 else f'{mean:.4f} ± {statistics.stdev(values):.4f}'
+
+
+def check_experiment(summary: dict, root: Path, experiment: str,
+                     variants: list[str] | None = None) -> list[tuple]:
+  """(variant, compare rows) for each variant whose runs under ``root`` all have results;
+  prints what it compares and which variants it skipped."""
+  out = []
+  for variant in variants or list(summary['variants']):
+    recorded = summary['variants'][variant]['metrics']
+    seeds = recorded['elbo']['seeds']
+    paths = [root / experiment / variant / f'seed{s}' / 'eval' / 'metrics.json' for s in seeds]
+    missing = [str(s) for s, p in zip(seeds, paths) if not p.exists()]
+    if missing:
+      print(f'\n{experiment} / {variant}: skipped, no results under {root} for seeds '
+            f'{", ".join(missing)}')
+      continue
+    rows = compare(recorded, [json.loads(p.read_text()) for p in paths])
+    out.append((variant, rows))
+    print(f'\n{experiment} / {variant} (seeds {", ".join(map(str, seeds))})\n')
+    print('| metric | recorded, per-seed processes | through sweeps | '
+          'shift / recorded std | Welch t |')
+    print('|---|---|---|---:|---:|')
+    for key, old, new, shift, t in rows:
+      if len(old) == 1:
+        print(f'| {key} | {_fmt(old)} | {_fmt(new)} | diff {new[0] - old[0]:+.4f} | n/a |')
+      else:
+        print(f'| {key} | {_fmt(old)} | {_fmt(new)} | {shift:.2f} | {t:+.2f} |')
+  return out
+
+
+def verdict(checked: list[tuple]) -> str:
+  """One line: how many metric means moved by more than 1 and 2 recorded stds, and how
+  many have |Welch t| > 2 (about 5% of them by chance alone when nothing changed)."""
+  rows = [row for _, variant_rows in checked for row in variant_rows if row[3] == row[3]]
+  if not rows:
+    return 'no multi-seed variant to compare'
+  shifts, ts = [row[3] for row in rows], [abs(row[4]) for row in rows]
+  return (f'{len(rows)} metric means over {len(checked)} variants: max shift '
+          f'{max(shifts):.2f} recorded std; {sum(s > 1 for s in shifts)} beyond 1 std, '
+          f'{sum(s > 2 for s in shifts)} beyond 2; |Welch t| > 2 for '
+          f'{sum(t > 2 for t in ts)} (~{0.05 * len(rows):.1f} expected by chance)')
 
 
 def main(argv=None):
@@ -36,21 +101,16 @@ def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument('--root', default='runs/sweepcheck', help='runs made through sweeps')
   parser.add_argument('--summary', default='results/summary.json', help='recorded results')
-  parser.add_argument('--experiment', default='joint_mnist')
-  parser.add_argument('--variants', default='elbo,mi', help='comma-separated')
+  parser.add_argument('--experiments', default='joint_mnist', help='comma-separated')
+  parser.add_argument('--variants', default='',
+                      help='comma-separated (default: every variant of each experiment)')
   args = parser.parse_args(argv)
-  summary = json.loads(Path(args.summary).read_text())[args.experiment]
-  for variant in args.variants.split(','):
-    recorded = summary['variants'][variant]['metrics']
-    seeds = recorded[KEYS[-1] if KEYS[-1] in recorded else 'elbo']['seeds']
-    runs = [json.loads((Path(args.root) / args.experiment / variant / f'seed{s}' / 'eval'
-                        / 'metrics.json').read_text()) for s in seeds]
-    print(f'\n{args.experiment} / {variant} (seeds {", ".join(map(str, seeds))})\n')
-    print('| metric | recorded, per-seed processes | through sweeps | |diff of means| / recorded std |')
-    print('|---|---|---|---:|')
-    for key, old, new, z in compare(recorded, runs):
-      fmt = lambda v: f'{statistics.mean(v):.4f} ± {statistics.stdev(v):.4f}'
-      print(f'| {key} | {fmt(old)} | {fmt(new)} | {z:.2f} |')
+  summary = json.loads(Path(args.summary).read_text())
+  variants = args.variants.split(',') if args.variants else None
+  checked = []
+  for experiment in args.experiments.split(','):
+    checked += check_experiment(summary[experiment], Path(args.root), experiment, variants)
+  print(f'\nverdict: {verdict(checked)}')
 
 
 if __name__ == '__main__':

@@ -5,6 +5,7 @@ No timing is asserted: the CI machine is shared and small. The full benchmark is
 """
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -117,7 +118,7 @@ def test_sweep_bench_window_counts_only_calls_ending_inside():
 
 
 def test_sweep_suite_check_measures_the_shift_in_recorded_seed_stds():
-  """|mean(new) - mean(recorded)| / std(recorded), per metric present on both sides."""
+  """|mean(new) - mean(recorded)| / std(recorded) and Welch's t, per metric on both sides."""
   sys.path.insert(0, str(ROOT))
   from benchmarks import sweep_suite_check  # pylint: disable=g-import-not-at-top
 
@@ -125,6 +126,33 @@ def test_sweep_suite_check_measures_the_shift_in_recorded_seed_stds():
               'nmi': {'per_seed': [0.5, 0.7, 0.6]},                   # mean 0.6, std 0.1
               'not_in_runs': {'per_seed': [1.0, 2.0]}}
   runs = [{'elbo': -99.0, 'nmi': 0.6}, {'elbo': -101.0, 'nmi': 0.6}]  # mean -100; 0.6
-  rows = {key: z for key, _, _, z in sweep_suite_check.compare(recorded, runs)}
+  rows = {key: (shift, t) for key, _, _, shift, t in sweep_suite_check.compare(recorded, runs)}
   assert set(rows) == {'elbo', 'nmi'}
-  assert rows['elbo'] == pytest.approx(2.0) and rows['nmi'] == pytest.approx(0.0, abs=1e-12)
+  assert rows['elbo'][0] == pytest.approx(2.0) and rows['nmi'][0] == pytest.approx(0.0, abs=1e-12)
+  # Welch: diff 2 over sqrt(1/3 + 2/2) (new side: values -99, -101, std sqrt(2)).
+  assert rows['elbo'][1] == pytest.approx(2.0 / math.sqrt(1.0 / 3.0 + 1.0))
+  assert rows['nmi'][1] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_sweep_suite_check_has_no_spread_for_one_seed_and_counts_the_verdict(tmp_path):
+  """One-seed variants get no shift or t (NaN, left out of the verdict); the verdict counts
+  shifts beyond 1 and 2 recorded stds; a variant without results is skipped, not failed."""
+  sys.path.insert(0, str(ROOT))
+  from benchmarks import sweep_suite_check  # pylint: disable=g-import-not-at-top
+
+  (_, _, _, shift, t), = sweep_suite_check.compare({'elbo': {'per_seed': [-100.0]}},
+                                                   [{'elbo': -90.0}])
+  assert math.isnan(shift) and math.isnan(t)
+  summary = {'variants': {
+      'a': {'metrics': {'elbo': {'per_seed': [-101.0, -103.0, -102.0], 'seeds': [0, 1, 2]},
+                        'nmi': {'per_seed': [0.5, 0.7, 0.6], 'seeds': [0, 1, 2]}}},
+      'b': {'metrics': {'elbo': {'per_seed': [-1.0], 'seeds': [0]}}}}}
+  for seed, elbo, nmi in ((0, -104.5, 0.6), (1, -104.5, 0.75), (2, -104.5, 0.6)):
+    path = tmp_path / 'exp' / 'a' / f'seed{seed}' / 'eval' / 'metrics.json'
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({'elbo': elbo, 'nmi': nmi}))
+  checked = sweep_suite_check.check_experiment(summary, tmp_path, 'exp')
+  assert [variant for variant, _ in checked] == ['a']        # 'b' has no results: skipped
+  line = sweep_suite_check.verdict(checked)
+  # elbo shifts by 2.5 std, nmi by 0.5: one beyond 1 std, one beyond 2.
+  assert 'max shift 2.50' in line and '1 beyond 1 std, 1 beyond 2' in line, line
