@@ -7,6 +7,8 @@ sweep), the shift of the mean in units of the recorded seed std, and Welch's t s
 of the two samples. Prints a Markdown table per experiment and a one-line verdict
 (issue 13: "every number the suite reproduces must stay within its seed spread").
 
+``--extra_recorded`` adds per-seed-process runs of more seeds to the recorded side (and
+``--root`` may list several roots), for a variant whose recorded spread looks too small.
 With one seed on a side (one-seed experiments) there is no spread to compare with; the
 table then shows the two values and their difference only.
 
@@ -55,31 +57,54 @@ def _fmt(values: list) -> str:
   return f'{mean:.4f}' if len(values) == 1 else f'{mean:.4f} ± {statistics.stdev(values):.4f}'
 
 
-def check_experiment(summary: dict, root: Path, experiment: str,
-                     variants: list[str] | None = None) -> list[tuple]:
-  """(variant, compare rows) for each variant whose runs under ``root`` all have results;
-  prints what it compares and which variants it skipped."""
+def _found(roots: list[Path], experiment: str, variant: str) -> dict[int, dict]:
+  """seed -> eval metrics of every finished run of the variant under ``roots`` (the first
+  root that has a seed wins)."""
+  found = {}
+  for root in roots:
+    for path in sorted((root / experiment / variant).glob('seed*/eval/metrics.json')):
+      seed = int(path.parts[-3][len('seed'):])
+      found.setdefault(seed, json.loads(path.read_text()))
+  return found
+
+
+def check_experiment(summary: dict, roots: list[Path], experiment: str,
+                     variants: list[str] | None = None,
+                     extra_recorded: list[Path] = ()) -> list[tuple]:
+  """(variant, compare rows) for each variant whose recorded seeds all have results under
+  ``roots`` (runs through sweeps; seeds beyond the recorded ones join them); runs under
+  ``extra_recorded`` (per-seed processes, e.g. more seeds at the sweeps' commit) join the
+  recorded side for seeds it lacks. Prints what it compares and what it skipped."""
   out = []
   for variant in variants or list(summary['variants']):
     recorded = summary['variants'][variant]['metrics']
     seeds = recorded['elbo']['seeds']
-    paths = [root / experiment / variant / f'seed{s}' / 'eval' / 'metrics.json' for s in seeds]
-    missing = [str(s) for s, p in zip(seeds, paths) if not p.exists()]
+    new = _found(roots, experiment, variant)
+    missing = [str(s) for s in seeds if s not in new]
     if missing:
-      print(f'\n{experiment} / {variant}: skipped, no results under {root} for seeds '
-            f'{", ".join(missing)}')
+      print(f'\n{experiment} / {variant}: skipped, no results under '
+            f'{", ".join(map(str, roots))} for seeds {", ".join(missing)}')
       continue
-    rows = compare(recorded, [json.loads(p.read_text()) for p in paths])
+    extra = {s: m for s, m in _found(list(extra_recorded), experiment, variant).items()
+             if s not in seeds}
+    if extra:
+      recorded = {key: {'per_seed': value['per_seed'] + [extra[s].get(key) for s in extra]}
+                  for key, value in recorded.items()
+                  if 'per_seed' in value and all(key in m for m in extra.values())}
+    old_seeds = list(seeds) + list(extra)
+    rows = compare(recorded, [new[s] for s in sorted(new)])
     out.append((variant, rows))
-    print(f'\n{experiment} / {variant} (seeds {", ".join(map(str, seeds))})\n')
+    print(f'\n{experiment} / {variant} (recorded seeds {", ".join(map(str, old_seeds))}; '
+          f'through sweeps seeds {", ".join(map(str, sorted(new)))})\n')
     print('| metric | recorded, per-seed processes | through sweeps | '
           'shift / recorded std | Welch t |')
     print('|---|---|---|---:|---:|')
-    for key, old, new, shift, t in rows:
+    for key, old, new_values, shift, t in rows:
       if len(old) == 1:
-        print(f'| {key} | {_fmt(old)} | {_fmt(new)} | diff {new[0] - old[0]:+.4f} | n/a |')
+        print(f'| {key} | {_fmt(old)} | {_fmt(new_values)} | '
+              f'diff {new_values[0] - old[0]:+.4f} | n/a |')
       else:
-        print(f'| {key} | {_fmt(old)} | {_fmt(new)} | {shift:.2f} | {t:+.2f} |')
+        print(f'| {key} | {_fmt(old)} | {_fmt(new_values)} | {shift:.2f} | {t:+.2f} |')
   return out
 
 
@@ -99,7 +124,11 @@ def verdict(checked: list[tuple]) -> str:
 def main(argv=None):
   # argparse, not absl flags: the tests import this module beside the suite's own flags.
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument('--root', default='runs/sweepcheck', help='runs made through sweeps')
+  parser.add_argument('--root', default='runs/sweepcheck',
+                      help='comma-separated roots of runs made through sweeps')
+  parser.add_argument('--extra_recorded', default='',
+                      help='comma-separated roots of per-seed-process runs that join the '
+                           'recorded side (seeds it lacks)')
   parser.add_argument('--summary', default='results/summary.json', help='recorded results')
   parser.add_argument('--experiments', default='joint_mnist', help='comma-separated')
   parser.add_argument('--variants', default='',
@@ -109,7 +138,9 @@ def main(argv=None):
   variants = args.variants.split(',') if args.variants else None
   checked = []
   for experiment in args.experiments.split(','):
-    checked += check_experiment(summary[experiment], Path(args.root), experiment, variants)
+    checked += check_experiment(
+        summary[experiment], [Path(r) for r in args.root.split(',')], experiment, variants,
+        [Path(r) for r in args.extra_recorded.split(',') if r])
   print(f'\nverdict: {verdict(checked)}')
 
 

@@ -151,8 +151,18 @@ def test_sweep_suite_check_has_no_spread_for_one_seed_and_counts_the_verdict(tmp
     path = tmp_path / 'exp' / 'a' / f'seed{seed}' / 'eval' / 'metrics.json'
     path.parent.mkdir(parents=True)
     path.write_text(json.dumps({'elbo': elbo, 'nmi': nmi}))
-  checked = sweep_suite_check.check_experiment(summary, tmp_path, 'exp')
+  checked = sweep_suite_check.check_experiment(summary, [tmp_path], 'exp')
   assert [variant for variant, _ in checked] == ['a']        # 'b' has no results: skipped
   line = sweep_suite_check.verdict(checked)
   # elbo shifts by 2.5 std, nmi by 0.5: one beyond 1 std, one beyond 2.
   assert 'max shift 2.50' in line and '1 beyond 1 std, 1 beyond 2' in line, line
+  # More seeds: a per-seed-process run of seed 3 joins the recorded side (a recorded seed
+  # found there is ignored), a sweep run of seed 3 joins the new side.
+  for root, seed, elbo in (('extra', 3, -106.0), ('extra', 0, 0.0), ('more', 3, -104.5)):
+    path = tmp_path / root / 'exp' / 'a' / f'seed{seed}' / 'eval' / 'metrics.json'
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({'elbo': elbo, 'nmi': 0.6}))
+  (_, rows), = sweep_suite_check.check_experiment(
+      summary, [tmp_path, tmp_path / 'more'], 'exp', ['a'], [tmp_path / 'extra'])
+  elbo_row, = [row for row in rows if row[0] == 'elbo']
+  assert elbo_row[1] == [-101.0, -103.0, -102.0, -106.0] and elbo_row[2] == [-104.5] * 4
