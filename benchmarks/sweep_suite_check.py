@@ -108,10 +108,30 @@ def check_experiment(summary: dict, roots: list[Path], experiment: str,
   return out
 
 
+COMPACT_KEYS = ('accuracy_hungarian', 'elbo', 'mi_bound')
+
+
+def compact_table(checked: list[tuple[str, str, list]]) -> str:
+  """One Markdown row per (experiment, variant): recorded vs through-sweeps means ± stds of
+  COMPACT_KEYS, and the largest shift (recorded stds) and |Welch t| over every metric."""
+  lines = ['| experiment / variant | ' + ' | '.join(
+      f'{key}: recorded / sweeps' for key in COMPACT_KEYS) + ' | max shift | max abs t |',
+           '|---|' + '---|' * len(COMPACT_KEYS) + '---:|---:|']
+  for experiment, variant, rows in checked:
+    by_key = {row[0]: row for row in rows}
+    cells = [f'{_fmt(by_key[k][1])} / {_fmt(by_key[k][2])}' if k in by_key else '-'
+             for k in COMPACT_KEYS]
+    spread = [row for row in rows if row[3] == row[3]]
+    tail = (f'{max(r[3] for r in spread):.2f} | {max(abs(r[4]) for r in spread):.2f}'
+            if spread else 'n/a (one seed) | n/a')
+    lines.append(f'| {experiment} / {variant} | ' + ' | '.join(cells) + f' | {tail} |')
+  return '\n'.join(lines)
+
+
 def verdict(checked: list[tuple]) -> str:
   """One line: how many metric means moved by more than 1 and 2 recorded stds, and how
   many have |Welch t| > 2 (about 5% of them by chance alone when nothing changed)."""
-  rows = [row for _, variant_rows in checked for row in variant_rows if row[3] == row[3]]
+  rows = [row for *_, variant_rows in checked for row in variant_rows if row[3] == row[3]]
   if not rows:
     return 'no multi-seed variant to compare'
   shifts, ts = [row[3] for row in rows], [abs(row[4]) for row in rows]
@@ -131,6 +151,8 @@ def main(argv=None):
                            'recorded side (seeds it lacks)')
   parser.add_argument('--summary', default='results/summary.json', help='recorded results')
   parser.add_argument('--experiments', default='joint_mnist', help='comma-separated')
+  parser.add_argument('--compact', action='store_true',
+                      help='one row per variant (headline metrics, largest shift and |t|)')
   parser.add_argument('--variants', default='',
                       help='comma-separated (default: every variant of each experiment)')
   args = parser.parse_args(argv)
@@ -138,9 +160,11 @@ def main(argv=None):
   variants = args.variants.split(',') if args.variants else None
   checked = []
   for experiment in args.experiments.split(','):
-    checked += check_experiment(
+    checked += [(experiment, variant, rows) for variant, rows in check_experiment(
         summary[experiment], [Path(r) for r in args.root.split(',')], experiment, variants,
-        [Path(r) for r in args.extra_recorded.split(',') if r])
+        [Path(r) for r in args.extra_recorded.split(',') if r])]
+  if args.compact:
+    print('\n' + compact_table(checked))
   print(f'\nverdict: {verdict(checked)}')
 
 

@@ -156,6 +156,8 @@ def test_sweep_suite_check_has_no_spread_for_one_seed_and_counts_the_verdict(tmp
   line = sweep_suite_check.verdict(checked)
   # elbo shifts by 2.5 std, nmi by 0.5: one beyond 1 std, one beyond 2.
   assert 'max shift 2.50' in line and '1 beyond 1 std, 1 beyond 2' in line, line
+  table = sweep_suite_check.compact_table([('exp', variant, rows) for variant, rows in checked])
+  assert '| exp / a | - | -102.0000 ± 1.0000 / -104.5000 ± 0.0000 | - | 2.50 | 4.33 |' in table, table
   # More seeds: a per-seed-process run of seed 3 joins the recorded side (a recorded seed
   # found there is ignored), a sweep run of seed 3 joins the new side.
   for root, seed, elbo in (('extra', 3, -106.0), ('extra', 0, 0.0), ('more', 3, -104.5)):
