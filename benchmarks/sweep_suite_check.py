@@ -44,11 +44,13 @@ def compare(recorded: dict, runs: list[dict]) -> list[tuple[str, list, list, flo
     old, new = recorded[key]['per_seed'], [m[key] for m in runs]
     diff = statistics.mean(new) - statistics.mean(old)
     s_old, s_new = _std(old), _std(new)
+    if math.isnan(s_old) or math.isnan(s_new):
+      rows.append((key, old, new, math.nan, math.nan))
+      continue
     se = math.sqrt(s_old ** 2 / len(old) + s_new ** 2 / len(new))
     shift = abs(diff) / s_old if s_old > 0 else (0.0 if diff == 0 else math.inf)
     t = diff / se if se > 0 else (0.0 if diff == 0 else math.copysign(math.inf, diff))
-    rows.append((key, old, new, shift if s_old == s_old else math.nan,
-                 t if se == se else math.nan))
+    rows.append((key, old, new, shift, t))
   return rows
 
 
