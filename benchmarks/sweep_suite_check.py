@@ -102,9 +102,9 @@ def check_experiment(summary: dict, roots: list[Path], experiment: str,
           'shift / recorded std | Welch t |')
     print('|---|---|---|---:|---:|')
     for key, old, new_values, shift, t in rows:
-      if len(old) == 1:
-        print(f'| {key} | {_fmt(old)} | {_fmt(new_values)} | '
-              f'diff {new_values[0] - old[0]:+.4f} | n/a |')
+      if math.isnan(shift):
+        diff = statistics.mean(new_values) - statistics.mean(old)
+        print(f'| {key} | {_fmt(old)} | {_fmt(new_values)} | diff {diff:+.4f} | n/a |')
       else:
         print(f'| {key} | {_fmt(old)} | {_fmt(new_values)} | {shift:.2f} | {t:+.2f} |')
   return out
@@ -123,7 +123,7 @@ def compact_table(checked: list[tuple[str, str, list]]) -> str:
     by_key = {row[0]: row for row in rows}
     cells = [f'{_fmt(by_key[k][1])} / {_fmt(by_key[k][2])}' if k in by_key else '-'
              for k in COMPACT_KEYS]
-    spread = [row for row in rows if row[3] == row[3]]
+    spread = [row for row in rows if not math.isnan(row[3])]
     tail = (f'{max(r[3] for r in spread):.2f} | {max(abs(r[4]) for r in spread):.2f}'
             if spread else 'n/a (one seed) | n/a')
     lines.append(f'| {experiment} / {variant} | ' + ' | '.join(cells) + f' | {tail} |')
@@ -133,7 +133,7 @@ def compact_table(checked: list[tuple[str, str, list]]) -> str:
 def verdict(checked: list[tuple]) -> str:
   """One line: how many metric means moved by more than 1 and 2 recorded stds, and how
   many have |Welch t| > 2 (about 5% of them by chance alone when nothing changed)."""
-  rows = [row for *_, variant_rows in checked for row in variant_rows if row[3] == row[3]]
+  rows = [row for *_, variant_rows in checked for row in variant_rows if not math.isnan(row[3])]
   if not rows:
     return 'no multi-seed variant to compare'
   shifts, ts = [row[3] for row in rows], [abs(row[4]) for row in rows]
