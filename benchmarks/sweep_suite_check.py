@@ -7,6 +7,11 @@ sweep), the shift of the mean in units of the recorded seed std, and Welch's t s
 of the two samples. Prints a Markdown table per experiment and a one-line verdict
 (issue 13: "every number the suite reproduces must stay within its seed spread").
 
+``--low_mode=METRIC:VALUE`` counts, pooled over the variants whose recorded median is above
+VALUE, the runs of each side that ended below it, with Fisher's exact test: for a bimodal
+metric (the MI bound ends near log 10 when the code uses all 10 categories, near log 9
+when one collapses) a seed std is no yardstick, but how often the low mode occurs is.
+
 ``--extra_recorded`` adds per-seed-process runs of more seeds to the recorded side (and
 ``--root`` may list several roots), for a variant whose recorded spread looks too small.
 With one seed on a side (one-seed experiments) there is no spread to compare with; the
@@ -143,6 +148,28 @@ def verdict(checked: list[tuple]) -> str:
           f'{sum(t > 2 for t in ts)} (~{0.05 * len(rows):.1f} expected by chance)')
 
 
+def low_mode_count(checked: list[tuple], metric: str, threshold: float) -> str:
+  """One line: of the runs of variants whose recorded median ``metric`` is at least
+  ``threshold``, how many ended below it on each side, and Fisher's exact two-sided p of
+  the 2x2 table (no difference in how often the low mode occurs)."""
+  from scipy import stats  # pylint: disable=g-import-not-at-top
+
+  old_low = old_n = new_low = new_n = variants = 0
+  for *_, rows in checked:
+    for key, old, new, *_ in rows:
+      if key != metric or statistics.median(old) < threshold:
+        continue
+      variants += 1
+      old_low, old_n = old_low + sum(v < threshold for v in old), old_n + len(old)
+      new_low, new_n = new_low + sum(v < threshold for v in new), new_n + len(new)
+  if not variants:
+    return f'no variant with a recorded median {metric} >= {threshold:g}'
+  p = stats.fisher_exact([[old_low, old_n - old_low], [new_low, new_n - new_low]]).pvalue
+  return (f'{metric} < {threshold:g} over {variants} variants (recorded median above): '
+          f'recorded {old_low} of {old_n} runs, through sweeps {new_low} of {new_n}; '
+          f"Fisher's exact p = {p:.2f}")
+
+
 def main(argv=None):
   # argparse, not absl flags: the tests import this module beside the suite's own flags.
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -157,7 +184,19 @@ def main(argv=None):
                       help='one row per variant (headline metrics, largest shift and |t|)')
   parser.add_argument('--variants', default='',
                       help='comma-separated (default: every variant of each experiment)')
+  parser.add_argument('--low_mode', default='',
+                      help='METRIC:VALUE: count the runs below VALUE on each side (variants '
+                           'whose recorded median is above it), Fisher exact test')
   args = parser.parse_args(argv)
+  if args.low_mode:
+    low_metric, _, low_value = args.low_mode.partition(':')
+    try:
+      low_value = float(low_value)
+    except ValueError:
+      low_value = None
+    if low_metric not in KEYS or low_value is None:
+      parser.error(f'--low_mode={args.low_mode!r}: expected METRIC:VALUE with METRIC one of '
+                   f'{", ".join(KEYS)} and VALUE a number')
   summary = json.loads(Path(args.summary).read_text())
   variants = args.variants.split(',') if args.variants else None
   checked = []
@@ -168,6 +207,8 @@ def main(argv=None):
   if args.compact:
     print('\n' + compact_table(checked))
   print(f'\nverdict: {verdict(checked)}')
+  if args.low_mode:
+    print(f'low mode: {low_mode_count(checked, low_metric, low_value)}')
 
 
 if __name__ == '__main__':

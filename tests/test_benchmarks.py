@@ -168,3 +168,23 @@ def test_sweep_suite_check_has_no_spread_for_one_seed_and_counts_the_verdict(tmp
       summary, [tmp_path, tmp_path / 'more'], 'exp', ['a'], [tmp_path / 'extra'])
   elbo_row, = [row for row in rows if row[0] == 'elbo']
   assert elbo_row[1] == [-101.0, -103.0, -102.0, -106.0] and elbo_row[2] == [-104.5] * 4
+
+
+def test_sweep_suite_check_counts_the_low_mode_with_fishers_exact_test():
+  """Runs below the threshold per side, only for variants whose recorded median is above it
+  (an unused code's MI near 0 is not a low mode); p from the 2x2 table."""
+  sys.path.insert(0, str(ROOT))
+  from benchmarks import sweep_suite_check  # pylint: disable=g-import-not-at-top
+
+  high, low = 2.29, 2.18
+  checked = [
+      ('e', 'mi', [('mi_bound', [high, high, low], [low, low, high], 0.0, 0.0),
+                   ('elbo', [-1.0, -2.0, -3.0], [-1.0, -2.0, -3.0], 0.0, 0.0)]),
+      ('e', 'mi2', [('mi_bound', [high, high], [high, low], 0.0, 0.0)]),
+      ('e', 'elbo', [('mi_bound', [0.01, 0.02, 0.03], [0.01, 0.02, 0.03], 0.0, 0.0)])]
+  line = sweep_suite_check.low_mode_count(checked, 'mi_bound', 2.24)
+  # Recorded 1 of 5 low, sweeps 3 of 5: Fisher's exact two-sided p = 0.524 (hypergeometric:
+  # 4 low among 10, P(table as or less likely than k = 1) = 2 * (5 + 50) / 210).
+  assert 'over 2 variants' in line and 'recorded 1 of 5 runs, through sweeps 3 of 5' in line, line
+  assert "p = 0.52" in line, line
+  assert 'no variant' in sweep_suite_check.low_mode_count(checked, 'mi_bound', 3.0)
