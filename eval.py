@@ -12,7 +12,7 @@ checkpoint (docs/reliability.md).
 from absl import app
 from absl import flags
 
-from vmivae_jax import cli
+from vmivae_jax.app import cli
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Workdir of a train.py run.')
 _STEP = flags.DEFINE_integer('step', None, 'Checkpoint step to evaluate (default: latest).')

@@ -1,5 +1,5 @@
 """Per-layer micro-benchmark: forward + backward (w.r.t. input and kernel) of each strided
-4x4 conv / transpose conv of the authors' architecture, every ``vmivae_jax.conv_ops``
+4x4 conv / transpose conv of the authors' architecture, every ``vmivae_jax.model.conv_ops``
 formulation interleaved with PyTorch's ``conv2d`` / ``conv_transpose2d`` (autograd, NCHW)
 in the same process.
 
@@ -50,7 +50,7 @@ def main(argv=None):
   import jax
   import jax.numpy as jnp
   import numpy as np
-  from vmivae_jax import conv_ops
+  from vmivae_jax.model import conv_ops
 
   torch = None
   if not args.no_torch:

@@ -16,7 +16,7 @@ The JAX side is the repo's own step: ``config_lib.authors_config('mnist', 'joint
 the given batch size, ``build.build_run`` and ``train_step.make_train_chunk`` (a jitted
 ``lax.scan`` of ``--steps-per-call`` steps over the on-device uint8 data set), with
 ``networks.conv_impls`` (the library's per-backend choice, 'models') replaced by the
-``vmivae_jax.conv_ops`` formulation named in the variant ('models' = leave the repo's
+``vmivae_jax.model.conv_ops`` formulation named in the variant ('models' = leave the repo's
 own). The PyTorch side is ``benchmarks/torch_models.py`` (conv, kind 'mi', the
 authors' MI weight 0.01). Likelihoods differ (JAX: the authors' MSE on [-1, 1] pixels;
 torch_models: Bernoulli), an elementwise difference that costs nothing measurable.
@@ -68,8 +68,12 @@ def _jax_worker(spec):
   import jax
   import jax.numpy as jnp
   import numpy as np
-  from vmivae_jax import build, config_lib, conv_ops, networks, parallel
-  from vmivae_jax import train_step as steps_lib
+  from vmivae_jax.train import build
+  from vmivae_jax.config import config_lib
+  from vmivae_jax.model import conv_ops
+  from vmivae_jax.model import networks
+  from vmivae_jax.util import parallel
+  from vmivae_jax.train import train_step as steps_lib
   conv_impl, deconv_impl = spec['conv'], spec['deconv']
   default_conv, default_deconv = networks.conv_impls()
   chosen = (default_conv if conv_impl in ('models', 'default') else conv_impl,

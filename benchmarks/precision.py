@@ -48,11 +48,11 @@ def measure(args) -> dict:
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from vmivae_jax import build  # pylint: disable=g-import-not-at-top
-  from vmivae_jax import conv_ops  # pylint: disable=g-import-not-at-top
-  from vmivae_jax import parallel  # pylint: disable=g-import-not-at-top
-  from vmivae_jax import train_step  # pylint: disable=g-import-not-at-top
-  from vmivae_jax import validation  # pylint: disable=g-import-not-at-top
+  from vmivae_jax.train import build  # pylint: disable=g-import-not-at-top
+  from vmivae_jax.model import conv_ops  # pylint: disable=g-import-not-at-top
+  from vmivae_jax.util import parallel  # pylint: disable=g-import-not-at-top
+  from vmivae_jax.train import train_step  # pylint: disable=g-import-not-at-top
+  from vmivae_jax.config import validation  # pylint: disable=g-import-not-at-top
   conv_ops.apply_cpu_xla_flags()   # as train.py
 
   archs = [a for a in args.archs.split(',') if a]

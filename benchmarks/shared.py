@@ -1,5 +1,5 @@
 """What the benchmark's parent, workers and report share: the benchmarked settings, the
-configs (built from ``vmivae_jax.config_lib``), test images, interleaved timing."""
+configs (built from ``vmivae_jax.config.config_lib``), test images, interleaved timing."""
 
 import os
 import resource
@@ -58,7 +58,7 @@ def median(xs):
 def load_images(split: str, n: int, data_dir: str):
   """uint8 [n, 28, 28, 1] MNIST images, or random ones when no data set is found."""
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from vmivae_jax import data  # pylint: disable=g-import-not-at-top
+  from vmivae_jax.data import sources as data  # pylint: disable=g-import-not-at-top
   for d in [data_dir, os.environ.get(data.DATA_DIR_ENV, ''), str(ROOT.parent / 'shared' / 'datasets')]:
     if not d or not Path(d).is_dir():
       continue
@@ -74,7 +74,7 @@ def load_images(split: str, n: int, data_dir: str):
 
 def make_config(arch: str, kind: str, batch_size: int):
   """The benchmarked config: the joint MNIST setting (16 Gaussian + one 10-way code)."""
-  from vmivae_jax import config_lib  # pylint: disable=g-import-not-at-top
+  from vmivae_jax.config import config_lib  # pylint: disable=g-import-not-at-top
   c = config_lib.joint_config('mnist')
   c.batch_size = batch_size
   c.mi_weight = MI_WEIGHT if kind == 'mi' else 0.0
@@ -90,7 +90,7 @@ def make_config(arch: str, kind: str, batch_size: int):
 
 def tiny_config(c):
   """--tiny: the same code paths with small layers (the run only checks the script)."""
-  from vmivae_jax import config_lib  # pylint: disable=g-import-not-at-top
+  from vmivae_jax.config import config_lib  # pylint: disable=g-import-not-at-top
   config_lib.smoke_widths(c.model)
   return c
 

@@ -66,7 +66,10 @@ def _program(spec: dict, images_np, mesh, *, members=None, vmap_one_member=False
   """(jitted chunk, state, args) of the plain step (members=None) or an N-member sweep."""
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   from benchmarks.shared import make_config, tiny_config  # pylint: disable=g-import-not-at-top
-  from vmivae_jax import build, parallel, sweep_step, train_step  # pylint: disable=g-import-not-at-top
+  from vmivae_jax.train import build  # pylint: disable=g-import-not-at-top
+  from vmivae_jax.util import parallel  # pylint: disable=g-import-not-at-top
+  from vmivae_jax.train import sweep_step  # pylint: disable=g-import-not-at-top
+  from vmivae_jax.train import train_step  # pylint: disable=g-import-not-at-top
   config = make_config('mlp', 'mi', spec['batch'])
   if spec['tiny']:
     config = tiny_config(config)
@@ -125,15 +128,15 @@ def _serve(spec: dict) -> None:
   process's facts and exits). Each answer is one JSON line on stdout.
   """
   start = time.perf_counter()
-  from vmivae_jax import conv_ops  # pylint: disable=g-import-not-at-top
+  from vmivae_jax.model import conv_ops  # pylint: disable=g-import-not-at-top
   conv_ops.apply_cpu_xla_flags()   # train.py's CPU options, before the backend starts
-  from vmivae_jax import distributed  # pylint: disable=g-import-not-at-top
+  from vmivae_jax.util import distributed  # pylint: disable=g-import-not-at-top
   if spec.get('num_processes', 1) > 1:
     distributed.initialize(coordinator_address=spec['coordinator'],
                            num_processes=spec['num_processes'], process_id=spec['process_id'])
   import jax  # pylint: disable=g-import-not-at-top
   from benchmarks.shared import load_images  # pylint: disable=g-import-not-at-top
-  from vmivae_jax import parallel  # pylint: disable=g-import-not-at-top
+  from vmivae_jax.util import parallel  # pylint: disable=g-import-not-at-top
   images_np, source = load_images('train', spec['train_examples'], spec['data_dir'])
   mesh = parallel.make_mesh()
   runner = _Runner(*_program(spec, images_np, mesh, members=spec.get('members')))
@@ -167,11 +170,11 @@ def _serve(spec: dict) -> None:
 
 def _inprocess(spec: dict) -> None:
   """One process, plain vs sweep chunks timed in interleaved rounds; prints one JSON line."""
-  from vmivae_jax import conv_ops  # pylint: disable=g-import-not-at-top
+  from vmivae_jax.model import conv_ops  # pylint: disable=g-import-not-at-top
   conv_ops.apply_cpu_xla_flags()
   import jax  # pylint: disable=g-import-not-at-top
   from benchmarks.shared import Rounds, load_images  # pylint: disable=g-import-not-at-top
-  from vmivae_jax import parallel  # pylint: disable=g-import-not-at-top
+  from vmivae_jax.util import parallel  # pylint: disable=g-import-not-at-top
   images_np, source = load_images('train', spec['train_examples'], spec['data_dir'])
   mesh = parallel.make_mesh(1)
   programs = {'plain': (None, False)}

@@ -1,7 +1,7 @@
 """The benchmarked VMI-VAE networks and train step, written plainly in PyTorch.
 
-The same networks as ``vmivae_jax.networks`` in the benchmarked settings and the same
-two-update step as ``vmivae_jax.train_step`` (thesis Algorithm 1, lines 3-5):
+The same networks as ``vmivae_jax.model.networks`` in the benchmarked settings and the same
+two-update step as ``vmivae_jax.train.train_step`` (thesis Algorithm 1, lines 3-5):
 
 1. the next minibatch of the epoch's permutation of the in-memory uint8 data set;
 2. one VAE forward pass: x -> q(z, c | x) -> (z, c) (Gaussian reparameterisation and a

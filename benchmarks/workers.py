@@ -75,10 +75,10 @@ def jax_steps_worker(spec: dict) -> dict:
     jax.config.update('jax_num_cpu_devices', devices)
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from vmivae_jax import parallel  # pylint: disable=g-import-not-at-top
-  from vmivae_jax import train_step as train_step_lib  # pylint: disable=g-import-not-at-top
-  from vmivae_jax import build  # pylint: disable=g-import-not-at-top
-  from vmivae_jax import validation  # pylint: disable=g-import-not-at-top
+  from vmivae_jax.util import parallel  # pylint: disable=g-import-not-at-top
+  from vmivae_jax.train import train_step as train_step_lib  # pylint: disable=g-import-not-at-top
+  from vmivae_jax.train import build  # pylint: disable=g-import-not-at-top
+  from vmivae_jax.config import validation  # pylint: disable=g-import-not-at-top
 
   tiny = spec['tiny']
   arch = spec['arch']
@@ -190,7 +190,7 @@ def _step_flops(train_step_lib, cfg, mesh1, run, images_np) -> float:
 
 def _dispatch_check(spec, jax, train_step_lib, parallel, build, images, mesh, num_examples):
   """Per-step time of N one-step chunks called from Python vs one N-step chunk."""
-  from vmivae_jax import validation  # pylint: disable=g-import-not-at-top
+  from vmivae_jax.config import validation  # pylint: disable=g-import-not-at-top
   arch, batch, kind = spec['arch'], min(spec['batches']), 'mi'
   config = make_config(arch, kind, batch)
   if spec['tiny']:
@@ -291,7 +291,7 @@ def torch_worker(spec: dict) -> dict:
 def eval_worker(spec: dict) -> dict:
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from vmivae_jax import build  # pylint: disable=g-import-not-at-top
+  from vmivae_jax.train import build  # pylint: disable=g-import-not-at-top
   out = {'load_before': loadavg()}
   try:
     from vmivae_jax import evaluation  # pylint: disable=g-import-not-at-top

@@ -5,7 +5,7 @@
 150k iterations as in their code; on 2 CPU cores shorten with --config.num_train_steps.
 """
 
-from vmivae_jax import config_lib
+from vmivae_jax.config import config_lib
 
 
 def get_config(variant: str = ''):

@@ -6,7 +6,7 @@
 See config_lib.authors_config for what is and is not known of their setting.
 """
 
-from vmivae_jax import config_lib
+from vmivae_jax.config import config_lib
 
 
 def get_config(variant: str = ''):

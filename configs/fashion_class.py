@@ -8,7 +8,7 @@ Results: docs/results_class.md.
   python eval.py --workdir=runs/fashion_class
 """
 
-from vmivae_jax import config_lib
+from vmivae_jax.config import config_lib
 
 
 def get_config(variant: str = ''):

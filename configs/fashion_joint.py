@@ -4,7 +4,7 @@
   python train.py --config=configs/fashion_joint.py --config.mi_weight=0 --workdir=runs/fashion_joint_elbo
 """
 
-from vmivae_jax import config_lib
+from vmivae_jax.config import config_lib
 
 
 def get_config(variant: str = ''):

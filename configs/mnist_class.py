@@ -7,7 +7,7 @@ radius 1.2); 30 epochs at batch 256. Results: docs/results_class.md.
   python eval.py --workdir=runs/mnist_class
 """
 
-from vmivae_jax import config_lib
+from vmivae_jax.config import config_lib
 
 
 def get_config(variant: str = ''):

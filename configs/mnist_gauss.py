@@ -4,7 +4,7 @@
   python train.py --config=configs/mnist_gauss.py:smoke --workdir=/tmp/smoke   # tiny
 """
 
-from vmivae_jax import config_lib
+from vmivae_jax.config import config_lib
 
 
 def get_config(variant: str = ''):

@@ -14,10 +14,10 @@ if ROOT not in sys.path:
 
 import jax  # noqa: E402
 
-from vmivae_jax import conv_ops  # noqa: E402
+from vmivae_jax.model import conv_ops  # noqa: E402
 
 jax.config.update('jax_num_cpu_devices', 8)
-# The CPU XLA options train.py and eval.py use (vmivae_jax.cli), set before the backend
+# The CPU XLA options train.py and eval.py use (vmivae_jax.app.cli), set before the backend
 # starts so that tests and golden files see the same compiled programs.
 conv_ops.apply_cpu_xla_flags()
 
@@ -26,7 +26,7 @@ import dataclasses  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from vmivae_jax import train_step  # noqa: E402
+from vmivae_jax.train import train_step  # noqa: E402
 
 NUM_FORCED_DEVICES = 8
 
@@ -46,7 +46,7 @@ def make_tiny_config(**overrides):
   (learning rates TINY_VAE_LR and TINY_Q_LR).
   ``overrides`` are dotted keys, e.g. ``make_tiny_config(**{'model.family': 'conv'})``.
   """
-  from vmivae_jax import config_lib  # pylint: disable=g-import-not-at-top
+  from vmivae_jax.config import config_lib  # pylint: disable=g-import-not-at-top
   c = config_lib.get_base_config()
   c.latent.gaussian_dims = 4
   c.latent.categorical_sizes = (10,)
@@ -123,8 +123,8 @@ def check_iwae_against_elbo(model, vae_vars, images, *, ks=(1, 64), reps=8):
 
 def restore_latest(workdir):
   """The latest checkpointed TrainState of a train.py workdir (built from its config.json)."""
-  from vmivae_jax import build  # pylint: disable=g-import-not-at-top
-  from vmivae_jax import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  from vmivae_jax.train import build  # pylint: disable=g-import-not-at-top
+  from vmivae_jax.rundir import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
   config = workdir_lib.load_config(workdir)
   run = build.build_run(config, num_train_examples=int(config.train_limit))
   manager = workdir_lib.checkpoint_manager(workdir, read_only=True)

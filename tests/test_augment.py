@@ -1,4 +1,4 @@
-"""Random augmentation (vmivae_jax.augment): warps checked against exact shifts/rotations."""
+"""Random augmentation (vmivae_jax.data.augment): warps checked against exact shifts/rotations."""
 
 import doctest
 
@@ -7,8 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from vmivae_jax import augment
-from vmivae_jax import warp
+from vmivae_jax.data import augment
+from vmivae_jax.data import warp
 
 H = W = 9
 

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from vmivae_jax import augment
+from vmivae_jax.data import augment
 from vmivae_jax import consistency
 
 

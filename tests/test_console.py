@@ -1,8 +1,8 @@
-"""Tests for vmivae_jax.console: library notices dropped by exact message, nothing else."""
+"""Tests for vmivae_jax.util.console: library notices dropped by exact message, nothing else."""
 
 import logging
 
-from vmivae_jax import console
+from vmivae_jax.util import console
 
 
 def test_drops_only_the_listed_messages(caplog):

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from vmivae_jax import conv_ops
+from vmivae_jax.model import conv_ops
 
 # (batch, H, C, O): the authors' layers (encoder/Q conv 1->64 at 28, 64->128 at 14;
 # decoder transpose conv 128->64 at 7, 64->1 at 14), batch 1, odd small shapes.

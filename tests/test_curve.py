@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vmivae_jax import config_lib
-from vmivae_jax import data
-from vmivae_jax import trainer
+from vmivae_jax.config import config_lib
+from vmivae_jax.data import sources as data
+from vmivae_jax.train import trainer
 from vmivae_jax.evaluation import classifier
 from vmivae_jax.evaluation import curve as curve_lib
 from vmivae_jax.evaluation import run as eval_run

@@ -1,4 +1,4 @@
-"""Tests for vmivae_jax.data. Never downloads; real data is optional."""
+"""Tests for vmivae_jax.data.sources. Never downloads; real data is optional."""
 
 import gzip
 import sys
@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vmivae_jax import data
+from vmivae_jax.data import sources as data
 
 REAL_DATA_DIR = Path(__file__).resolve().parents[1].parent / 'shared' / 'datasets'
 MNIST_TEST_CLASS_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]

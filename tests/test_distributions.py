@@ -296,7 +296,8 @@ def test_default_schedules_constant_capacity_variant_anneals_within_ten_epochs()
   configs keep tau = 1.0; ':capacity' anneals to its floor of 0.5 within 10 epochs
   (2340 steps at batch 256)."""
   from tests.golden import make_golden  # pylint: disable=g-import-not-at-top
-  from vmivae_jax import build, validation  # pylint: disable=g-import-not-at-top
+  from vmivae_jax.train import build  # pylint: disable=g-import-not-at-top
+  from vmivae_jax.config import validation  # pylint: disable=g-import-not-at-top
   for path in ('configs/mnist_joint.py', 'configs/fashion_joint.py', 'configs/mnist_class.py',
                'configs/fashion_class.py'):
     schedule = build.temperature_schedule(make_golden.load_config(path))

@@ -122,8 +122,8 @@ def test_class_suite_experiments_as_specified():
 
 def test_thesis_budget_config_is_the_in_progress_runs_command_up_to_eval():
   """The runs in /work/runs/thesis_budget were trained with these exact flags."""
-  from vmivae_jax import extend
-  from vmivae_jax import workdir as workdir_lib
+  from vmivae_jax.rundir import extend
+  from vmivae_jax.rundir import workdir as workdir_lib
   budget = suite_lib.SUITES['class']()[0]
   for variant, weight in (('elbo', 0.0), ('mi', 10.0)):
     for seed in budget.seeds:
@@ -269,7 +269,7 @@ def _smoke_budget():
 
 @pytest.mark.skipif(not (_DATA_DIR / 'mnist').is_dir(), reason='real datasets not found')
 def test_adopted_runs_are_evaluated_never_trained_and_partial_ones_say_so(tmp_path):
-  from vmivae_jax import trainer
+  from vmivae_jax.train import trainer
   from vmivae_jax.experiments import report_class
   exp = _smoke_budget()
   # The "external" runs: trained with the suite's config but other eval settings.

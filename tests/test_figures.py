@@ -1,4 +1,4 @@
-"""Tests for vmivae_jax.figures: each figure writes a PNG and plots the given data.
+"""Tests for vmivae_jax.evaluation.figures: each figure writes a PNG and plots the given data.
 
 The figures are inspected through matplotlib's objects: ``Figure.savefig`` is wrapped
 to keep the figure each function renders, so a test can check the plotted points,
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from matplotlib.figure import Figure
 
-from vmivae_jax import figures
+from vmivae_jax.evaluation import figures
 
 PNG_MAGIC = b'\x89PNG\r\n\x1a\n'
 

@@ -1,11 +1,11 @@
-"""Tests for vmivae_jax.fileio: atomic writes and JSON conversion."""
+"""Tests for vmivae_jax.util.fileio: atomic writes and JSON conversion."""
 
 import json
 
 import numpy as np
 import pytest
 
-from vmivae_jax import fileio
+from vmivae_jax.util import fileio
 
 
 def test_jsonable_turns_non_finite_into_null():

@@ -17,14 +17,14 @@ import pytest
 from conftest import CountingSchedule
 from conftest import make_tiny_config
 from conftest import random_uint8_images
-from vmivae_jax import build
-from vmivae_jax import config_lib
-from vmivae_jax import invariance
-from vmivae_jax import parallel
-from vmivae_jax import train_state
-from vmivae_jax import train_step
-from vmivae_jax import validation
-from vmivae_jax.validation import ConfigError
+from vmivae_jax.train import build
+from vmivae_jax.config import config_lib
+from vmivae_jax.model import invariance
+from vmivae_jax.util import parallel
+from vmivae_jax.train import train_state
+from vmivae_jax.train import train_step
+from vmivae_jax.config import validation
+from vmivae_jax.config.validation import ConfigError
 
 N = 128
 IMAGES = random_uint8_images(N, seed=1)
@@ -118,7 +118,7 @@ def test_default_section_is_off_and_named_as_the_suite_expects():
 def test_a_stored_config_without_the_section_loads_with_it_off(tmp_path):
   """config.json of a run from before the section existed: eval still reads it."""
   import json  # pylint: disable=g-import-not-at-top
-  from vmivae_jax import workdir  # pylint: disable=g-import-not-at-top
+  from vmivae_jax.rundir import workdir  # pylint: disable=g-import-not-at-top
   old = config_lib.get_base_config().to_dict()
   del old['invariance']
   old['data_dir'] = '.'

@@ -1,4 +1,4 @@
-"""Tests for vmivae_jax.networks (Flax networks) and their VMIModel wiring."""
+"""Tests for vmivae_jax.model.networks (Flax networks) and their VMIModel wiring."""
 
 import functools
 
@@ -13,11 +13,11 @@ from jax.sharding import PartitionSpec as P
 
 from conftest import make_tiny_config
 from conftest import numpy_variables
-from vmivae_jax import build
-from vmivae_jax import conv_ops
+from vmivae_jax.train import build
+from vmivae_jax.model import conv_ops
 from vmivae_jax import latents
-from vmivae_jax import networks
-from vmivae_jax import parallel
+from vmivae_jax.model import networks
+from vmivae_jax.util import parallel
 
 B = 4
 

@@ -1,4 +1,4 @@
-"""Tests for vmivae_jax.objectives and the VMIModel operations they use.
+"""Tests for vmivae_jax.model.objectives and the VMIModel operations they use.
 
 Reference values are recomputed in float64 numpy from the model's forward pass, so
 the objective's algebra (ELBO terms, beta, capacity, the MI bound) is checked
@@ -21,12 +21,12 @@ from jax.sharding import PartitionSpec as P
 
 from conftest import make_tiny_config
 from conftest import numpy_variables
-from vmivae_jax import build
+from vmivae_jax.train import build
 from vmivae_jax import latents
 from vmivae_jax import losses
-from vmivae_jax import objectives
-from vmivae_jax import parallel
-from vmivae_jax import model as model_lib
+from vmivae_jax.model import objectives
+from vmivae_jax.util import parallel
+from vmivae_jax.model import vmi as model_lib
 
 B = 16
 

@@ -1,9 +1,9 @@
-"""Tests for vmivae_jax.preprocess: scaling, binarisation, the epoch's example order."""
+"""Tests for vmivae_jax.data.preprocess: scaling, binarisation, the epoch's example order."""
 
 import jax
 import numpy as np
 
-from vmivae_jax import preprocess
+from vmivae_jax.data import preprocess
 
 N = 128
 

@@ -17,12 +17,15 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 _IMPORT_SCRIPT = textwrap.dedent('''
     import sys
-    from vmivae_jax import losses, entropies, distributions, latents
+    from vmivae_jax import losses
+    from vmivae_jax import entropies
+    from vmivae_jax import distributions
+    from vmivae_jax import latents
     # losses, entropies, distributions and latents promise to import nothing but jax.
     heavy = sorted(m for m in ('flax', 'optax', 'ml_collections', 'tensorflow', 'chex')
                    if m in sys.modules)
     assert not heavy, f'importing losses/entropies/distributions/latents pulled in {heavy}'
-    from vmivae_jax import objectives
+    from vmivae_jax.model import objectives
     import jax.numpy as jnp
     kl = distributions.gaussian_kl_to_standard_normal(mean=jnp.ones((1, 2)),
                                                       logvar=jnp.zeros((1, 2)))

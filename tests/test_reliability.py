@@ -39,10 +39,10 @@ import ml_collections
 import numpy as np
 import pytest
 
-from vmivae_jax import build
-from vmivae_jax import config_lib
-from vmivae_jax import trainer
-from vmivae_jax import workdir as workdir_lib
+from vmivae_jax.train import build
+from vmivae_jax.config import config_lib
+from vmivae_jax.train import trainer
+from vmivae_jax.rundir import workdir as workdir_lib
 
 REPO = Path(__file__).resolve().parents[1]
 DATA_DIR = Path(os.environ.get('VMIVAE_DATA_DIR') or REPO.parent / 'shared' / 'datasets')
@@ -238,7 +238,7 @@ def test_host_feed_feeds_every_chunk_its_batches_and_leaves_the_data_on_the_host
   """config.data_feed='host': each chunk gets images[preprocess.batch_indices(...)] of its
   steps (the device feed's batch order), the training set is never placed on a device,
   and a run may switch feeds on its workdir (same batches: data_feed is extendable)."""
-  from vmivae_jax import preprocess  # pylint: disable=g-import-not-at-top
+  from vmivae_jax.data import preprocess  # pylint: disable=g-import-not-at-top
   images = np.broadcast_to(np.arange(128, dtype=np.uint8)[:, None, None, None],
                            (128, 28, 28, 1)).copy()          # row i holds the value i
   monkeypatch.setattr(trainer, 'load_train_images', lambda config: images)
@@ -383,7 +383,7 @@ import os, runpy, sys, time
 sleep = float(os.environ.get('VMIVAE_TEST_CHUNK_SLEEP', '0'))
 hang_step = os.environ.get('VMIVAE_TEST_HANG_SAVE_STEP', '')
 if sleep:  # a slower chunk, so that a kill lands mid-run
-  from vmivae_jax import train_step
+  from vmivae_jax.train import train_step
   _make = train_step.cached_train_chunk
 
   def slow_chunk(*args, **kwargs):

@@ -36,7 +36,7 @@ def load_config(spec: str):
 
 def run(name: str, workdir: Path) -> dict[str, bytes]:
   """Trains and evaluates the golden config ``name`` in ``workdir``; returns FILES' bytes."""
-  from vmivae_jax import cli  # pylint: disable=g-import-not-at-top
+  from vmivae_jax.app import cli  # pylint: disable=g-import-not-at-top
   cli.run_train(load_config(CONFIGS[name]), str(workdir))
   cli.run_eval(str(workdir))
   return {f: (workdir / f).read_bytes() for f in FILES}
@@ -46,7 +46,7 @@ def main():
   if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
   import jax  # pylint: disable=g-import-not-at-top
-  from vmivae_jax import conv_ops  # pylint: disable=g-import-not-at-top
+  from vmivae_jax.model import conv_ops  # pylint: disable=g-import-not-at-top
   jax.config.update('jax_num_cpu_devices', 8)  # as tests/conftest.py
   conv_ops.apply_cpu_xla_flags()
   names = sys.argv[1:] or list(CONFIGS)

@@ -13,9 +13,9 @@ import functools
 import jax
 import numpy as np
 
-from vmivae_jax import model as model_lib
-from vmivae_jax import networks
-from vmivae_jax import preprocess
+from vmivae_jax.model import vmi as model_lib
+from vmivae_jax.model import networks
+from vmivae_jax.data import preprocess
 from vmivae_jax.evaluation import clustering
 from vmivae_jax.evaluation import common
 

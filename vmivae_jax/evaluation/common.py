@@ -23,8 +23,8 @@ import functools
 import jax
 import numpy as np
 
-from vmivae_jax import model as model_lib
-from vmivae_jax import networks
+from vmivae_jax.model import vmi as model_lib
+from vmivae_jax.model import networks
 
 # All evaluation randomness: fold_in(PRNGKey(config.seed), _EVAL_STREAM), then one
 # fold_in per purpose. (Training uses split(PRNGKey(seed)), so the streams differ.)

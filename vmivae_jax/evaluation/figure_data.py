@@ -7,10 +7,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vmivae_jax import model as model_lib
-from vmivae_jax import networks
-from vmivae_jax import preprocess
-from vmivae_jax import workdir as workdir_lib
+from vmivae_jax.model import vmi as model_lib
+from vmivae_jax.model import networks
+from vmivae_jax.data import preprocess
+from vmivae_jax.rundir import workdir as workdir_lib
 from vmivae_jax.evaluation import common
 from vmivae_jax.evaluation import mi_bound
 
@@ -138,7 +138,7 @@ _PRIOR_SAMPLES_STREAM = 0x9A10   # fold_in(PRNGKey(seed), .): the prior-sample f
 def write_figures(workdir: Path, model, vae_vars, stats, test_x, config, code_index,
                    counts) -> list[str]:
   # pylint: disable=g-import-not-at-top  (matplotlib only when figures are wanted)
-  from vmivae_jax import figures
+  from vmivae_jax.evaluation import figures
   e = config.eval
   out_dir = workdir / workdir_lib.EVAL_DIR
   written = []

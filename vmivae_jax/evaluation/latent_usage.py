@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vmivae_jax import model as model_lib
+from vmivae_jax.model import vmi as model_lib
 from vmivae_jax.evaluation import common
 
 ACTIVE_UNIT_THRESHOLD = 0.01

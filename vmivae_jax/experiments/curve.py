@@ -10,7 +10,7 @@ thesis's protocol). No IWAE, no fresh Q. Reruns only measure new checkpoints.
 from absl import app
 from absl import flags
 
-from vmivae_jax import cli
+from vmivae_jax.app import cli
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Workdir of a train.py run.')
 _FRESH = flags.DEFINE_bool('fresh', False, 'Measure every checkpoint again (ignore curve.json).')

@@ -11,7 +11,7 @@ import platform
 import shutil
 from pathlib import Path
 
-from vmivae_jax import fileio
+from vmivae_jax.util import fileio
 from vmivae_jax.experiments import suite as suite_lib
 from vmivae_jax.experiments import summary_io
 

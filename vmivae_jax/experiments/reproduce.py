@@ -44,9 +44,9 @@ from absl import app
 from absl import flags
 from absl import logging
 
-from vmivae_jax import config_lib
-from vmivae_jax import extend
-from vmivae_jax import fileio
+from vmivae_jax.config import config_lib
+from vmivae_jax.rundir import extend
+from vmivae_jax.util import fileio
 from vmivae_jax.experiments import report
 from vmivae_jax.experiments import suite as suite_lib
 
@@ -121,7 +121,7 @@ def adopt_run(source: Path, workdir: Path, config) -> None:
     AdoptError: ``source`` has no config.json or one that differs from ``config``
       outside ADOPT_MAY_DIFFER, or ``workdir`` holds something else.
   """
-  from vmivae_jax import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  from vmivae_jax.rundir import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
   source = Path(source).absolute()
   path = source / workdir_lib.CONFIG_FILE
   if not path.exists():
@@ -155,7 +155,7 @@ def adopt_run(source: Path, workdir: Path, config) -> None:
 def _evaluate_adopted(experiment, variant, seed, workdir: Path, config) -> dict:
   """Evaluates an adopted run at its latest checkpoint (never trains it)."""
   from vmivae_jax import evaluation  # pylint: disable=g-import-not-at-top
-  from vmivae_jax import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  from vmivae_jax.rundir import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
   source = json.loads((workdir / ADOPTED_JSON).read_text())['source']
   record_path = workdir / 'suite_record.json'
   steps = workdir_lib.checkpoint_steps(workdir)
@@ -191,7 +191,7 @@ def _curve(workdir: Path) -> list[dict]:
 
 def run_one(experiment: suite_lib.Experiment, variant: str, seed: int, root: Path) -> dict:
   """Trains and evaluates one run (or reuses it when done); returns its record."""
-  from vmivae_jax import trainer  # pylint: disable=g-import-not-at-top
+  from vmivae_jax.train import trainer  # pylint: disable=g-import-not-at-top
   workdir = run_dir(root, experiment.name, variant, seed)
   overrides = {'seed': seed, **experiment.variant_overrides(variant)}
   config = load_config(experiment.config_file, overrides)
@@ -248,9 +248,9 @@ def run_sweep(experiment: suite_lib.Experiment, variant: str, seeds, root: Path)
   """Trains the variant's unfinished seeds as one sweep, then evaluates each; returns the
   seeds' records. Finished (or adopted) seeds are reused as run_one does; a sweep that
   cannot run (a member diverged, members at different steps) falls back to run_one."""
-  from vmivae_jax import sweep_trainer  # pylint: disable=g-import-not-at-top
-  from vmivae_jax import trainer  # pylint: disable=g-import-not-at-top
-  from vmivae_jax import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  from vmivae_jax.train import sweep_trainer  # pylint: disable=g-import-not-at-top
+  from vmivae_jax.train import trainer  # pylint: disable=g-import-not-at-top
+  from vmivae_jax.rundir import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
   overrides = experiment.variant_overrides(variant)
   steps = int(load_config(experiment.config_file, {'seed': seeds[0], **overrides}).num_train_steps)
   records, train = {}, []

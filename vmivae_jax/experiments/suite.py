@@ -8,7 +8,7 @@ parameters and see identical batches (the init and data keys depend on the seed 
 import dataclasses
 import shlex
 
-from vmivae_jax import config_lib
+from vmivae_jax.config import config_lib
 
 
 @dataclasses.dataclass(frozen=True)

@@ -25,7 +25,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from vmivae_jax import conv_ops
+from vmivae_jax.model import conv_ops
 from vmivae_jax import latents
 
 IMAGE_SHAPE = (28, 28, 1)

@@ -1,6 +1,6 @@
 """Bilinear image warps: affine sampling matrices, sampling coordinates, resampling.
 
-Deterministic functions of arrays that import nothing but jax; :mod:`vmivae_jax.augment`
+Deterministic functions of arrays that import nothing but jax; :mod:`vmivae_jax.data.augment`
 draws random transforms and applies them with these (and re-exports them).
 
 Images are [B, H, W] or [B, H, W, C] in any range (they are not clipped); sampling is

@@ -21,10 +21,10 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from vmivae_jax import invariance as invariance_lib
+from vmivae_jax.model import invariance as invariance_lib
 from vmivae_jax import latents
-from vmivae_jax import model as model_lib
-from vmivae_jax import parallel
+from vmivae_jax.model import vmi as model_lib
+from vmivae_jax.util import parallel
 
 
 @dataclasses.dataclass(frozen=True)

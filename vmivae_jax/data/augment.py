@@ -6,7 +6,7 @@ under ``jit`` and ``vmap`` and do no Python work per step: every hyper-parameter
 static Python number and 0 switches a part off.
 
 Images are [B, H, W] or [B, H, W, C] in any range (they are not clipped). Warps use
-bilinear interpolation with zero fill outside the image (:mod:`vmivae_jax.warp`, whose
+bilinear interpolation with zero fill outside the image (:mod:`vmivae_jax.data.warp`, whose
 coordinate convention every transform here follows and whose functions this module
 re-exports).
 
@@ -26,15 +26,15 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from vmivae_jax import warp
+from vmivae_jax.data import warp
 # Deterministic warps live in warp.py; re-exported because augment is where users look.
-from vmivae_jax.warp import affine_coordinates
-from vmivae_jax.warp import affine_from_params
-from vmivae_jax.warp import apply_affine
-from vmivae_jax.warp import compose_affine  # pylint: disable=unused-import
-from vmivae_jax.warp import invert_affine  # pylint: disable=unused-import
-from vmivae_jax.warp import pixel_grid
-from vmivae_jax.warp import sample_bilinear
+from vmivae_jax.data.warp import affine_coordinates
+from vmivae_jax.data.warp import affine_from_params
+from vmivae_jax.data.warp import apply_affine
+from vmivae_jax.data.warp import compose_affine  # pylint: disable=unused-import
+from vmivae_jax.data.warp import invert_affine  # pylint: disable=unused-import
+from vmivae_jax.data.warp import pixel_grid
+from vmivae_jax.data.warp import sample_bilinear
 
 
 def _is_off(value) -> bool:

@@ -18,7 +18,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from vmivae_jax import fileio
+from vmivae_jax.util import fileio
 
 DPI = 90
 _GAP = 1  # pixels of background between tiles

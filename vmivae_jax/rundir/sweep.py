@@ -28,8 +28,8 @@ from pathlib import Path
 
 import ml_collections
 
-from vmivae_jax import config_lib
-from vmivae_jax import validation
+from vmivae_jax.config import config_lib
+from vmivae_jax.config import validation
 
 MEMBERS_DIR = 'members'
 MEMBERS_FILE = 'members.json'
@@ -225,7 +225,7 @@ def placeholder_config(member) -> ml_collections.ConfigDict:
 
 def check_not_sweep(workdir: Path | str) -> None:
   """eval.py on a sweep's directory: an error naming its members' run directories."""
-  from vmivae_jax import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  from vmivae_jax.rundir import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
   dirs = member_dirs_of(workdir)
   if dirs is not None:
     raise workdir_lib.WorkdirError(

@@ -31,16 +31,16 @@ import jax
 import ml_collections
 import orbax.checkpoint as ocp
 
-from vmivae_jax import config_lib
-from vmivae_jax import distributed
-from vmivae_jax import extend
-from vmivae_jax import fileio
-from vmivae_jax import validation
+from vmivae_jax.config import config_lib
+from vmivae_jax.util import distributed
+from vmivae_jax.rundir import extend
+from vmivae_jax.util import fileio
+from vmivae_jax.config import validation
 # metrics.jsonl is metrics_log.py's; its names stay reachable here, where callers use them.
-from vmivae_jax.metrics_log import METRICS_FILE
-from vmivae_jax.metrics_log import append_metrics  # pylint: disable=unused-import
-from vmivae_jax.metrics_log import read_metrics  # pylint: disable=unused-import
-from vmivae_jax.metrics_log import truncate_metrics  # pylint: disable=unused-import
+from vmivae_jax.rundir.metrics_log import METRICS_FILE
+from vmivae_jax.rundir.metrics_log import append_metrics  # pylint: disable=unused-import
+from vmivae_jax.rundir.metrics_log import read_metrics  # pylint: disable=unused-import
+from vmivae_jax.rundir.metrics_log import truncate_metrics  # pylint: disable=unused-import
 
 CONFIG_FILE = 'config.json'
 EVAL_DIR = 'eval'            # eval.py's outputs

@@ -8,7 +8,7 @@ run resumes, so a resumed run's file equals an uninterrupted run's.
 import json
 from pathlib import Path
 
-from vmivae_jax import fileio
+from vmivae_jax.util import fileio
 
 METRICS_FILE = 'metrics.jsonl'
 

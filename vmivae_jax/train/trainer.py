@@ -23,16 +23,16 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from vmivae_jax import build
-from vmivae_jax import console
-from vmivae_jax import data
-from vmivae_jax import distributed
-from vmivae_jax import parallel
-from vmivae_jax import sweep as sweep_lib
-from vmivae_jax import train_step
-from vmivae_jax import train_state as train_state_lib
-from vmivae_jax import validation
-from vmivae_jax import workdir as workdir_lib
+from vmivae_jax.train import build
+from vmivae_jax.util import console
+from vmivae_jax.data import sources as data
+from vmivae_jax.util import distributed
+from vmivae_jax.util import parallel
+from vmivae_jax.rundir import sweep as sweep_lib
+from vmivae_jax.train import train_step
+from vmivae_jax.train import train_state as train_state_lib
+from vmivae_jax.config import validation
+from vmivae_jax.rundir import workdir as workdir_lib
 
 
 class DivergenceError(RuntimeError):
@@ -177,7 +177,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path, *, overwrite: 
     TrainingInterrupted: SIGTERM/SIGINT; a checkpoint of the current step was saved.
   """
   if sweep_lib.is_sweep(config):  # many runs in one program: sweep_trainer.py
-    from vmivae_jax import sweep_trainer  # pylint: disable=g-import-not-at-top
+    from vmivae_jax.train import sweep_trainer  # pylint: disable=g-import-not-at-top
     return sweep_trainer.train(config, workdir, overwrite=overwrite, num_devices=num_devices)
   workdir = Path(workdir)
   mesh = parallel.make_mesh(num_devices)

@@ -1,7 +1,7 @@
 """Invariance terms for the categorical codes q(c|x) in the VAE objective (issue 12).
 
 Config ``invariance`` (every weight 0 = off: no extra work, the step is bitwise the
-plain one). With T a random augmentation (:mod:`vmivae_jax.augment`) of the step's
+plain one). With T a random augmentation (:mod:`vmivae_jax.data.augment`) of the step's
 pre-processed clean batch x, summed over every categorical code c:
 
 * consistency_weight w_c:  + w_c * mean_x KL(q(c|x) || q(c|T(x)))  (clean side fixed);
@@ -36,10 +36,10 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from vmivae_jax import augment as augment_lib
+from vmivae_jax.data import augment as augment_lib
 from vmivae_jax import consistency
-from vmivae_jax import networks
-from vmivae_jax import parallel
+from vmivae_jax.model import networks
+from vmivae_jax.util import parallel
 
 FOOTPRINTS = ('square', 'cross')
 METRICS = ('consistency', 'paired_mi', 'vat')

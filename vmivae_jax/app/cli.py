@@ -21,13 +21,13 @@ import sys
 from absl import flags
 from absl import logging
 
-from vmivae_jax import console
-from vmivae_jax import conv_ops
-from vmivae_jax import data
-from vmivae_jax import distributed
-from vmivae_jax import sweep
-from vmivae_jax import validation
-from vmivae_jax import workdir as workdir_lib
+from vmivae_jax.util import console
+from vmivae_jax.model import conv_ops
+from vmivae_jax.data import sources as data
+from vmivae_jax.util import distributed
+from vmivae_jax.rundir import sweep
+from vmivae_jax.config import validation
+from vmivae_jax.rundir import workdir as workdir_lib
 
 console.quiet_libraries()
 # XLA reads XLA_FLAGS once, when the backend starts: set the CPU conv options before any
@@ -79,7 +79,7 @@ def parse_flags(argv: list[str]) -> list[str]:
     bad = next((a for a in overrides if missing in a.split('=')[0][len('--config.'):].split('.')),
                f'--config.{missing}')
     key = bad.split('=')[0][len('--config.'):]
-    from vmivae_jax import config_lib  # pylint: disable=g-import-not-at-top
+    from vmivae_jax.config import config_lib  # pylint: disable=g-import-not-at-top
     close = difflib.get_close_matches(key, _config_keys(config_lib.get_base_config()), n=1)
     hint = f'; did you mean --config.{close[0]}?' if close else ''
     if key.startswith('sweep.') and key[len('sweep.'):] not in config_lib.SWEEP_KEYS:
@@ -104,7 +104,7 @@ def run_train(config, workdir: str, *, overwrite: bool = False,
               multiprocess: dict | None = None) -> None:
   """Trains; ``multiprocess``: ``distributed.initialize``'s keyword arguments (from the
   --coordinator_address, --num_processes, --process_id, --distributed_auto flags)."""
-  from vmivae_jax import trainer  # pylint: disable=g-import-not-at-top
+  from vmivae_jax.train import trainer  # pylint: disable=g-import-not-at-top
   error = getattr(config, '_error', None)  # ml_collections' stand-in for a failed --config
   if error is not None:
     detail = ' '.join(str(error).split())  # one line

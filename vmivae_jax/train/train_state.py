@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from vmivae_jax import model as model_lib
+from vmivae_jax.model import vmi as model_lib
 
 
 @flax.struct.dataclass

@@ -14,8 +14,8 @@ import jax.numpy as jnp
 from vmivae_jax import entropies
 from vmivae_jax import latents
 from vmivae_jax import losses
-from vmivae_jax import networks
-from vmivae_jax import parallel
+from vmivae_jax.model import networks
+from vmivae_jax.util import parallel
 
 LIKELIHOODS = ('bernoulli', 'gaussian', 'mse')
 GAUSSIAN_ENTROPY_KINDS = ('gaussian_prior', 'gaussian_aggregate_mc')

@@ -26,10 +26,10 @@ from typing import Any
 
 import ml_collections
 
-from vmivae_jax import config_lib
-from vmivae_jax import invariance
-from vmivae_jax import networks
-from vmivae_jax import model as model_lib
+from vmivae_jax.config import config_lib
+from vmivae_jax.model import invariance
+from vmivae_jax.model import networks
+from vmivae_jax.model import vmi as model_lib
 
 PIXEL_RANGES = config_lib.PIXEL_RANGES
 OPTIMIZERS = config_lib.OPTIMIZERS
@@ -149,7 +149,7 @@ def _check_int_items(config, key: str, *, minimum: int, why: str) -> tuple:
 
 def check_data_dir(config) -> None:
   """``config.data_dir`` (or $VMIVAE_DATA_DIR when it is empty) must be a directory."""
-  from vmivae_jax import data  # pylint: disable=g-import-not-at-top  (keeps this module light)
+  from vmivae_jax.data import sources as data  # pylint: disable=g-import-not-at-top  (keeps this module light)
   if config.data_dir:
     path = os.path.expanduser(config.data_dir)
     if not os.path.isdir(path):
@@ -165,7 +165,7 @@ def check_data_dir(config) -> None:
 
 def check_train_examples(config, num_examples: int) -> None:
   """The loaded training set must hold at least one batch."""
-  from vmivae_jax import data  # pylint: disable=g-import-not-at-top  (keeps this module light)
+  from vmivae_jax.data import sources as data  # pylint: disable=g-import-not-at-top  (keeps this module light)
   if num_examples < config.batch_size:
     raise ConfigError(
         f'config.batch_size={config.batch_size}: larger than the {num_examples} training '
@@ -181,7 +181,7 @@ def validate(config, *, num_devices: int = 1, check_paths: bool = True) -> None:
     check_paths: also require the data directory to exist (train.py); eval checks of a
       stored config may skip it.
   """
-  from vmivae_jax import data  # pylint: disable=g-import-not-at-top  (keeps this module light)
+  from vmivae_jax.data import sources as data  # pylint: disable=g-import-not-at-top  (keeps this module light)
   if not _is_dict(config):
     raise ConfigError(f'config={_show(config)}: expected a ConfigDict')
   _check_structure(config, config_lib.get_base_config())

@@ -1,0 +1,1 @@
+"""What train.py and eval.py run after parsing flags."""

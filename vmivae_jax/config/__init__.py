@@ -1,0 +1,1 @@
+"""Experiment configs: the defaults and variants, and their validation."""

@@ -1,0 +1,1 @@
+"""The VMI-VAE model: networks, conv formulations, the model bundle, objectives."""

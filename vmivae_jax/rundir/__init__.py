@@ -1,0 +1,1 @@
+"""A run's directory: config claim and locking, checkpoints, metrics, sweeps."""

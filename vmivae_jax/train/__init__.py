@@ -1,0 +1,1 @@
+"""Training: config to objects, the jitted steps and the training loops."""

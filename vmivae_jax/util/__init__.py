@@ -1,0 +1,1 @@
+"""Platform helpers below everything: devices and meshes, processes, files, the console."""
