@@ -112,7 +112,7 @@ def test_recommended_flags_parse_and_keep_convs_correct():
   import subprocess
   import sys
   code = ('import jax, jax.numpy as jnp, numpy as np\n'
-          'from vmivae_jax import conv_ops\n'
+          'from vmivae_jax.model import conv_ops\n'
           'x = jnp.asarray(np.random.default_rng(0).standard_normal((2, 14, 14, 8)), jnp.float32)\n'
           'k = jnp.asarray(np.random.default_rng(1).standard_normal((4, 4, 8, 4)), jnp.float32)\n'
           'lax = lambda x, k: jax.lax.conv_general_dilated(x, k, (2, 2), ((1, 1), (1, 1)),\n'

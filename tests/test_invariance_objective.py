@@ -1,4 +1,4 @@
-"""The categorical code's invariance terms in the train step (vmivae_jax/invariance.py).
+"""The categorical code's invariance terms in the train step (vmivae_jax/model/invariance.py).
 
 Configs (tiny MLP of conftest, MI on and SGD), each compiled once per module:
 'base' (the defaults: every invariance weight 0), 'zero' (weights 0, other invariance

@@ -588,7 +588,7 @@ def _quick_commands(base: Path) -> dict:
       'eval_foreign': ('eval.py', [f'--workdir={base / "foreign"}'], {}),
       'second_sigterm': ('-c', [
           'import os, signal, time\n'
-          'from vmivae_jax import trainer\n'
+          'from vmivae_jax.train import trainer\n'
           'with trainer._StopRequest() as stop:\n'
           '  os.kill(os.getpid(), signal.SIGTERM)\n'
           '  assert stop.requested\n'

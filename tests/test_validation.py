@@ -1,4 +1,4 @@
-"""Config validation (vmivae_jax/validation.py): every bad config is a ConfigError naming
+"""Config validation (vmivae_jax/config/validation.py): every bad config is a ConfigError naming
 the key and the value, raised before any data is read or code compiled.
 
 Property-based: hypothesis mutates one field of a valid config (every smoke config in

@@ -11,7 +11,7 @@ coordinate convention every transform here follows and whose functions this modu
 re-exports).
 
 >>> import jax, jax.numpy as jnp
->>> from vmivae_jax import augment
+>>> from vmivae_jax.data import augment
 >>> x = jnp.zeros((2, 28, 28)).at[:, 10:18, 12:16].set(1.0)
 >>> y = augment.augment(jax.random.key(0), x, max_rotation=15.0, max_translation=2.0)
 >>> y.shape, y.dtype

@@ -29,8 +29,8 @@ from vmivae_jax.util import fileio
 from vmivae_jax.util import parallel
 from vmivae_jax.rundir import sweep as sweep_lib
 from vmivae_jax.train import sweep_step
+from vmivae_jax.train import loop
 from vmivae_jax.train import train_state as train_state_lib
-from vmivae_jax.train import trainer
 from vmivae_jax.config import validation
 from vmivae_jax.rundir import workdir as workdir_lib
 
@@ -49,8 +49,9 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path, *, overwrite: 
     member_dirs: the members' run directories instead of ``workdir/members/<i>``.
 
   Raises:
-    As ``trainer.train``; a ConfigError (exit 2) for an invalid sweep before any data is
-    read; a DivergenceError names the member (its directory) that diverged.
+    As ``trainer.train`` (which dispatches a sweep here); a ConfigError (exit 2) for an
+    invalid sweep before any data is read; a DivergenceError names the member (its
+    directory) that diverged.
   """
   workdir = Path(workdir)
   if distributed.is_multiprocess():
@@ -63,9 +64,9 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path, *, overwrite: 
   dirs = [Path(d) for d in (member_dirs or sweep_lib.default_member_dirs(workdir, len(members)))]
   if len(dirs) != len(members):
     raise validation.ConfigError(f'{len(dirs)} member directories for {len(members)} members')
-  images = trainer.load_train_images(members[0])
+  images = loop.load_train_images(members[0])
   validation.check_train_examples(members[0], len(images))
-  with trainer._StopRequest() as stop, contextlib.ExitStack() as stack:  # pylint: disable=protected-access
+  with loop.StopRequest() as stop, contextlib.ExitStack() as stack:
     stack.enter_context(workdir_lib.lock(workdir))
     for d in dirs:
       if d.resolve() != workdir.resolve():
@@ -137,25 +138,25 @@ def _train_loop(run: build.SweepRun, workdir: Path, dirs, managers, images, mesh
   total = int(config.num_train_steps)
   every = int(config.checkpoint_every_steps)
   keep = int(config.keep_checkpoints)
-  if trainer.already_trained(workdir, step, config):
+  if loop.already_trained(workdir, step, config):
     return state
   state = parallel.replicate(state, mesh)
   device_images = parallel.replicate(jnp.asarray(images), mesh)
   step_keys, data_keys, hparams = parallel.replicate(
       (run.keys('step'), run.keys('data'), run.hparams), mesh)
-  writers = [trainer._metric_writer(d) for d in dirs]  # pylint: disable=protected-access
+  writers = [loop.metric_writer(d) for d in dirs]
   last_saved = step
   start_time, start_step = time.time(), step
   try:
     while step < total and not stop.requested:
-      length = trainer.chunk_length(step, config)
+      length = loop.chunk_length(step, config)
       chunk = sweep_step.cached_sweep_chunk(run.step_statics, mesh, length)
       state, metrics = chunk(state, device_images, step_keys, data_keys, hparams)
       metrics = jax.device_get(metrics)
       for i, d in enumerate(dirs):
-        bad = trainer._first_non_finite({k: v[i] for k, v in metrics.items()}, step)  # pylint: disable=protected-access
+        bad = loop.first_non_finite({k: v[i] for k, v in metrics.items()}, step)
         if bad is not None:
-          raise trainer.DivergenceError(
+          raise loop.DivergenceError(
               f'divergence at step {bad[0]} of sweep member {i} ({d}): non-finite '
               f'{", ".join(bad[1])} (chunk of steps {step + 1}..{step + length}). Stopped '
               f'without saving; the last good checkpoint of every member is step '
@@ -163,7 +164,7 @@ def _train_loop(run: build.SweepRun, workdir: Path, dirs, managers, images, mesh
       finite = np.stack(jax.device_get(_finite_members(state)))  # [leaves, M]
       if not finite.all():
         i = int(np.flatnonzero(~finite.all(axis=0))[0])
-        raise trainer.DivergenceError(
+        raise loop.DivergenceError(
             f'divergence in steps {step + 1}..{step + length} of sweep member {i} ({dirs[i]}): '
             'non-finite parameters though every loss term was finite. Stopped without '
             f'saving; the last good checkpoint of every member is step {last_saved}.')
@@ -177,7 +178,7 @@ def _train_loop(run: build.SweepRun, workdir: Path, dirs, managers, images, mesh
         losses.append(record['loss'])
       rate = (step - start_step) / max(time.time() - start_time, 1e-9)
       logging.info('step %d/%d  %.1f steps/s x %d members  ETA %s  loss %s', step, total, rate,
-                   len(dirs), trainer._format_seconds((total - step) / max(rate, 1e-9)),  # pylint: disable=protected-access
+                   len(dirs), loop.format_seconds((total - step) / max(rate, 1e-9)),
                    ' '.join(f'{l:.3f}' for l in losses))
       if step % every == 0 or step == total:
         _save(state, managers, dirs, keep)
@@ -190,7 +191,7 @@ def _train_loop(run: build.SweepRun, workdir: Path, dirs, managers, images, mesh
       writer.flush()
       writer.close()
   if step < total:
-    error = trainer.TrainingInterrupted(signum=stop.signum, step=step, total=total,
+    error = loop.TrainingInterrupted(signum=stop.signum, step=step, total=total,
                                         workdir=workdir)
     error.args = (str(error).replace(f'in {workdir}/checkpoints', 'for every member'),)
     raise error

@@ -1,4 +1,7 @@
-"""The training loop: data on device (or fed from the host per chunk, ``config.data_feed``),
+"""train.py's entry to training: ``train`` runs a sweep config in sweep_trainer.py and
+any other config in this module's loop (the pieces both loops share are in loop.py).
+
+The single-run loop: data on device (or fed from the host per chunk, ``config.data_feed``),
 chunks of jitted steps, logging, checkpoints.
 
 Python runs once per chunk of ``config.steps_per_chunk`` steps (a lax.scan on
@@ -11,8 +14,6 @@ failure mode and what the user sees.
 """
 
 import contextlib
-import math
-import os
 import signal
 import time
 from pathlib import Path
@@ -23,55 +24,26 @@ import ml_collections
 import numpy as np
 from absl import logging
 
+from vmivae_jax.config import validation
+from vmivae_jax.rundir import sweep as sweep_lib
+from vmivae_jax.rundir import workdir as workdir_lib
 from vmivae_jax.train import build
-from vmivae_jax.util import console
-from vmivae_jax.data import sources as data
+from vmivae_jax.train import sweep_trainer
+from vmivae_jax.train import train_state as train_state_lib
+from vmivae_jax.train import train_step
+from vmivae_jax.train.loop import DivergenceError
+from vmivae_jax.train.loop import TrainingInterrupted
+from vmivae_jax.train.loop import already_trained
+from vmivae_jax.train.loop import chunk_length
+from vmivae_jax.train.loop import format_seconds
+# Bound here under the names this loop calls, so that a test can replace them for the
+# single-run loop (monkeypatch.setattr(trainer, ...)).
+from vmivae_jax.train.loop import StopRequest as _StopRequest
+from vmivae_jax.train.loop import first_non_finite as _first_non_finite
+from vmivae_jax.train.loop import load_train_images
+from vmivae_jax.train.loop import metric_writer as _metric_writer
 from vmivae_jax.util import distributed
 from vmivae_jax.util import parallel
-from vmivae_jax.rundir import sweep as sweep_lib
-from vmivae_jax.train import train_step
-from vmivae_jax.train import train_state as train_state_lib
-from vmivae_jax.config import validation
-from vmivae_jax.rundir import workdir as workdir_lib
-
-
-class DivergenceError(RuntimeError):
-  """A loss term became NaN/Inf; the message names the step and the term."""
-
-
-class TrainingInterrupted(RuntimeError):
-  """SIGTERM/SIGINT stopped the run early, after saving a checkpoint of its last step."""
-
-  def __init__(self, *, signum: int, step: int, total: int, workdir: Path):
-    self.signum, self.step = signum, step
-    super().__init__(
-        f'stopped by {signal.Signals(signum).name} at step {step}/{total}; a checkpoint of '
-        f'step {step} is saved in {workdir}/checkpoints. Rerun the same command to resume.')
-
-
-def load_train_images(config) -> np.ndarray:
-  split = data.load_split(config.dataset, 'train', data_dir=config.data_dir,
-                          limit=config.train_limit or None)
-  return split.images
-
-
-def _first_non_finite(metrics: dict[str, np.ndarray], first_step: int
-                      ) -> tuple[int, list[str]] | None:
-  """(step, terms) of the earliest step of a chunk with a NaN/Inf metric, if any.
-
-  ``metrics[name][i]`` is measured by step ``first_step + i + 1`` (steps are counted
-  from 1, as in the logs: "step 5" is the state after five updates).
-  """
-  first = None
-  for values in metrics.values():
-    bad = np.flatnonzero(~np.isfinite(values))
-    if bad.size and (first is None or bad[0] < first):
-      first = int(bad[0])
-  if first is None:
-    return None
-  terms = [f'{name}={float(values[first])}' for name, values in metrics.items()
-           if not np.isfinite(values[first])]
-  return first_step + first + 1, terms
 
 
 @jax.jit
@@ -86,76 +58,6 @@ def _first_non_finite_leaf(state) -> str | None:
     return None
   paths = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(state)[0]]
   return next(p for p, ok in zip(paths, finite) if not ok)
-
-
-class _StopRequest:
-  """Turns SIGTERM/SIGINT into a checkpoint-and-exit at the next chunk boundary.
-
-  A second signal while the first is pending ends the process at once, with the
-  signal's default action (the checkpoints on disk are never partial, so this is
-  safe; the run resumes from the last one saved).
-  """
-
-  SIGNALS = (signal.SIGTERM, signal.SIGINT)
-
-  def __init__(self):
-    self.signum: int | None = None
-    self._previous = {}
-
-  @property
-  def requested(self) -> bool:
-    return self.signum is not None
-
-  def __enter__(self):
-    for sig in self.SIGNALS:
-      try:
-        self._previous[sig] = signal.signal(sig, self._handle)
-      except ValueError:  # not the main thread (e.g. inside a test runner thread)
-        pass
-    return self
-
-  def _handle(self, signum, frame):
-    del frame
-    if self.requested:
-      logging.warning('Second signal %d: stopping now.', signum)
-      signal.signal(signum, signal.SIG_DFL)
-      os.kill(os.getpid(), signum)
-      return
-    logging.warning('Signal %d: saving a checkpoint at the end of this chunk, then stopping '
-                    '(send it again to stop at once).', signum)
-    self.signum = signum
-
-  def __exit__(self, *exc):
-    for sig, handler in self._previous.items():
-      signal.signal(sig, handler)
-
-
-def _metric_writer(workdir: Path):
-  """TensorBoard event files via CLU (the console line below replaces CLU's logging writer)."""
-  with console.silenced_native_stderr():  # TensorFlow's import notices
-    from clu import metric_writers  # pylint: disable=g-import-not-at-top  (imports TensorFlow)
-  if jax.process_index() > 0:
-    return metric_writers.MultiWriter([])
-  return metric_writers.SummaryWriter(str(workdir))
-
-
-
-def already_trained(workdir, step: int, config) -> bool:
-  """True (and says so) when the run has reached config.num_train_steps."""
-  if step >= int(config.num_train_steps):
-    logging.info('%s: already trained to step %d; nothing to do.', workdir, step)
-    return True
-  return False
-
-
-def chunk_length(step: int, config) -> int:
-  """Steps of the chunk that starts at ``step``: at most steps_per_chunk, never past the
-  run's end or the next multiple of checkpoint_every_steps (the chunk grid that makes a
-  resumed run bitwise equal to an uninterrupted one; see :func:`train`)."""
-  every = int(config.checkpoint_every_steps)
-  next_checkpoint = (step // every + 1) * every
-  return min(int(config.steps_per_chunk), int(config.num_train_steps) - step,
-             next_checkpoint - step)
 
 
 def train(config: ml_collections.ConfigDict, workdir: str | Path, *, overwrite: bool = False,
@@ -177,7 +79,6 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path, *, overwrite: 
     TrainingInterrupted: SIGTERM/SIGINT; a checkpoint of the current step was saved.
   """
   if sweep_lib.is_sweep(config):  # many runs in one program: sweep_trainer.py
-    from vmivae_jax.train import sweep_trainer  # pylint: disable=g-import-not-at-top
     return sweep_trainer.train(config, workdir, overwrite=overwrite, num_devices=num_devices)
   workdir = Path(workdir)
   mesh = parallel.make_mesh(num_devices)
@@ -292,7 +193,7 @@ def _train_loop(run: build.Run, workdir: Path, manager, images: np.ndarray, mesh
       elbo_key = 'elbo' if 'elbo' in record else 'elbo_relaxed'
       mi_key = 'mi_bound' if 'mi_bound' in record else 'mi_objective_prior_entropy'
       logging.info('step %d/%d  %.1f steps/s  ETA %s  loss %.3f  %s %.3f  %s %s',
-                   step, total, rate, _format_seconds((total - step) / max(rate, 1e-9)),
+                   step, total, rate, format_seconds((total - step) / max(rate, 1e-9)),
                    record['loss'], elbo_key, record[elbo_key], mi_key,
                    f"{record[mi_key]:.3f}" if mi_key in record else 'n/a')
       if step % every == 0 or step == total:
@@ -345,11 +246,3 @@ def _describe_rows(rows: np.ndarray) -> str:
   if rows.size and np.array_equal(rows, np.arange(rows[0], rows[0] + rows.size)):
     return f'{rows[0]}..{rows[-1]}'
   return str(rows.tolist())
-
-
-def _format_seconds(seconds: float) -> str:
-  if not math.isfinite(seconds):
-    return '?'
-  minutes, secs = divmod(int(seconds), 60)
-  hours, minutes = divmod(minutes, 60)
-  return f'{hours:d}:{minutes:02d}:{secs:02d}'
