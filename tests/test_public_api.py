@@ -102,3 +102,16 @@ def test_public_functions_have_an_example_and_keyword_only_hyper_parameters(modu
     positional = [p.name for p in params if p.kind != p.KEYWORD_ONLY]
     assert len(positional) <= _POSITIONAL.get(name, 1), (name, positional)
     assert all(p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) for p in params), name
+
+
+@pytest.mark.parametrize('name', ['distributions', 'latents', 'losses', 'entropies',
+                                  'consistency'])
+def test_each_math_module_declares_its_public_names(name):
+  """``__all__`` names every public function, class and constant, and only existing ones."""
+  import importlib  # pylint: disable=g-import-not-at-top
+  module = importlib.import_module(f'vmivae_jax.{name}')
+  public = {n for n, v in vars(module).items()
+            if not n.startswith('_') and (n.isupper() or (callable(v) and getattr(
+                v, '__module__', None) == module.__name__))}
+  assert public <= set(module.__all__), sorted(public - set(module.__all__))
+  assert all(hasattr(module, n) for n in module.__all__)

@@ -28,6 +28,18 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
+__all__ = [
+    'consistency_kl',
+    'consistency_cross_entropy',
+    'symmetric_consistency_kl',
+    'paired_assignment_joint',
+    'paired_assignment_mi',
+    'vat_perturbation',
+    'vat_loss',
+    'knn_epsilon',
+    'conditional_gaussian_kl',
+]
+
 
 # ----------------------------------------------------------------------------------
 # Consistency between q(c|x) and q(c|T(x)).

@@ -17,6 +17,21 @@ import math
 import jax
 import jax.numpy as jnp
 
+__all__ = [
+    'LOG_2PI',
+    'gaussian_sample',
+    'gaussian_log_density',
+    'gaussian_kl_to_standard_normal',
+    'gaussian_entropy',
+    'MASKED_LOGIT',
+    'unmask_logits',
+    'gumbel_noise',
+    'gumbel_softmax_sample',
+    'categorical_kl_to_uniform',
+    'categorical_entropy',
+    'annealed_temperature',
+]
+
 LOG_2PI = math.log(2.0 * math.pi)
 
 

@@ -29,6 +29,15 @@ import jax.numpy as jnp
 
 from vmivae_jax import distributions
 
+__all__ = [
+    'ENTROPY_KINDS',
+    'categorical_aggregate_entropy',
+    'gaussian_prior_entropy',
+    'gaussian_aggregate_entropy_mc',
+    'joint_aggregate_entropy_terms',
+    'joint_aggregate_entropy_mc',
+]
+
 # What H(z_sel) a bound used. A bound is only a lower bound on I(z_sel; x') when its
 # entropy term is the true marginal entropy; each kind says how close it comes.
 ENTROPY_KINDS = {

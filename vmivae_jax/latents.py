@@ -18,6 +18,20 @@ import jax.numpy as jnp
 from vmivae_jax import consistency
 from vmivae_jax import distributions
 
+__all__ = [
+    'LatentSpec',
+    'MixturePrior',
+    'PosteriorParams',
+    'LatentNoise',
+    'LatentSample',
+    'draw_noise',
+    'sample',
+    'mode',
+    'kl_per_group',
+    'prior_components',
+    'gaussian_prior_log_density',
+]
+
 
 @dataclasses.dataclass(frozen=True)
 class LatentSpec:
