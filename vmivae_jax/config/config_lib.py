@@ -51,7 +51,7 @@ def get_base_config() -> ml_collections.ConfigDict:
       encoder_channels=(64, 128), decoder_channels=(128, 64), q_channels=(64, 128),
       norm='none', activation='relu',
       separate_code_encoder=False,  # True: the codes' heads get their own trunk
-      # Conv formulations (vmivae_jax/conv_ops.py): 'auto' = the backend's default
+      # Conv formulations (vmivae_jax/model/conv_ops.py): 'auto' = the backend's default
       # (networks.conv_impls: matmul/custom-VJP formulations on CPU, native lax on GPU/TPU).
       conv_impl='auto', deconv_impl='auto'))
   c.likelihood = 'bernoulli'
@@ -63,8 +63,8 @@ def get_base_config() -> ml_collections.ConfigDict:
       categorical=ml_collections.ConfigDict(dict(gamma=0.0, max_nats=0.0, steps=1))))
   c.temperature = ml_collections.ConfigDict(dict(initial=1.0, floor=0.5, anneal_rate=0.0,
                                                  hard=False))
-  # Invariance of the categorical codes q(c|x) to small transforms T (issue 12); every
-  # weight 0 = off (no extra work, bitwise the plain objective). See vmivae_jax/invariance.py.
+  # Invariance of the categorical codes q(c|x) to small transforms T (the class-code recipe); every
+  # weight 0 = off (no extra work, bitwise the plain objective). See vmivae_jax/model/invariance.py.
   c.invariance = ml_collections.ConfigDict(dict(
       consistency_weight=0.0,   # + w * mean KL(q(c|x) || q(c|T(x))) per code (clean side fixed)
       paired_mi_weight=0.0,     # - w * IIC paired-assignment MI between q(c|x) and q(c|T(x))
@@ -78,7 +78,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   # optimizer states and every loss stay float32. 'float32' is the reference model.
   c.compute_dtype = 'float32'
   # Mixture prior p(z | c) = N(mu_c, sigma_c^2) on the Gaussian group, conditioned on code
-  # c = latent.categorical_sizes[code_index] (GMVAE / VaDE; issue 12); off = N(0, I).
+  # c = latent.categorical_sizes[code_index] (GMVAE / VaDE); off = N(0, I).
   c.mixture_prior = ml_collections.ConfigDict(dict(
       enabled=False, code_index=0,
       learn_logvars=False,   # learned sigma_c^2 (else 1)
@@ -86,7 +86,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.vae_optimizer = _optimizer_config(1e-3)
   c.q_optimizer = _optimizer_config(1e-3)
 
-  c.sweep = sweep_section()  # per-member values: many runs in one program (vmivae_jax/sweep.py)
+  c.sweep = sweep_section()  # per-member values: many runs in one program (vmivae_jax/rundir/sweep.py)
   c.eval = ml_collections.ConfigDict(dict(
       batch_size=500, iwae_samples=1000, iwae_chunk=100, q_train_steps=3000, q_batch_size=256,
       q_learning_rate=1e-3, num_figure_examples=10, traversal_range=3.0, traversal_steps=7))
@@ -154,7 +154,7 @@ def joint_config(dataset: str):
 
 def class_config(dataset: str, *, max_rotation: float, max_shear: float,
                  dilate_prob: float) -> ml_collections.ConfigDict:
-  """The joint setting plus the invariance terms of the class-code recipe (issue 12).
+  """The joint setting plus the invariance terms of the class-code recipe.
 
   Consistency of q(c|x) under random affine (and stroke-thickness) augmentation, weight
   10, and VAT, weight 1, radius 1.2; MI weight 10; 30 epochs at batch 256. The
@@ -291,7 +291,7 @@ def capacity_recipe(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
   page's ``mi_capz2``), and the Gumbel temperature annealed 1.0 -> 0.5 (rate 3e-4, the
   floor reached after 2310 steps).
 
-  Why the anneal (issue 10, item 6; docs/mi_entropy_training.md): with the Gaussian
+  Why the anneal (docs/mi_entropy_training.md): with the Gaussian
   group capped the decoder must read the code, and at a fixed temperature of 1.0 it
   learns to read soft codes the discrete model never produces: the relaxed ELBO beats
   the hard-code ELBO by 3.4 nats after 10 epochs (12 after 30). Annealed, the gap is

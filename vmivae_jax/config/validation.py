@@ -275,7 +275,7 @@ def validate(config, *, num_devices: int = 1, check_paths: bool = True) -> None:
     _fail('mi_weight', config.mi_weight, 'is > 0 but mi.gaussian_indices and '
           'mi.categorical_indices select nothing')
 
-  # --- Invariance of the categorical codes (issue 12).
+  # --- Invariance of the categorical codes (the class-code recipe).
   weights = ('consistency_weight', 'paired_mi_weight', 'vat_weight')
   for key in weights + ('vat_xi',):
     _check_number(config, f'invariance.{key}', minimum=0.0)

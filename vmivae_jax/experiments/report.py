@@ -21,7 +21,7 @@ FIGURES = ('traversal_grid.png', 'traversal_rows.png', 'category_grid.png',
 # Thesis figures 4.3/4.4 for the Gaussian latent, 4.5-4.11 for the joint latent.
 FIGURES_GAUSS = FIGURES[:2] + FIGURES[-1:]
 FIGURES_JOINT = FIGURES[2:]
-TARGETS = {  # experiment -> (metric, threshold, what the issue asks)
+TARGETS = {  # experiment -> (metric, threshold, the target in words)
     'joint_mnist': [('accuracy_hungarian', 0.95, 'MNIST MI runs: mean test accuracy (Hungarian) >= 95%'),
                     ('mi_exact_categorical', 2.2, 'MNIST MI runs: exact I(x;c) >= 2.2 nats')],
     'joint_fashion': [('accuracy_hungarian', 0.65, 'Fashion MI runs: mean test accuracy (Hungarian) >= 65%'),

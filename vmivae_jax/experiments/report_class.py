@@ -1,12 +1,12 @@
 """The page of a suite other than the thesis's: docs/results_<suite>.md and the
-``<suite>`` key of results/summary.json (e.g. ``--suite=class``: issue 12).
+``<suite>`` key of results/summary.json (e.g. ``--suite=class``: the code as a classifier).
 
 The thesis suite's page (docs/results.md, report.py) and its keys in summary.json are
 left as they are; within the ``<suite>`` key, experiments whose runs are not under
 this --root keep their recorded numbers. Per experiment and variant: mean ± std over
 seeds of the finished runs (same per-seed record format as summary_io.py), partial runs
 (adopted runs still training) listed apart with the step they reached, the accuracy
-curve over checkpoints where measured, the targets of issue 12, the commands, and
+curve over checkpoints where measured, the class suite's accuracy targets, the commands, and
 the category grid of the first seed.
 """
 
@@ -24,7 +24,7 @@ ROWS = ('accuracy_hungarian', 'accuracy_majority_train', 'accuracy_majority', 'n
 PARTIAL_ROWS = ('accuracy_hungarian', 'accuracy_majority_train', 'nmi', 'elbo')
 CURVE_ROWS = ('accuracy_hungarian', 'accuracy_majority_train', 'nmi')
 CLASS_FIGURES = ('category_grid.png', 'label_code_counts.png')
-# Label-free choice of one run among seeds (issue 12; reported beside the mean, never
+# Label-free choice of one run among seeds (reported beside the mean, never
 # instead of it): the seed whose training objective ended lowest, as IIC picks its
 # lowest-loss head. Fixed before the held-out seeds were run; uses no labels.
 SELECTION_KEY = 'loss'
@@ -284,7 +284,7 @@ def render(suite: str, summary: dict, experiments: list[suite_lib.Experiment],
       '`iwae_log_likelihood` are on the test split (IWAE with 50 samples). Mean ± sample '
       'std over seeds of *finished* runs; partial runs are listed apart with the step they '
       'reached.', '',
-      '## Targets (issue 12)', '', *_targets(summary)]
+      '## Targets', '', *_targets(summary)]
   for exp in experiments:
     if exp.name not in summary:
       continue

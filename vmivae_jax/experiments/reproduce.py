@@ -11,7 +11,7 @@ does. Finished runs (final checkpoint evaluated) are reused, so an interrupted
 suite resumes where it stopped; partial results are aggregated from whatever
 runs have finished and marked as such.
 
-By default the seeds of one experiment variant train as one sweep (vmivae_jax/sweep.py:
+By default the seeds of one experiment variant train as one sweep (vmivae_jax/rundir/sweep.py:
 one process, one compiled program, the seeds as members), each member writing its run
 directory at the same ``--root/<experiment>/<variant>/seed<k>`` as a per-seed run (the
 sweep's own config.json and members.json go to ``.../<variant>/sweep_s<seeds>``); a

@@ -149,12 +149,12 @@ THESIS_BUDGET_STEPS = 72_800
 THESIS_BUDGET = {'num_train_steps': THESIS_BUDGET_STEPS, 'checkpoint_every_steps': 5600,
                  'keep_checkpoints': 13, 'temperature.initial': 1.0,
                  'temperature.anneal_rate': 0.0}
-# Targets of issue 12 (test accuracy, Hungarian), checked on the `mi` variant.
+# The class suite's targets (test accuracy, Hungarian), checked on the `mi` variant.
 CLASS_TARGETS = {'class_mnist': 0.95, 'class_fashion': 0.65}
 
 
 def class_suite() -> list[Experiment]:
-  """Issue 12: the code as a classifier. Seeds 0-4 are held out (tuning used seeds >= 100)."""
+  """The code as a classifier. Seeds 0-4 are held out (tuning used seeds >= 100)."""
   def class_experiment(name, title, config, purpose):
     return Experiment(
         name=name, title=title, config_file=config, seeds=(0, 1, 2, 3, 4),
@@ -173,12 +173,12 @@ def class_suite() -> list[Experiment]:
                    'fitted and scored on the 60k training images: its 21% -> 82%); the curve '
                    'is measured at every checkpoint (every 5600 steps)')),
       class_experiment(
-          'class_mnist', 'The code as a classifier, MNIST (issue 12)', 'configs/mnist_class.py',
+          'class_mnist', 'The code as a classifier, MNIST', 'configs/mnist_class.py',
           '`mi`: the recipe of configs/mnist_class.py; `elbo`: the same with lambda = 0 (what '
           'the VMI term adds on top of the invariance terms). 30 epochs (7020 steps at batch 256). '
           'Held-out seeds 0-4 (tuning used seeds >= 100)'),
       class_experiment(
-          'class_fashion', 'The code as a classifier, Fashion-MNIST (issue 12)',
+          'class_fashion', 'The code as a classifier, Fashion-MNIST',
           'configs/fashion_class.py', 'as class_mnist, with configs/fashion_class.py (30 epochs, '
           'held-out seeds 0-4)'),
       Experiment(
@@ -201,7 +201,7 @@ def class_suite() -> list[Experiment]:
 
 def smoke_suite() -> list[Experiment]:
   """Minutes on 2 CPU cores: the thesis's joint MNIST comparison, 3 seeds, one epoch, the
-  cheapest evaluation. Times the suite's two paths (sweeps vs --no_sweeps, issue 13)."""
+  cheapest evaluation. Times the suite's two paths (sweeps vs --no_sweeps)."""
   return [Experiment(
       name='joint_mnist', title='Joint latent, MNIST (smoke: one epoch)',
       config_file='configs/mnist_joint.py', seeds=(0, 1, 2),

@@ -29,7 +29,7 @@ Formulations (``CONV_IMPLS``, ``DECONV_IMPLS``); the defaults are the fastest me
   output channels (the decoder's last layer, 64 -> 1) ``'vjp:s2d'``.
 * ``'lax'``: the plain lax reference (autodiff's input-dilated convolutions are slow).
 * ``'im2col'``: 16 strided slices of the padded input concatenated on channels, one
-  matmul (the repo's formulation before issue 14).
+  matmul (the repo's earlier formulation).
 * ``'s2d'``: space-to-depth of the padded input (one transpose, 4C channels), then the
   4x4 stride-2 conv is a 2x2 stride-1 conv: 4 contiguous shifted slices concatenated,
   one matmul with the same contraction (16C) as im2col.
@@ -38,7 +38,7 @@ Formulations (``CONV_IMPLS``, ``DECONV_IMPLS``); the defaults are the fastest me
   accumulated into one buffer (no concatenated patch matrix).
 * ``'im2col_nchw'``: as im2col, computed in channel-major layout inside (a layout test).
 * Transpose conv ``'phases'``: one matmul per output phase on 2x2 patches (the repo's
-  default for O >= 16 before issue 14); ``'adjoint'``: one matmul of the unpadded input
+  earlier default for O >= 16); ``'adjoint'``: one matmul of the unpadded input
   to all 16 taps (``Z = x @ K``, no input copies), then the 16 tap blocks are added into
   the output on a stride-2 grid with interior pads (the repo's default for O < 16);
   ``'adjoint_phases'``: the same ``Z``, with each of the 4 output phases the sum of 4

@@ -1,4 +1,4 @@
-"""Invariance terms for the categorical codes q(c|x) in the VAE objective (issue 12).
+"""Invariance terms for the categorical codes q(c|x) in the VAE objective (the class-code recipe).
 
 Config ``invariance`` (every weight 0 = off: no extra work, the step is bitwise the
 plain one). With T a random augmentation (:mod:`vmivae_jax.data.augment`) of the step's
