@@ -409,3 +409,23 @@ def test_class_report_label_free_pick_is_lowest_final_loss_not_best_accuracy(tmp
   # The mean over seeds stays the result.
   assert section['class_mnist']['variants']['mi']['metrics']['accuracy_hungarian'][
       'mean'] == pytest.approx((0.95 + 0.80 + 0.85) / 3)
+
+
+def test_commands_name_run_directories_under_the_root_variable(tmp_path):
+  """summary.json and the pages write a run's --workdir as $ROOT/<experiment>/<variant>/seed<N>
+  (the reader sets ROOT); an older summary.json with absolute paths reads the same."""
+  absolute = 'python eval.py --workdir=/work/runs/class/class_mnist/mi/seed3 --step=7020'
+  assert summary_io.relative(absolute) == (
+      'python eval.py --workdir=$ROOT/class_mnist/mi/seed3 --step=7020')
+  assert summary_io.relative(summary_io.relative(absolute)) == summary_io.relative(absolute)
+  elsewhere = f'python train.py --workdir={summary_io.REPO_ROOT}/runs/budget/mi_s0 --config.seed=0'
+  assert summary_io.relative(elsewhere, 'thesis_budget/mi/seed0') == (
+      'python train.py --workdir=$ROOT/thesis_budget/mi/seed0 --config.seed=0')
+  assert summary_io.relative('python train.py --workdir=runs/x') == 'python train.py --workdir=runs/x'
+  old = {'joint_mnist': {'variants': {'mi': {'commands': [absolute], 'eval_commands': [absolute]}},
+                         'failed': {'mi': [{'seed': 3, 'failure': 'f', 'command': absolute}]}},
+         'class': {'class_mnist': {'variants': {'mi': {'commands': [absolute],
+                                                       'eval_commands': [absolute]}}}}}
+  (tmp_path / 'summary.json').write_text(json.dumps(old))
+  text = json.dumps(summary_io.read_previous(tmp_path))
+  assert '/work/' not in text and text.count('$ROOT/class_mnist/mi/seed3') == 5

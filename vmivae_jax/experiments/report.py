@@ -227,8 +227,8 @@ def render(summary: dict, experiments: list[suite_lib.Experiment], figures: dict
       'and the *generated* image, which can exceed the encoder-side I(x; c) '
       '(`mi_exact_categorical`): a code drawn from an uncertain q(c|x) still changes x\'. '
       '`std` is the sample standard deviation over seeds. Each table names the commit(s) '
-      'its runs were made with; \'+dirty\' means tracked files had uncommitted changes '
-      'when the run finished.', '',
+      'its runs were made with.', '', summary_io.COMMANDS_NOTE + ' ' + summary_io.DIRTY_NOTE,
+      '',
       '## Targets', '', *_targets(summary), '',
       *_reading(summary), '']
   by_name = {e.name: e for e in experiments}

@@ -91,6 +91,10 @@ def _curve_stats(records: list[dict]) -> list[dict]:
   return out
 
 
+def _run_dir(exp: suite_lib.Experiment, variant: str, record: dict) -> str:
+  return summary_io.run_dir(exp.name, variant, record['seed'])
+
+
 def collect(experiments: list[suite_lib.Experiment], root: Path) -> dict:
   """{experiment: {... 'variants': {variant: {'metrics', 'partial', 'curve', ...}}}}."""
   summary = {}
@@ -103,7 +107,8 @@ def collect(experiments: list[suite_lib.Experiment], root: Path) -> dict:
       partial = [r for r in records if 'failure' not in r and r.get('partial')]
       if failures:
         failed[variant] = [{'seed': r['seed'], 'failure': r['failure'],
-                            'command': summary_io.relative(r['command'])} for r in failures]
+                            'command': summary_io.relative(r['command'], _run_dir(exp, variant, r))}
+                           for r in failures]
       if not done and not partial:
         continue
       flat = [summary_io.flatten(r['metrics']) for r in done]
@@ -116,8 +121,10 @@ def collect(experiments: list[suite_lib.Experiment], root: Path) -> dict:
                        'adopted_from': r.get('adopted_from'),
                        'metrics': {k: summary_io.flatten(r['metrics']).get(k) for k in ROWS}}
                       for r in partial],
-          'commands': [summary_io.relative(r['command']) for r in done + partial],
-          'eval_commands': [summary_io.relative(r['eval_command']) for r in done + partial],
+          'commands': [summary_io.relative(r['command'], _run_dir(exp, variant, r))
+                       for r in done + partial],
+          'eval_commands': [summary_io.relative(r['eval_command'], _run_dir(exp, variant, r))
+                            for r in done + partial],
           'train_seconds': [r['train_seconds'] for r in done],
           'eval_seconds': [r['eval_seconds'] for r in done],
           'seeds_planned': list(exp.seeds),
@@ -283,7 +290,7 @@ def render(suite: str, summary: dict, experiments: list[suite_lib.Experiment],
       'the many-to-one map fitted and scored on all the training images. `elbo` and '
       '`iwae_log_likelihood` are on the test split (IWAE with 50 samples). Mean ± sample '
       'std over seeds of *finished* runs; partial runs are listed apart with the step they '
-      'reached.', '',
+      'reached.', '', summary_io.COMMANDS_NOTE + ' ' + summary_io.DIRTY_NOTE, '',
       '## Targets', '', *_targets(summary)]
   for exp in experiments:
     if exp.name not in summary:

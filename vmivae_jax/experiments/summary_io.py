@@ -8,6 +8,7 @@ contributes when only some experiments' runs are on this machine. The pages
 """
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -17,9 +18,54 @@ from vmivae_jax.experiments import suite as suite_lib
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
-def relative(command: str) -> str:
-  """Commands as a user types them in the repository root."""
-  return command.replace(f'{REPO_ROOT}/', '')
+# The suite's run directory (reproduce's --root) in the commands of summary.json and the
+# pages: a shell variable the reader sets, so that a command reruns on any machine.
+ROOT_VARIABLE = '$ROOT'
+# A --workdir ending in <experiment>/<variant>/seed<N> (a run directory of a suite).
+_RUN_WORKDIR = re.compile(r'--workdir=\S*?/?([^/\s]+/[^/\s]+/seed\d+)(?=\s|$)')
+COMMANDS_NOTE = (
+    'Commands run in the repository root; `$ROOT` is the suite\'s run directory '
+    '(reproduce\'s `--root`, e.g. `ROOT=runs/reproduce`): set it in the shell first.')
+DIRTY_NOTE = (
+    'A code version is the commit the run was made with; \'+dirty\' means files that can '
+    'change a run\'s numbers (vmivae_jax/, configs/, train.py, eval.py, pyproject.toml) '
+    'had uncommitted changes when the run finished, so that commit alone may not '
+    'reproduce it exactly.')
+
+
+def relative(command: str, run_dir: str | None = None) -> str:
+  """A command as a user types it in the repository root, its run directory under $ROOT.
+
+  ``run_dir``: the run's directory relative to the suite's root
+  (``<experiment>/<variant>/seed<N>``); the command's --workdir becomes ``$ROOT/run_dir``.
+  Without it, a --workdir ending in such a path (e.g. an absolute one in an older
+  summary.json) is rewritten alike; any other command keeps its paths.
+  """
+  command = command.replace(f'{REPO_ROOT}/', '')
+  if run_dir is not None:
+    return re.sub(r'--workdir=\S+', lambda _: f'--workdir={ROOT_VARIABLE}/{run_dir}', command)
+  return _RUN_WORKDIR.sub(lambda m: f'--workdir={ROOT_VARIABLE}/{m.group(1)}', command)
+
+
+def run_dir(experiment: str, variant: str, seed: int) -> str:
+  return f'{experiment}/{variant}/seed{seed}'
+
+
+def _relative_commands(entry):
+  """``entry`` (a summary.json tree) with every command in the $ROOT form (as written now)."""
+  if isinstance(entry, list):
+    return [_relative_commands(x) for x in entry]
+  if not isinstance(entry, dict):
+    return entry
+  out = {}
+  for key, value in entry.items():
+    if key in ('commands', 'eval_commands') and isinstance(value, list):
+      out[key] = [relative(c) if isinstance(c, str) else c for c in value]
+    elif key == 'command' and isinstance(value, str):
+      out[key] = relative(value)
+    else:
+      out[key] = _relative_commands(value)
+  return out
 
 
 def flatten(metrics: dict, prefix: str = '') -> dict[str, float]:
@@ -54,8 +100,10 @@ def collect(experiments: list[suite_lib.Experiment], root: Path) -> dict:
           record = json.loads(path.read_text())
           (failures if 'failure' in record else records).append(record)
       if failures:
-        failed[variant] = [{'seed': r['seed'], 'failure': r['failure'],
-                            'command': relative(r['command'])} for r in failures]
+        failed[variant] = [
+            {'seed': r['seed'], 'failure': r['failure'],
+             'command': relative(r['command'], run_dir(exp.name, variant, r['seed']))}
+            for r in failures]
       if not records:
         continue
       seeds = [r['seed'] for r in records]
@@ -63,8 +111,10 @@ def collect(experiments: list[suite_lib.Experiment], root: Path) -> dict:
       names = sorted(set.intersection(*(set(f) for f in flat)))
       variants[variant] = {
           'metrics': {n: stats([f[n] for f in flat], seeds) for n in names},
-          'commands': [relative(r['command']) for r in records],
-          'eval_commands': [relative(r['eval_command']) for r in records],
+          'commands': [relative(r['command'], run_dir(exp.name, variant, r['seed']))
+                       for r in records],
+          'eval_commands': [relative(r['eval_command'], run_dir(exp.name, variant, r['seed']))
+                            for r in records],
           'train_seconds': [r['train_seconds'] for r in records],
           'eval_seconds': [r['eval_seconds'] for r in records],
           'seeds_planned': list(exp.seeds),
@@ -78,13 +128,14 @@ def collect(experiments: list[suite_lib.Experiment], root: Path) -> dict:
 
 
 def read_previous(results_dir: Path) -> dict:
-  """results/summary.json as it stands ({} when absent or unreadable)."""
+  """results/summary.json as it stands ({} when absent or unreadable), its commands'
+  run directories under $ROOT (an older file has absolute ones)."""
   path = results_dir / 'summary.json'
   try:
     previous = json.loads(path.read_text()) if path.exists() else {}
   except ValueError:
     return {}
-  return previous if isinstance(previous, dict) else {}
+  return _relative_commands(previous) if isinstance(previous, dict) else {}
 
 
 def merge_previous(summary: dict, previous: dict) -> tuple[dict, list[str]]:
