@@ -9,9 +9,9 @@ stroke-thickness change; weight 10) and VAT (weight 1, radius 1.2); 30 epochs at
 
 Reaches 48.6 +- 5.8% test accuracy (Hungarian), ELBO -237.51, IWAE -234.71 over 5
 held-out seeds, eval with 50 IWAE samples and 1000 Q steps (lambda = 0: 33.0 +- 3.6%,
-4 seeds), below the plain MI model's 53.6% (fashion_joint.py, 10 epochs): docs/results_class.md,
-"The code as a classifier, Fashion-MNIST", with its commands. Training and evaluation
-time: not measured on this machine.
+4 seeds), below the plain MI model's 53.6% (fashion_joint.py, 10 epochs):
+docs/results_class.md, "The code as a classifier, Fashion-MNIST", with its commands.
+Training and evaluation time: not measured on this machine.
 """
 
 from vmivae_jax import config_lib
