@@ -341,3 +341,24 @@ def test_readme_states_the_versions_the_tests_ran_on():
   assert set(versions) == {'jax', 'jaxlib', 'flax', 'optax', 'orbax-checkpoint'}, versions
   for name, version in versions.items():
     assert importlib.metadata.version(name) == version, name
+
+
+def test_every_config_key_the_pages_name_exists():
+  """`--config.a.b=...` and `config.a.b` named in prose exist (in the joint config, which
+  has every section); a renamed key breaks the page's advice silently otherwise."""
+  import importlib.util as iu
+  spec = iu.spec_from_file_location('mnist_joint', REPO / 'configs' / 'mnist_joint.py')
+  module = iu.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config()
+  checked = 0
+  for page, text in USER_PAGES.items():
+    if page.parent.name == 'benchmarks' or page.name == 'reliability.md':
+      continue   # reliability.md shows misspelled keys and the errors they give
+    for key in set(re.findall(r'`(?:--)?config\.([a-z_][\w.]*[a-z_0-9])', text)) - {'json'}:
+      node = config
+      for part in key.split('.'):
+        assert part in node, f'{page.name}: config.{key}'
+        node = node[part]
+      checked += 1
+  assert checked > 20
