@@ -329,6 +329,8 @@ def test_readme_is_a_short_front_door():
   for needle in ('pip install -e ".[test]"', 'python train.py --config=configs/mnist_gauss.py',
                  '\npytest\n', 'VMIVAE_DATA_DIR', '## Results at a glance'):
     assert needle in first_screen, needle
+  for name in (*TOPIC_PAGES, 'results.md', 'architecture.md'):   # where each topic lives
+    assert f'(docs/{name})' in first_screen, name
   assert '## Layout' not in README   # the package layout lives in docs/architecture.md
   assert not re.search(r'vmivae_jax/\w+\.py', README)
 
