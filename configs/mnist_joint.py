@@ -12,7 +12,7 @@ training + evaluation summed over that table's 20 runs on 2 CPU cores, two at a 
 suite through sweeps"). The default 20 epochs with eval.py's default settings: not
 measured on this machine. At the thesis's budget (72,800 steps): 58.2% test accuracy,
 docs/results_class.md, "The thesis's claim at its budget" (about 1.3 h of training
-per run, README).
+per run: docs/reproducing.md).
 """
 
 from vmivae_jax import config_lib
