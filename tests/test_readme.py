@@ -364,3 +364,18 @@ def test_every_config_key_the_pages_name_exists():
         node = node[part]
       checked += 1
   assert checked > 20
+
+
+def test_every_library_function_the_pages_name_exists():
+  """`losses.x`, `distributions.x`, ... of the top-level math modules, as pages name them."""
+  import importlib
+  checked = 0
+  for page, text in USER_PAGES.items():
+    for module, name in set(re.findall(
+        r'\b(distributions|latents|losses|entropies|consistency)\.([a-z_]\w*)\b', text)):
+      if name in ('py', 'md'):
+        continue
+      assert hasattr(importlib.import_module(f'vmivae_jax.{module}'), name), (
+          page.name, f'{module}.{name}')
+      checked += 1
+  assert checked >= 3
