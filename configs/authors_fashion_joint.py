@@ -4,6 +4,7 @@
 
 150k iterations as in their code; on 2 CPU cores shorten with --config.num_train_steps.
 See config_lib.authors_config for what is and is not known of their setting.
+What it reaches and how long it takes: not measured on this machine.
 """
 
 from vmivae_jax.config import config_lib

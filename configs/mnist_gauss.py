@@ -1,7 +1,15 @@
-"""MNIST, 32-d Gaussian latent, MI on two dims (thesis section 4.3.1).
+"""MNIST, 32-d Gaussian latent, MI on two dims (thesis section 4.3.1); the main job.
 
   python train.py --config=configs/mnist_gauss.py --workdir=runs/mnist_gauss
   python train.py --config=configs/mnist_gauss.py:smoke --workdir=/tmp/smoke   # tiny
+
+Reaches ELBO -102.73, IWAE -98.08 and an MI bound of 4.71 nats on the MNIST test set
+(`python eval.py --workdir=runs/mnist_gauss`, its default settings; from the
+maintainers' run notes of this command, not on a results page); about 2-4 minutes of
+training on 2 CPU cores (measured 114-253 s, depending on the machine's load; same
+notes) plus about 3 minutes of eval.py (README, quick start). The same model trained 5 epochs at lambda 0 to 10 (lambda = 1: MI bound
+3.20, ELBO -115.46): docs/results.md, "Gaussian latent, MNIST" (34.4 min summed over
+its 9 runs).
 """
 
 from vmivae_jax.config import config_lib
