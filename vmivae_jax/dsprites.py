@@ -252,6 +252,7 @@ def load_or_build(data_dir: str, *, chunk_size: int = 8192) -> np.ndarray:
                     chunk.reshape(stop - start, -1), axis=1)
             out.flush()
             del out
+            os.chmod(temp_path, 0o644)  # mkstemp's 0600 would hide it from others
             os.replace(temp_path, path)
         finally:
             if os.path.exists(temp_path):
