@@ -29,7 +29,7 @@ import types
 
 import numpy as np
 
-from vmivae_jax import dsprites
+from vmivae_jax.data import dsprites
 from vmivae_jax.evaluation import disentanglement_dci as ours_dci
 from vmivae_jax.evaluation import disentanglement_interventions as ours_iv
 from vmivae_jax.evaluation import disentanglement_metrics as ours

@@ -4,7 +4,7 @@ import os
 import numpy as np
 import pytest
 
-from vmivae_jax import dsprites
+from vmivae_jax.data import dsprites
 
 
 def _factors(shape=0, scale=5, orientation=0, pos_x=0, pos_y=0):
