@@ -11,15 +11,15 @@ import numpy as np
 import pytest
 
 from vmivae_jax import consistency
-from vmivae_jax import imsat
-from vmivae_jax import imsat_train
+from vmivae_jax.experiments import imsat
+from vmivae_jax.model import classifier
 
-TINY = imsat.ImsatSettings(hidden=(16, 16), num_classes=4, batch_size=50, epochs=2,
+TINY = classifier.ImsatSettings(hidden=(16, 16), num_classes=4, batch_size=50, epochs=2,
                            learning_rate=1e-2)
 
 
 def _variables(settings=TINY, dim=12, seed=0):
-  model = imsat.Classifier(hidden=settings.hidden, num_classes=settings.num_classes,
+  model = classifier.Classifier(hidden=settings.hidden, num_classes=settings.num_classes,
                            head_init_scale=settings.head_init_scale)
   return model, model.init(jax.random.key(seed), jnp.zeros((1, dim)), train=False)
 
@@ -30,13 +30,13 @@ def _np_entropy(p):
 
 @pytest.mark.parametrize('vat_batch_norm', ['batch', 'running'])
 def test_objective_is_vat_plus_weighted_entropies(vat_batch_norm):
-  settings = imsat.ImsatSettings(hidden=(16,), num_classes=4, head_init_scale=1.0, lam=0.3,
+  settings = classifier.ImsatSettings(hidden=(16,), num_classes=4, head_init_scale=1.0, lam=0.3,
                                  mu=2.5, vat_weight=1.7, vat_batch_norm=vat_batch_norm)
   model, variables = _variables(settings)
   x = jax.random.normal(jax.random.key(1), (8, 12))
   eps = jnp.linspace(0.1, 1.0, 8)
   key = jax.random.key(2)
-  loss, aux = imsat.imsat_objective(variables['params'], variables['batch_stats'], x, eps, key,
+  loss, aux = classifier.imsat_objective(variables['params'], variables['batch_stats'], x, eps, key,
                                     model=model, settings=settings)
 
   logits, _ = model.apply(variables, x, train=True, mutable=['batch_stats'])
@@ -61,7 +61,7 @@ def test_objective_is_vat_plus_weighted_entropies(vat_batch_norm):
 def test_perturbed_passes_do_not_move_running_statistics():
   model, variables = _variables()
   x = jax.random.normal(jax.random.key(1), (8, 12))
-  _, aux = imsat.imsat_objective(variables['params'], variables['batch_stats'], x,
+  _, aux = classifier.imsat_objective(variables['params'], variables['batch_stats'], x,
                                  jnp.full((8,), 3.0), jax.random.key(2), model=model,
                                  settings=TINY)
   _, clean = model.apply(variables, x, train=True, mutable=['batch_stats'])
@@ -71,7 +71,7 @@ def test_perturbed_passes_do_not_move_running_statistics():
 def test_batch_norm_vat_reads_the_perturbed_batch_statistics():
   """With 'batch' the perturbed pass normalises with its own batch's statistics, so a
   perturbation that shifts every example equally changes nothing; with 'running' it does."""
-  model, variables = _variables(imsat.ImsatSettings(hidden=(16,), num_classes=4,
+  model, variables = _variables(classifier.ImsatSettings(hidden=(16,), num_classes=4,
                                                     head_init_scale=1.0))
   x = jax.random.normal(jax.random.key(1), (8, 12))
   shift = jnp.ones((8, 12))
@@ -82,7 +82,7 @@ def test_batch_norm_vat_reads_the_perturbed_batch_statistics():
 
 
 def test_head_starts_at_the_uniform_prediction():
-  model, variables = _variables(imsat.ImsatSettings(num_classes=10), dim=784)
+  model, variables = _variables(classifier.ImsatSettings(num_classes=10), dim=784)
   x = jax.random.uniform(jax.random.key(3), (32, 784))
   p = jax.nn.softmax(model.apply(variables, x, train=False))
   assert float(jnp.max(jnp.abs(p - 0.1))) < 1e-3
@@ -92,13 +92,13 @@ def test_head_starts_at_the_uniform_prediction():
                                           ('batch_size', 0), ('learning_rate', 0.0)])
 def test_bad_settings_name_the_value(field, value):
   with pytest.raises(ValueError, match=field):
-    imsat.ImsatSettings(**{field: value})
+    classifier.ImsatSettings(**{field: value})
 
 
 def test_neighbour_radii_match_brute_force():
   rng = np.random.default_rng(0)
   x = rng.normal(size=(1100, 5)).astype(np.float32)
-  radii = imsat_train.neighbour_radii(x, k=3, scale=0.5)
+  radii = imsat.neighbour_radii(x, k=3, scale=0.5)
   d = np.linalg.norm(x[:, None] - x[None], axis=-1)
   np.fill_diagonal(d, np.inf)
   np.testing.assert_allclose(radii, 0.5 * np.sort(d, axis=1)[:, 2], rtol=1e-3)
@@ -114,18 +114,18 @@ def _state_bytes(workdir):
 
 
 def test_resume_is_bitwise_and_members_are_independent(tmp_path, tiny_data):
-  straight = imsat_train.train(str(tmp_path / 'straight'), seeds=[3, 5], settings=TINY,
+  straight = imsat.train(str(tmp_path / 'straight'), seeds=[3, 5], settings=TINY,
                                **tiny_data)
-  one = imsat.ImsatSettings(**{**TINY.__dict__, 'epochs': 1})
-  imsat_train.train(str(tmp_path / 'resumed'), seeds=[3, 5], settings=one, **tiny_data)
-  resumed = imsat_train.train(str(tmp_path / 'resumed'), seeds=[3, 5], settings=TINY,
+  one = classifier.ImsatSettings(**{**TINY.__dict__, 'epochs': 1})
+  imsat.train(str(tmp_path / 'resumed'), seeds=[3, 5], settings=one, **tiny_data)
+  resumed = imsat.train(str(tmp_path / 'resumed'), seeds=[3, 5], settings=TINY,
                               **tiny_data)
   assert _state_bytes(tmp_path / 'straight') == _state_bytes(tmp_path / 'resumed')
   assert straight['per_seed'] == resumed['per_seed']
   history = json.loads((tmp_path / 'resumed' / 'history.json').read_text())
   assert [row['epoch'] for row in history] == [1, 2]
 
-  alone = imsat_train.train(str(tmp_path / 'alone'), seeds=[5], settings=TINY, **tiny_data)
+  alone = imsat.train(str(tmp_path / 'alone'), seeds=[5], settings=TINY, **tiny_data)
   pair = json.loads((tmp_path / 'straight' / 'history.json').read_text())
   single = json.loads((tmp_path / 'alone' / 'history.json').read_text())
   np.testing.assert_allclose([r['loss'][1] for r in pair], [r['loss'][0] for r in single],
@@ -134,19 +134,19 @@ def test_resume_is_bitwise_and_members_are_independent(tmp_path, tiny_data):
 
 
 def test_other_settings_on_a_workdir_are_refused(tmp_path, tiny_data):
-  imsat_train.train(str(tmp_path), seeds=[0], settings=TINY, **tiny_data)
-  other = imsat.ImsatSettings(**{**TINY.__dict__, 'lam': 0.2})
+  imsat.train(str(tmp_path), seeds=[0], settings=TINY, **tiny_data)
+  other = classifier.ImsatSettings(**{**TINY.__dict__, 'lam': 0.2})
   with pytest.raises(ValueError, match='other settings'):
-    imsat_train.train(str(tmp_path), seeds=[0], settings=other, **tiny_data)
+    imsat.train(str(tmp_path), seeds=[0], settings=other, **tiny_data)
   with pytest.raises(ValueError, match='seeds'):
-    imsat_train.train(str(tmp_path / 'x'), seeds=[1, 1], settings=TINY, **tiny_data)
+    imsat.train(str(tmp_path / 'x'), seeds=[1, 1], settings=TINY, **tiny_data)
 
 
 def test_epoch_program_compiles_once(tmp_path):
-  model = imsat.Classifier(hidden=TINY.hidden, num_classes=TINY.num_classes)
-  fn = imsat_train.make_epoch_fn(model, TINY, 100)
+  model = classifier.Classifier(hidden=TINY.hidden, num_classes=TINY.num_classes)
+  fn = imsat.make_epoch_fn(model, TINY, 100)
   state = jax.tree.map(lambda *x: jnp.stack(x),
-                       *[imsat_train.init_state(s, model, TINY, 12) for s in (0, 1)])
+                       *[imsat.init_state(s, model, TINY, 12) for s in (0, 1)])
   x, r = jnp.ones((100, 12)), jnp.ones((100,))
   keys = jnp.stack([jax.random.key(0), jax.random.key(1)])
   for _ in range(3):
@@ -158,5 +158,5 @@ def test_epoch_program_compiles_once(tmp_path):
 
 def test_docstring_examples_run():
   import doctest
-  results = doctest.testmod(imsat, verbose=False, report=False)
+  results = doctest.testmod(classifier, verbose=False, report=False)
   assert results.attempted > 0 and results.failed == 0

@@ -1,6 +1,6 @@
 """Training the IMSAT classifier: several seeds as one program, resumable by epoch.
 
-``python -m vmivae_jax.imsat_train --workdir=runs/imsat --seeds=0,1,2,3,4`` trains one
+``python -m vmivae_jax.experiments.imsat --workdir=runs/imsat --seeds=0,1,2,3,4`` trains one
 classifier per seed (their states stacked on a leading axis and vmapped, one jitted
 epoch per call), writes ``checkpoint.msgpack`` after every epoch (atomically) and
 ``results.json`` (per-seed test accuracy by Hungarian matching, the training set's, NMI,
@@ -23,11 +23,11 @@ import numpy as np
 import optax
 
 from vmivae_jax import consistency
-from vmivae_jax import data as data_lib
-from vmivae_jax import fileio
-from vmivae_jax import imsat
-from vmivae_jax import preprocess
+from vmivae_jax.data import preprocess
+from vmivae_jax.data import sources as data_lib
 from vmivae_jax.evaluation import clustering
+from vmivae_jax.model import classifier
+from vmivae_jax.util import fileio
 
 EPSILON_CHUNK = 500
 
@@ -47,11 +47,11 @@ def neighbour_radii(images: np.ndarray, *, k: int, scale: float) -> np.ndarray:
                          for i in range(0, flat.shape[0], EPSILON_CHUNK)])
 
 
-def _optimizer(settings: imsat.ImsatSettings) -> optax.GradientTransformation:
+def _optimizer(settings: classifier.ImsatSettings) -> optax.GradientTransformation:
   return optax.adam(settings.learning_rate, b1=0.9)
 
 
-def init_state(seed: int, model: imsat.Classifier, settings: imsat.ImsatSettings,
+def init_state(seed: int, model: classifier.Classifier, settings: classifier.ImsatSettings,
                input_dim: int) -> State:
   key = jax.random.fold_in(jax.random.key(seed), 0)
   variables = model.init(key, jnp.zeros((1, input_dim)), train=False)
@@ -60,11 +60,11 @@ def init_state(seed: int, model: imsat.Classifier, settings: imsat.ImsatSettings
                jnp.zeros((), jnp.int32))
 
 
-def make_epoch_fn(model: imsat.Classifier, settings: imsat.ImsatSettings, num_examples: int):
+def make_epoch_fn(model: classifier.Classifier, settings: classifier.ImsatSettings, num_examples: int):
   """jit(vmap over seeds) of one epoch: [S]-stacked state -> state, [S, steps] metrics."""
   tx = _optimizer(settings)
   steps = num_examples // settings.batch_size
-  grad_fn = jax.value_and_grad(imsat.imsat_objective, has_aux=True)
+  grad_fn = jax.value_and_grad(classifier.imsat_objective, has_aux=True)
 
   def one_seed(state: State, images, radii, data_key, run_key):
     indices = preprocess.batch_indices(data_key, state.step, steps, batch_size=settings.batch_size,
@@ -84,7 +84,7 @@ def make_epoch_fn(model: imsat.Classifier, settings: imsat.ImsatSettings, num_ex
   return jax.jit(jax.vmap(one_seed, in_axes=(0, None, None, 0, 0)), donate_argnums=(0,))
 
 
-def make_predict_fn(model: imsat.Classifier, chunk: int = 2000):
+def make_predict_fn(model: classifier.Classifier, chunk: int = 2000):
   """jit(vmap over seeds): [S]-stacked state, images [N, D] -> [S, N] predicted classes."""
   def one_seed(state: State, images):
     variables = {'params': state.params, 'batch_stats': state.batch_stats}
@@ -106,7 +106,7 @@ def _load_images(dataset: str, split: str, data_dir: str, settings, limit=None):
   return images.reshape(images.shape[0], -1), np.asarray(source.labels)
 
 
-def train(workdir: str, *, seeds: list[int], settings: imsat.ImsatSettings,
+def train(workdir: str, *, seeds: list[int], settings: classifier.ImsatSettings,
           dataset: str = 'mnist', data_dir: str = '', limit: int | None = None,
           log=print) -> dict:
   """Trains (or resumes) one classifier per seed; returns and writes the results."""
@@ -134,7 +134,7 @@ def train(workdir: str, *, seeds: list[int], settings: imsat.ImsatSettings,
     log(f'kNN radii of {len(radii)} examples in {time.time() - started:.0f} s '
         f'(median {np.median(radii):.3f})')
 
-  model = imsat.Classifier(hidden=tuple(settings.hidden), num_classes=settings.num_classes,
+  model = classifier.Classifier(hidden=tuple(settings.hidden), num_classes=settings.num_classes,
                            head_init_scale=settings.head_init_scale)
   init = [init_state(s, model, settings, train_x.shape[1]) for s in seeds]
   state = jax.tree.map(lambda *xs: jnp.stack(xs), *init)
@@ -200,7 +200,7 @@ def main(argv=None):
   parser.add_argument('--dataset', default='mnist', choices=data_lib.DATASETS)
   parser.add_argument('--data_dir', default='')
   parser.add_argument('--limit', type=int, default=None, help='first N examples of each split')
-  for field in dataclasses.fields(imsat.ImsatSettings):
+  for field in dataclasses.fields(classifier.ImsatSettings):
     default = field.default
     kind = type(default) if not isinstance(default, (tuple, list)) else None
     if kind is None:
@@ -209,13 +209,13 @@ def main(argv=None):
       parser.add_argument(f'--{field.name}', type=kind, default=default)
   args = parser.parse_args(argv)
   overrides = {}
-  for field in dataclasses.fields(imsat.ImsatSettings):
+  for field in dataclasses.fields(classifier.ImsatSettings):
     value = getattr(args, field.name)
     if isinstance(field.default, (tuple, list)):
       cast = float if isinstance(field.default[0], float) else int
       value = tuple(cast(v) for v in str(value).split(','))
     overrides[field.name] = value
-  settings = imsat.ImsatSettings(**overrides)
+  settings = classifier.ImsatSettings(**overrides)
   seeds = [int(s) for s in args.seeds.split(',')]
   results = train(args.workdir, seeds=seeds, settings=settings, dataset=args.dataset,
                   data_dir=args.data_dir, limit=args.limit)

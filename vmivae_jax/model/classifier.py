@@ -39,7 +39,7 @@ import jax.numpy as jnp
 from vmivae_jax import consistency
 from vmivae_jax import distributions
 from vmivae_jax import entropies
-from vmivae_jax import networks
+from vmivae_jax.model import networks
 
 
 @dataclasses.dataclass(frozen=True)
