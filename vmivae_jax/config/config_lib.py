@@ -74,6 +74,14 @@ def get_base_config() -> ml_collections.ConfigDict:
           max_translation=2.0, elastic_alpha=0.0, elastic_sigma=4.0, dilate_prob=0.25,
           erode_prob=0.0, thickness_footprint='cross',
           flip_prob=0.0))))         # left-right mirror (clothing, not digits)
+  # What else trains the categorical codes' logits (model/objectives.py CodeTraining);
+  # the defaults are off and leave the objective bitwise as it is.
+  c.code_training = ml_collections.ConfigDict(dict(
+      marginal_entropy_weight=0.0,     # - w * H(qbar_batch(c)) per code
+      conditional_entropy_weight=0.0,  # + w * mean_x H(q(c|x)) per code
+      aggregate_kl=False,              # train with KL(qbar_batch(c) || U), not the per-example KL
+      generative_gradient=1.0,         # scale of the gradient into the logits via the sample
+      generative_gradient_warmup_steps=0))  # scale 0 before this step
   # 'bfloat16': bfloat16 activations and matmul/conv inputs (GPU/TPU); parameters,
   # optimizer states and every loss stay float32. 'float32' is the reference model.
   c.compute_dtype = 'float32'
@@ -244,7 +252,7 @@ def authors_config(dataset: str, setting: str) -> ml_collections.ConfigDict:
 # to its default. Every key added to get_base_config later must be listed here.
 LATER_KEYS = ('invariance', 'invariance.augment.flip_prob', 'model.separate_code_encoder',
               'mixture_prior', 'model.conv_impl', 'model.deconv_impl', 'compute_dtype',
-              'sweep', 'data_feed')
+              'sweep', 'data_feed', 'code_training')
 
 
 def with_later_keys(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:

@@ -305,6 +305,7 @@ def validate(config, *, num_devices: int = 1, check_paths: bool = True) -> None:
   _check_choice(config, 'invariance.augment.thickness_footprint', invariance.FOOTPRINTS)
 
   _check_mixture_prior(config, sizes)
+  _check_code_training(config, sizes)
 
   # --- Networks.
   m = config.model
@@ -366,3 +367,24 @@ def _check_mixture_prior(config, sizes: tuple) -> None:
   if index >= len(sizes):
     _fail('mixture_prior.code_index', index,
           f'code {index} does not exist (latent.categorical_sizes={sizes})')
+
+
+def _check_code_training(config, sizes) -> None:
+  """``config.code_training``: non-negative weights, a scale in [0, 1], and a code to act on."""
+  if 'code_training' not in config:
+    return
+  c = config.code_training
+  for key in ('marginal_entropy_weight', 'conditional_entropy_weight'):
+    _check_number(config, f'code_training.{key}', minimum=0.0)
+  _check_number(config, 'code_training.generative_gradient', minimum=0.0, maximum=1.0)
+  _check_number(config, 'code_training.generative_gradient_warmup_steps', minimum=0)
+  used = [k for k in ('marginal_entropy_weight', 'conditional_entropy_weight')
+          if c[k] > 0] + (['aggregate_kl'] if c.aggregate_kl else [])
+  if (c.generative_gradient != 1.0 or c.generative_gradient_warmup_steps > 0):
+    used.append('generative_gradient')
+  if used and not sizes:
+    _fail(f'code_training.{used[0]}', c[used[0]],
+          f'acts on categorical codes and there is none (latent.categorical_sizes={sizes})')
+  if c.aggregate_kl and config.capacity.categorical.gamma > 0:
+    _fail('code_training.aggregate_kl', True, 'cannot be combined with a capacity target on '
+          f'the codes (capacity.categorical.gamma={config.capacity.categorical.gamma})')

@@ -252,6 +252,12 @@ class QNetwork(nn.Module):
     return gaussian[:, :n], gaussian[:, n:], logits
 
 
+def _scale_gradient(x: jax.Array, scale: jax.Array | float) -> jax.Array:
+  """x in the forward pass; ``scale`` times its gradient in the backward pass."""
+  frozen = jax.lax.stop_gradient(x)
+  return frozen + scale * (x - frozen)
+
+
 class VAE(nn.Module):
   """Encoder + decoder; ``__call__`` is one stochastic pass x -> (q(z|x), z, p(x|z)).
 
@@ -300,10 +306,18 @@ class VAE(nn.Module):
     return self._output_logvar if self.learn_output_logvar else None
 
   def __call__(self, images: jax.Array, noise: latents.LatentNoise, *,
-               temperature: jax.Array | float, hard: bool, train: bool
+               temperature: jax.Array | float, hard: bool, train: bool,
+               code_gradient: jax.Array | float = 1.0
                ) -> tuple[latents.PosteriorParams, latents.LatentSample, jax.Array, jax.Array | None]:
     """Returns the posterior, the reparameterised sample, the raw decoder output
-    [B, 28, 28, 1] and the learned output log-variance (or None)."""
+    [B, 28, 28, 1] and the learned output log-variance (or None).
+
+    ``code_gradient`` scales the gradient reaching the codes' logits through their
+    sample (values unchanged); the Python float 1.0 adds no operation."""
     posterior = self.encode(images, train=train)
-    sample = latents.sample(posterior, noise, temperature=temperature, hard=hard)
+    sampled_from = posterior
+    if not (isinstance(code_gradient, float) and code_gradient == 1.0):
+      sampled_from = posterior._replace(
+          logits=tuple(_scale_gradient(l, code_gradient) for l in posterior.logits))
+    sample = latents.sample(sampled_from, noise, temperature=temperature, hard=hard)
     return posterior, sample, self.decode(sample.code(), train=train), self.output_logvar()

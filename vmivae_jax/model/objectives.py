@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from vmivae_jax.model import invariance as invariance_lib
+from vmivae_jax import distributions
 from vmivae_jax import latents
 from vmivae_jax.model import vmi as model_lib
 from vmivae_jax.util import parallel
@@ -51,6 +52,71 @@ class ObjectiveWeights:
 
 
 @dataclasses.dataclass(frozen=True)
+class CodeTraining:
+  """What trains the categorical codes' logits, besides the ELBO and the MI term.
+
+  Attributes:
+    marginal_entropy_weight, conditional_entropy_weight: the encoder-side information
+      term -(w_m H(qbar_batch(c)) - w_c E_x H(q(c|x))) of each code (IMSAT's, Hu et al.
+      2017, with w_c = w_m it is -w I(x; c) over the batch); qbar over the global batch.
+    aggregate_kl: in the training loss, each code's per-example KL(q(c|x) || U) (which
+      equals I(x; c) + KL(qbar(c) || U) on average, so it penalises the information in
+      the code) is replaced by the aggregate KL(qbar_batch(c) || U). The reported ELBO
+      keeps the per-example KL.
+    generative_gradient: scale of the gradient that reaches the codes' logits through
+      their Gumbel-softmax sample (the reconstruction and the MI bound's log Q, i.e. the
+      generative terms); 0 stops it, 1 (default) is the plain objective.
+    generative_gradient_warmup_steps: before this step the scale is 0 (the code is
+      trained by its KL, information and invariance terms alone), then
+      ``generative_gradient``.
+  """
+  marginal_entropy_weight: float = 0.0
+  conditional_entropy_weight: float = 0.0
+  aggregate_kl: bool = False
+  generative_gradient: float = 1.0
+  generative_gradient_warmup_steps: int = 0
+
+  @property
+  def has_information_term(self) -> bool:
+    return is_on(self.marginal_entropy_weight) or is_on(self.conditional_entropy_weight)
+
+  @property
+  def routes_gradient(self) -> bool:
+    return self.generative_gradient != 1.0 or self.generative_gradient_warmup_steps > 0
+
+  def generative_gradient_at(self, step: jax.Array) -> jax.Array | float:
+    """The scale at ``step`` (the Python float 1.0 when routing is off: no extra ops)."""
+    if not self.routes_gradient:
+      return 1.0
+    after = jnp.asarray(step) >= self.generative_gradient_warmup_steps
+    return jnp.where(after, self.generative_gradient, 0.0).astype(jnp.float32)
+
+
+def code_information_terms(logits: jax.Array, *, axis_name: str | None = None
+                           ) -> tuple[jax.Array, jax.Array]:
+  """(H(qbar_batch(c)), mean_x H(q(c|x))) of one code's [B, K] logits; qbar over the
+  global batch when ``axis_name`` names the data axis."""
+  marginal = distributions.categorical_entropy(logits=_log_aggregate(logits, axis_name))
+  conditional = parallel.pmean(jnp.mean(distributions.categorical_entropy(logits=logits)),
+                               axis_name)
+  return marginal, conditional
+
+
+def aggregate_code_kl(logits: jax.Array, *, axis_name: str | None = None) -> jax.Array:
+  """KL(qbar_batch(c) || U) of one code's [B, K] logits; U over all K columns and a
+  masked class (logit -inf) adds nothing, as in the per-example KL."""
+  return distributions.categorical_kl_to_uniform(
+      logits=_log_aggregate(logits, axis_name)[None])[0]
+
+
+def _log_aggregate(logits: jax.Array, axis_name: str | None) -> jax.Array:
+  """log qbar_batch(c), [K]; a masked class's 0 is clipped to 1e-30 (finite gradients)."""
+  probs = jax.nn.softmax(distributions.unmask_logits(logits), axis=-1)
+  aggregate = parallel.pmean(jnp.mean(probs, axis=0), axis_name)
+  return jnp.log(jnp.maximum(aggregate, 1e-30))
+
+
+@dataclasses.dataclass(frozen=True)
 class ObjectiveSettings:
   """Everything the VAE objective is configured with: the weights, then how the terms are
   computed and scheduled. New options of the objective are fields here (with defaults
@@ -65,12 +131,14 @@ class ObjectiveSettings:
       many steps (0 = constant lambda).
     invariance: the categorical codes' invariance terms (invariance.py; all weights 0
       = off). They need the encoder's extra passes, which the train step runs.
+    code: what else trains the codes' logits (:class:`CodeTraining`; defaults = off).
   """
   weights: ObjectiveWeights = ObjectiveWeights()
   gaussian_entropy_kind: str = 'gaussian_prior'
   stop_target_gradient: bool = False
   mi_warmup_steps: int = 0
   invariance: invariance_lib.InvarianceSettings = invariance_lib.InvarianceSettings()
+  code: CodeTraining = CodeTraining()
 
 
 def mi_weight_at(step: jax.Array, *, mi_weight: float, warmup_steps: int) -> jax.Array:
@@ -126,9 +194,15 @@ def vae_loss_from_forward(forward: model_lib.Forward, images: jax.Array, *, mode
   capacities = dict(weights.capacity)
   penalty = jnp.zeros((), jnp.float32)
   metrics = {}
+  code = settings.code
   for group, kl in kls.items():
     metrics[f'kl/{group}'] = jnp.mean(kl)
-    if group in capacities:
+    if code.aggregate_kl and group.startswith('categorical_'):
+      aggregate = aggregate_code_kl(forward.posterior.logits[int(group.split('_')[1])],
+                                    axis_name=axis_name)
+      metrics[f'aggregate_kl/{group}'] = aggregate
+      penalty += weights.beta * aggregate
+    elif group in capacities:
       cap = capacities[group]
       target = capacity_target(step, max_nats=cap.max_nats, steps=cap.steps)
       penalty += cap.gamma * jnp.abs(parallel.pmean(jnp.mean(kl), axis_name) - target)
@@ -155,6 +229,13 @@ def vae_loss_from_forward(forward: model_lib.Forward, images: jax.Array, *, mode
     metrics['mi_weight'] = mi_weight
     metrics[model_lib.mi_metric_name(model, settings.gaussian_entropy_kind)] = mi_bound
     metrics.update(log_q=jnp.mean(log_q), mi_entropy=entropy)
+  if code.has_information_term:
+    for i, logits in enumerate(forward.posterior.logits):
+      marginal, conditional = code_information_terms(logits, axis_name=axis_name)
+      loss += (code.conditional_entropy_weight * conditional
+               - code.marginal_entropy_weight * marginal)
+      metrics.update({f'code_information/marginal_entropy_{i}': marginal,
+                      f'code_information/conditional_entropy_{i}': conditional})
   if settings.invariance.enabled:
     if views is None:
       raise ValueError('settings.invariance is enabled: pass the encoder views '

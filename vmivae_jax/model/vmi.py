@@ -76,12 +76,13 @@ class VMIModel:
     return dict(vae_vars), dict(q_vars)
 
   def forward(self, vae_vars: dict, images: jax.Array, noise: latents.LatentNoise, *,
-              temperature: jax.Array | float, hard: bool = False, train: bool = True
-              ) -> tuple[Forward, dict]:
-    """Runs x -> q(z|x) -> z -> p(x|z); returns the pass and updated BatchNorm stats."""
+              temperature: jax.Array | float, hard: bool = False, train: bool = True,
+              code_gradient: jax.Array | float = 1.0) -> tuple[Forward, dict]:
+    """Runs x -> q(z|x) -> z -> p(x|z); returns the pass and updated BatchNorm stats.
+    ``code_gradient``: see ``networks.VAE``."""
     (posterior, sample, raw, logvar), new_state = self.vae.apply(
         vae_vars, images, noise, temperature=temperature, hard=hard, train=train,
-        mutable=['batch_stats'] if train else [])
+        code_gradient=code_gradient, mutable=['batch_stats'] if train else [])
     return Forward(posterior, sample, raw, logvar, self.decoder_mean(raw)), dict(new_state)
 
   def decoder_mean(self, raw_output: jax.Array) -> jax.Array:

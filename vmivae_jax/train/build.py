@@ -89,7 +89,19 @@ def objective_settings(config) -> objectives.ObjectiveSettings:
       gaussian_entropy_kind=config.mi.gaussian_entropy,
       stop_target_gradient=bool(config.mi.stop_target_gradient),
       mi_warmup_steps=int(config.mi_warmup_steps),
-      invariance=invariance_settings(config))
+      invariance=invariance_settings(config), code=code_training(config))
+
+
+def code_training(config) -> objectives.CodeTraining:
+  """``config.code_training`` as a frozen dataclass (absent in older configs: off)."""
+  if 'code_training' not in config:
+    return objectives.CodeTraining()
+  c = config.code_training
+  return objectives.CodeTraining(
+      marginal_entropy_weight=float(c.marginal_entropy_weight),
+      conditional_entropy_weight=float(c.conditional_entropy_weight),
+      aggregate_kl=bool(c.aggregate_kl), generative_gradient=float(c.generative_gradient),
+      generative_gradient_warmup_steps=int(c.generative_gradient_warmup_steps))
 
 
 def invariance_settings(config) -> invariance.InvarianceSettings:

@@ -113,8 +113,9 @@ def _train_step(cfg: StepStatics, local_batch: int, axis_name: str | None, state
 
   def forward_fn(vae_params):
     variables = {'params': vae_params, **state.vae_state}
-    forward, new_state = model.forward(variables, x, noise, temperature=temperature,
-                                       hard=cfg.temperature.hard, train=True)
+    forward, new_state = model.forward(
+        variables, x, noise, temperature=temperature, hard=cfg.temperature.hard, train=True,
+        code_gradient=cfg.objective.code.generative_gradient_at(step))
     views = None
     if inv.enabled:   # the encoder's extra passes, differentiated with the VAE pass
       views = invariance.encoder_views(model.vae, variables, images=x,
