@@ -21,8 +21,8 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from vmivae_jax.model import invariance as invariance_lib
 from vmivae_jax import latents
+from vmivae_jax.model import invariance as invariance_lib
 from vmivae_jax.model import vmi as model_lib
 from vmivae_jax.util import parallel
 
