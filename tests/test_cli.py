@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from vmivae_jax.config import config_lib
-from vmivae_jax.util import fileio
 from vmivae_jax.rundir import workdir as workdir_lib
+from vmivae_jax.util import fileio
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = ROOT.parent / 'shared' / 'datasets'

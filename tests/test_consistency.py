@@ -7,8 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from vmivae_jax.data import augment
 from vmivae_jax import consistency
+from vmivae_jax.data import augment
 
 
 def _softmax(x):

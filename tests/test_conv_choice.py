@@ -9,11 +9,11 @@ import pytest
 
 from conftest import make_tiny_config
 from conftest import numpy_variables
-from vmivae_jax.train import build
 from vmivae_jax.config import config_lib
-from vmivae_jax.model import networks
 from vmivae_jax.config import validation
+from vmivae_jax.model import networks
 from vmivae_jax.rundir import workdir as workdir_lib
+from vmivae_jax.train import build
 
 
 def _conv_config(**overrides):

@@ -10,10 +10,10 @@ import pytest
 
 from vmivae_jax.config import config_lib
 from vmivae_jax.data import sources as data
-from vmivae_jax.train import trainer
 from vmivae_jax.evaluation import classifier
 from vmivae_jax.evaluation import curve as curve_lib
 from vmivae_jax.evaluation import run as eval_run
+from vmivae_jax.train import trainer
 
 REPO = Path(__file__).resolve().parents[1]
 DATA_DIR = Path(os.environ.get('VMIVAE_DATA_DIR') or REPO.parent / 'shared' / 'datasets')

@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 
 from conftest import check_iwae_against_elbo
-from vmivae_jax.train import build
-from vmivae_jax.config import config_lib
-from vmivae_jax.util import fileio
 from vmivae_jax import evaluation
 from vmivae_jax import losses
+from vmivae_jax.config import config_lib
 from vmivae_jax.rundir import workdir as workdir_lib
+from vmivae_jax.train import build
+from vmivae_jax.util import fileio
 
 
 def tiny_config(*, gaussian_dims=4, categorical_sizes=(10,), mi_gaussian=(), mi_categorical=(0,),

@@ -12,8 +12,8 @@ import pytest
 from conftest import restore_latest
 from vmivae_jax.config import config_lib
 from vmivae_jax.rundir import extend
-from vmivae_jax.train import trainer
 from vmivae_jax.rundir import workdir as workdir_lib
+from vmivae_jax.train import trainer
 
 REPO = Path(__file__).resolve().parents[1]
 DATA_DIR = Path(os.environ.get('VMIVAE_DATA_DIR') or REPO.parent / 'shared' / 'datasets')

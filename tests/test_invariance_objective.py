@@ -17,14 +17,14 @@ import pytest
 from conftest import CountingSchedule
 from conftest import make_tiny_config
 from conftest import random_uint8_images
-from vmivae_jax.train import build
 from vmivae_jax.config import config_lib
-from vmivae_jax.model import invariance
-from vmivae_jax.util import parallel
-from vmivae_jax.train import train_state
-from vmivae_jax.train import train_step
 from vmivae_jax.config import validation
 from vmivae_jax.config.validation import ConfigError
+from vmivae_jax.model import invariance
+from vmivae_jax.train import build
+from vmivae_jax.train import train_state
+from vmivae_jax.train import train_step
+from vmivae_jax.util import parallel
 
 N = 128
 IMAGES = random_uint8_images(N, seed=1)

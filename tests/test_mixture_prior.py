@@ -14,18 +14,18 @@ import numpy as np
 import pytest
 
 from conftest import check_iwae_against_elbo
-from vmivae_jax.train import build
-from vmivae_jax.app import cli
-from vmivae_jax.config import config_lib
 from vmivae_jax import distributions
 from vmivae_jax import evaluation
 from vmivae_jax import latents
-from vmivae_jax.model import networks
-from vmivae_jax.model import objectives
+from vmivae_jax.app import cli
+from vmivae_jax.config import config_lib
 from vmivae_jax.config import validation
-from vmivae_jax.rundir import workdir as workdir_lib
 from vmivae_jax.evaluation import common
 from vmivae_jax.evaluation import figure_data
+from vmivae_jax.model import networks
+from vmivae_jax.model import objectives
+from vmivae_jax.rundir import workdir as workdir_lib
+from vmivae_jax.train import build
 
 
 def _config(*, gaussian_dims=4, categorical_sizes=(10,), enabled=True, learn_logvars=True,

@@ -24,10 +24,10 @@ import jax
 import numpy as np
 import pytest
 
-from vmivae_jax.train import build
-from vmivae_jax.util import distributed
-from vmivae_jax.train import trainer
 from vmivae_jax.rundir import workdir as workdir_lib
+from vmivae_jax.train import build
+from vmivae_jax.train import trainer
+from vmivae_jax.util import distributed
 from tests.golden import make_golden
 
 ROOT = Path(__file__).resolve().parents[1]

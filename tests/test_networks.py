@@ -13,10 +13,10 @@ from jax.sharding import PartitionSpec as P
 
 from conftest import make_tiny_config
 from conftest import numpy_variables
-from vmivae_jax.train import build
-from vmivae_jax.model import conv_ops
 from vmivae_jax import latents
+from vmivae_jax.model import conv_ops
 from vmivae_jax.model import networks
+from vmivae_jax.train import build
 from vmivae_jax.util import parallel
 
 B = 4

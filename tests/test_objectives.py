@@ -21,12 +21,12 @@ from jax.sharding import PartitionSpec as P
 
 from conftest import make_tiny_config
 from conftest import numpy_variables
-from vmivae_jax.train import build
 from vmivae_jax import latents
 from vmivae_jax import losses
 from vmivae_jax.model import objectives
-from vmivae_jax.util import parallel
 from vmivae_jax.model import vmi as model_lib
+from vmivae_jax.train import build
+from vmivae_jax.util import parallel
 
 B = 16
 

@@ -9,13 +9,13 @@ import pytest
 from conftest import make_tiny_config
 from conftest import numpy_variables
 from conftest import random_uint8_images
-from vmivae_jax.train import build
-from vmivae_jax.config import config_lib
 from vmivae_jax import latents
-from vmivae_jax.util import parallel
+from vmivae_jax.config import config_lib
+from vmivae_jax.config import validation
+from vmivae_jax.train import build
 from vmivae_jax.train import train_state
 from vmivae_jax.train import train_step
-from vmivae_jax.config import validation
+from vmivae_jax.util import parallel
 
 N = 256
 

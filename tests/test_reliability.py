@@ -39,10 +39,10 @@ import ml_collections
 import numpy as np
 import pytest
 
-from vmivae_jax.train import build
 from vmivae_jax.config import config_lib
-from vmivae_jax.train import trainer
 from vmivae_jax.rundir import workdir as workdir_lib
+from vmivae_jax.train import build
+from vmivae_jax.train import trainer
 
 REPO = Path(__file__).resolve().parents[1]
 DATA_DIR = Path(os.environ.get('VMIVAE_DATA_DIR') or REPO.parent / 'shared' / 'datasets')

@@ -21,15 +21,15 @@ from conftest import CountingSchedule
 from conftest import make_tiny_config
 from conftest import random_uint8_images
 from conftest import restore_latest
-from vmivae_jax.train import build
 from vmivae_jax.config import config_lib
-from vmivae_jax.util import parallel
+from vmivae_jax.config import validation
 from vmivae_jax.rundir import sweep
+from vmivae_jax.rundir import workdir as workdir_lib
+from vmivae_jax.train import build
 from vmivae_jax.train import sweep_step
 from vmivae_jax.train import train_step
 from vmivae_jax.train import trainer
-from vmivae_jax.config import validation
-from vmivae_jax.rundir import workdir as workdir_lib
+from vmivae_jax.util import parallel
 
 N = 128
 IMAGES = random_uint8_images(N)

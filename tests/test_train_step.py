@@ -22,13 +22,13 @@ from conftest import numpy_variables
 from conftest import random_uint8_images
 from conftest import TINY_Q_LR
 from conftest import TINY_VAE_LR
-from vmivae_jax.train import build
 from vmivae_jax import latents
-from vmivae_jax.model import objectives
-from vmivae_jax.util import parallel
 from vmivae_jax.data import preprocess
-from vmivae_jax.train import train_step
+from vmivae_jax.model import objectives
+from vmivae_jax.train import build
 from vmivae_jax.train import train_state
+from vmivae_jax.train import train_step
+from vmivae_jax.util import parallel
 
 N = 128                      # on-device training set: 2 steps per epoch at batch 64
 IMAGES = random_uint8_images(N)

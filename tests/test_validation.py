@@ -18,10 +18,10 @@ import numpy as np
 import pytest
 
 from vmivae_jax.config import config_lib
-from vmivae_jax.data import sources as data
-from vmivae_jax.train import trainer
 from vmivae_jax.config import validation
 from vmivae_jax.config.validation import ConfigError
+from vmivae_jax.data import sources as data
+from vmivae_jax.train import trainer
 
 REPO = Path(__file__).resolve().parents[1]
 EXISTING_DIR = str(REPO)  # any existing directory passes the data_dir check

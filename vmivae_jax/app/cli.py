@@ -21,13 +21,13 @@ import sys
 from absl import flags
 from absl import logging
 
-from vmivae_jax.util import console
-from vmivae_jax.model import conv_ops
-from vmivae_jax.data import sources as data
-from vmivae_jax.util import distributed
-from vmivae_jax.rundir import sweep
 from vmivae_jax.config import validation
+from vmivae_jax.data import sources as data
+from vmivae_jax.model import conv_ops
+from vmivae_jax.rundir import sweep
 from vmivae_jax.rundir import workdir as workdir_lib
+from vmivae_jax.util import console
+from vmivae_jax.util import distributed
 
 console.quiet_libraries()
 # XLA reads XLA_FLAGS once, when the backend starts: set the CPU conv options before any

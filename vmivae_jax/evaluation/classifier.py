@@ -13,11 +13,11 @@ import functools
 import jax
 import numpy as np
 
-from vmivae_jax.model import vmi as model_lib
-from vmivae_jax.model import networks
 from vmivae_jax.data import preprocess
 from vmivae_jax.evaluation import clustering
 from vmivae_jax.evaluation import common
+from vmivae_jax.model import networks
+from vmivae_jax.model import vmi as model_lib
 
 
 @functools.partial(jax.jit, static_argnames=('model', 'code_index'))

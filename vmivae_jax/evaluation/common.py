@@ -23,8 +23,8 @@ import functools
 import jax
 import numpy as np
 
-from vmivae_jax.model import vmi as model_lib
 from vmivae_jax.model import networks
+from vmivae_jax.model import vmi as model_lib
 
 # All evaluation randomness: fold_in(PRNGKey(config.seed), _EVAL_STREAM), then one
 # fold_in per purpose. (Training uses split(PRNGKey(seed)), so the streams differ.)

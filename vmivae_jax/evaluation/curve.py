@@ -25,15 +25,15 @@ from pathlib import Path
 import numpy as np
 from absl import logging
 
-from vmivae_jax.train import build
-from vmivae_jax.data import sources as data
-from vmivae_jax.util import fileio
-from vmivae_jax.data import preprocess
 from vmivae_jax.config import validation
-from vmivae_jax.rundir import workdir as workdir_lib
+from vmivae_jax.data import preprocess
+from vmivae_jax.data import sources as data
 from vmivae_jax.evaluation import classifier
 from vmivae_jax.evaluation import clustering
 from vmivae_jax.evaluation import common
+from vmivae_jax.rundir import workdir as workdir_lib
+from vmivae_jax.train import build
+from vmivae_jax.util import fileio
 
 CURVE_JSON = 'curve.json'
 METRICS = ('accuracy_hungarian', 'accuracy_majority', 'nmi', 'accuracy_majority_train')

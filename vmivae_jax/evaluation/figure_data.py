@@ -7,12 +7,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vmivae_jax.model import vmi as model_lib
-from vmivae_jax.model import networks
 from vmivae_jax.data import preprocess
-from vmivae_jax.rundir import workdir as workdir_lib
 from vmivae_jax.evaluation import common
 from vmivae_jax.evaluation import mi_bound
+from vmivae_jax.model import networks
+from vmivae_jax.model import vmi as model_lib
+from vmivae_jax.rundir import workdir as workdir_lib
 
 
 def _codes(gaussian: np.ndarray, categorical: list[np.ndarray]) -> np.ndarray:

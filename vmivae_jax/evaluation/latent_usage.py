@@ -7,8 +7,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vmivae_jax.model import vmi as model_lib
 from vmivae_jax.evaluation import common
+from vmivae_jax.model import vmi as model_lib
 
 ACTIVE_UNIT_THRESHOLD = 0.01
 INFLUENCE_DELTA = 1.0

@@ -13,10 +13,10 @@ import numpy as np
 from vmivae_jax import distributions
 from vmivae_jax import latents
 from vmivae_jax import losses
-from vmivae_jax.model import vmi as model_lib
-from vmivae_jax.model import networks
 from vmivae_jax.data import preprocess
 from vmivae_jax.evaluation import common
+from vmivae_jax.model import networks
+from vmivae_jax.model import vmi as model_lib
 
 
 @functools.partial(jax.jit, static_argnames=('model', 'relaxed'))

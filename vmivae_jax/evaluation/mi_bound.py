@@ -21,12 +21,12 @@ from vmivae_jax import distributions
 from vmivae_jax import entropies
 from vmivae_jax import latents
 from vmivae_jax import losses
-from vmivae_jax.model import vmi as model_lib
-from vmivae_jax.model import networks
-from vmivae_jax.model import objectives
 from vmivae_jax.data import preprocess
 from vmivae_jax.evaluation import common
 from vmivae_jax.evaluation import likelihood
+from vmivae_jax.model import networks
+from vmivae_jax.model import objectives
+from vmivae_jax.model import vmi as model_lib
 
 MI_BOUND_NOTE = (
     'Barber-Agakov bound E[log Q(z_sel|x\')] + H(z_sel) (thesis eq 4.8) on the test split, '

@@ -16,14 +16,10 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from vmivae_jax.train import build
-from vmivae_jax.data import sources as data
-from vmivae_jax.util import fileio
 from vmivae_jax import losses
-from vmivae_jax.model import vmi as model_lib
-from vmivae_jax.data import preprocess
 from vmivae_jax.config import validation
-from vmivae_jax.rundir import workdir as workdir_lib
+from vmivae_jax.data import preprocess
+from vmivae_jax.data import sources as data
 from vmivae_jax.evaluation import classifier
 from vmivae_jax.evaluation import clustering
 from vmivae_jax.evaluation import common
@@ -31,6 +27,10 @@ from vmivae_jax.evaluation import figure_data
 from vmivae_jax.evaluation import latent_usage
 from vmivae_jax.evaluation import likelihood
 from vmivae_jax.evaluation import mi_bound
+from vmivae_jax.model import vmi as model_lib
+from vmivae_jax.rundir import workdir as workdir_lib
+from vmivae_jax.train import build
+from vmivae_jax.util import fileio
 
 METRICS_JSON = 'metrics.json'
 ASSIGNMENTS_NPZ = 'assignments.npz'

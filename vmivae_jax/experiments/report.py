@@ -11,9 +11,9 @@ import platform
 import shutil
 from pathlib import Path
 
-from vmivae_jax.util import fileio
 from vmivae_jax.experiments import suite as suite_lib
 from vmivae_jax.experiments import summary_io
+from vmivae_jax.util import fileio
 
 SUITE_COMMAND = 'python -m vmivae_jax.experiments.reproduce --suite=thesis'
 FIGURES = ('traversal_grid.png', 'traversal_rows.png', 'category_grid.png',

@@ -14,10 +14,10 @@ import json
 import shutil
 from pathlib import Path
 
-from vmivae_jax.util import fileio
 from vmivae_jax.experiments import report
 from vmivae_jax.experiments import suite as suite_lib
 from vmivae_jax.experiments import summary_io
+from vmivae_jax.util import fileio
 
 ROWS = ('accuracy_hungarian', 'accuracy_majority_train', 'accuracy_majority', 'nmi', 'elbo',
         'iwae_log_likelihood')

@@ -45,10 +45,10 @@ from absl import flags
 from absl import logging
 
 from vmivae_jax.config import config_lib
-from vmivae_jax.rundir import extend
-from vmivae_jax.util import fileio
 from vmivae_jax.experiments import report
 from vmivae_jax.experiments import suite as suite_lib
+from vmivae_jax.rundir import extend
+from vmivae_jax.util import fileio
 
 _SUITE = flags.DEFINE_enum('suite', 'thesis', sorted(suite_lib.SUITES), 'Experiment suite.')
 _ONLY = flags.DEFINE_list('only', [], 'Run only these experiments (default: all).')

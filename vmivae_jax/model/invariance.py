@@ -36,8 +36,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from vmivae_jax.data import augment as augment_lib
 from vmivae_jax import consistency
+from vmivae_jax.data import augment as augment_lib
 from vmivae_jax.model import networks
 from vmivae_jax.util import parallel
 

@@ -25,8 +25,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from vmivae_jax.model import conv_ops
 from vmivae_jax import latents
+from vmivae_jax.model import conv_ops
 
 IMAGE_SHAPE = (28, 28, 1)
 _ACTIVATIONS = {

@@ -21,9 +21,9 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from vmivae_jax.model import invariance as invariance_lib
 from vmivae_jax import distributions
 from vmivae_jax import latents
+from vmivae_jax.model import invariance as invariance_lib
 from vmivae_jax.model import vmi as model_lib
 from vmivae_jax.util import parallel
 

@@ -32,10 +32,10 @@ import ml_collections
 import orbax.checkpoint as ocp
 
 from vmivae_jax.config import config_lib
-from vmivae_jax.util import distributed
-from vmivae_jax.rundir import extend
-from vmivae_jax.util import fileio
 from vmivae_jax.config import validation
+from vmivae_jax.rundir import extend
+from vmivae_jax.util import distributed
+from vmivae_jax.util import fileio
 # metrics.jsonl is metrics_log.py's; its names stay reachable here, where callers use them.
 from vmivae_jax.rundir.metrics_log import METRICS_FILE
 from vmivae_jax.rundir.metrics_log import append_metrics  # pylint: disable=unused-import

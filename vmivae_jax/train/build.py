@@ -10,17 +10,17 @@ import jax
 import ml_collections
 import optax
 
-from vmivae_jax.model import invariance
 from vmivae_jax import latents
-from vmivae_jax.model import vmi as model_lib
+from vmivae_jax.data import preprocess
+from vmivae_jax.model import invariance
 from vmivae_jax.model import networks
 from vmivae_jax.model import objectives
-from vmivae_jax.util import parallel
-from vmivae_jax.data import preprocess
+from vmivae_jax.model import vmi as model_lib
 from vmivae_jax.rundir import sweep as sweep_lib
 from vmivae_jax.train import sweep_step
 from vmivae_jax.train import train_state as train_state_lib
 from vmivae_jax.train import train_step
+from vmivae_jax.util import parallel
 
 
 def latent_spec(config) -> latents.LatentSpec:

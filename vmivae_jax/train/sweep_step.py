@@ -28,11 +28,11 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
-from vmivae_jax.model import vmi as model_lib
 from vmivae_jax.model import objectives
-from vmivae_jax.util import parallel
+from vmivae_jax.model import vmi as model_lib
 from vmivae_jax.train import train_state as train_state_lib
 from vmivae_jax.train import train_step
+from vmivae_jax.util import parallel
 
 TrainState = train_state_lib.TrainState
 

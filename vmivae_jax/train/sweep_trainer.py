@@ -23,16 +23,16 @@ import ml_collections
 import numpy as np
 from absl import logging
 
+from vmivae_jax.config import validation
+from vmivae_jax.rundir import sweep as sweep_lib
+from vmivae_jax.rundir import workdir as workdir_lib
 from vmivae_jax.train import build
+from vmivae_jax.train import loop
+from vmivae_jax.train import sweep_step
+from vmivae_jax.train import train_state as train_state_lib
 from vmivae_jax.util import distributed
 from vmivae_jax.util import fileio
 from vmivae_jax.util import parallel
-from vmivae_jax.rundir import sweep as sweep_lib
-from vmivae_jax.train import sweep_step
-from vmivae_jax.train import loop
-from vmivae_jax.train import train_state as train_state_lib
-from vmivae_jax.config import validation
-from vmivae_jax.rundir import workdir as workdir_lib
 
 
 def train(config: ml_collections.ConfigDict, workdir: str | Path, *, overwrite: bool = False,
