@@ -133,6 +133,21 @@ def test_resume_is_bitwise_and_members_are_independent(tmp_path, tiny_data):
   assert alone['per_seed'][0]['seed'] == 5
 
 
+def test_report_of_a_partial_run(tmp_path, tiny_data):
+  one = classifier.ImsatSettings(**{**TINY.__dict__, 'epochs': 1})
+  imsat.train(str(tmp_path), seeds=[0, 1], settings=one, **tiny_data)
+  history = json.loads((tmp_path / 'history.json').read_text())
+  # Planned 2 epochs on the same workdir, 1 done: the report says so.
+  spec = json.loads((tmp_path / 'settings.json').read_text())
+  spec['settings']['epochs'] = 2
+  (tmp_path / 'settings.json').write_text(json.dumps(spec))
+  text = imsat.report(str(tmp_path))
+  accuracy = np.array(history[0]['test_accuracy'])
+  assert 'partial: 1 of 2 epochs' in text
+  assert f'**{100 * accuracy.mean():.1f} ± {100 * accuracy.std(ddof=1):.1f}%**' in text
+  assert f'| test accuracy, epoch 1 | {100 * accuracy[0]:.1f}% |' in text
+
+
 def test_other_settings_on_a_workdir_are_refused(tmp_path, tiny_data):
   imsat.train(str(tmp_path), seeds=[0], settings=TINY, **tiny_data)
   other = classifier.ImsatSettings(**{**TINY.__dict__, 'lam': 0.2})
