@@ -124,7 +124,9 @@ NON_NEGATIVE_FLOATS = {
                                         'max_shear', 'max_translation', 'elastic_alpha',
                                         'elastic_sigma', 'dilate_prob', 'erode_prob',
                                         'flip_prob')} | {
-    'mixture_prior.init_scale'}
+    'mixture_prior.init_scale'} | {
+    f'code_training.{k}' for k in ('marginal_entropy_weight', 'conditional_entropy_weight',
+                                   'generative_gradient')}
 STRICTLY_POSITIVE = {
     'batch_size', 'num_train_steps', 'steps_per_chunk', 'checkpoint_every_steps',
     'keep_checkpoints', 'capacity.gaussian.steps', 'capacity.categorical.steps',
