@@ -3,9 +3,9 @@
 Not part of CI: disent needs torch, so run it in a throwaway environment
 that also sees this project (numpy, scikit-learn), e.g.
 
-    python -m venv --system-site-packages /tmp/disent_venv
-    /tmp/disent_venv/bin/pip install torch==2.13.0 disent   # CPU wheel on disk
-    PYTHONPATH=. /tmp/disent_venv/bin/python benchmarks/crosscheck_disentanglement.py
+    python -m venv --system-site-packages .venv-disent
+    .venv-disent/bin/pip install torch==2.13.0 disent   # CPU wheel on disk
+    PYTHONPATH=. .venv-disent/bin/python benchmarks/crosscheck_disentanglement.py
 
 Ground truth: procedural dSprites on a sub-grid (3 shapes x 6 scales x 10
 orientations x 8 x 8 positions = 11,520 images, every 4th orientation and
