@@ -10,9 +10,8 @@ the code and the VMI term still trains the decoder. 30 epochs at batch 256.
 
 Held-out results (seeds 0-4), with their commands: docs/results_class.md, "The code
 trained like a classifier, MNIST". Tuning (seed 100, 10 epochs, not a result;
-docs/class_tuning.md): 97.0% test accuracy (Hungarian), ELBO -104.3, in 2.5 minutes of
-training on 2 CPU cores shared with other jobs (2340 steps in 2.5 minutes, from the
-training log).
+docs/class_tuning.md): 97.0% test accuracy (Hungarian), ELBO -104.3; its 2340 steps
+took 2.5 minutes on 2 CPU cores shared with other jobs (the training log's timestamps).
 """
 
 from vmivae_jax.config import config_lib
