@@ -96,17 +96,19 @@ def test_report_lists_diverged_runs_instead_of_dropping_them(tmp_path):
 
 
 # ----------------------------------------------------------------------------------
-# The `class` suite (issue 12): its experiments, its own page, adoption of runs.
+# The `class` suite: its experiments, its own page, adoption of runs.
 
 
 def test_class_suite_experiments_as_specified():
   exps = {e.name: e for e in suite_lib.SUITES['class']()}
-  assert list(exps) == ['thesis_budget', 'class_mnist', 'class_fashion', 'ablation_class_mnist']
+  assert list(exps) == ['thesis_budget', 'class_mnist', 'class_mnist_imsat',
+                        'ablation_class_mnist_imsat', 'class_fashion', 'ablation_class_mnist']
   budget = exps['thesis_budget']
   assert budget.config_file == 'configs/mnist_joint.py' and budget.seeds == (0, 1, 2)
   assert dict(budget.variants) == {'elbo': {'mi_weight': 0.0}, 'mi': {'mi_weight': 10.0}}
   assert budget.curve
   for name, config in (('class_mnist', 'configs/mnist_class.py'),
+                       ('class_mnist_imsat', 'configs/mnist_class_imsat.py'),
                        ('class_fashion', 'configs/fashion_class.py')):
     assert exps[name].config_file == config and exps[name].seeds == (0, 1, 2, 3, 4)
     assert dict(exps[name].variants) == {'mi': {}, 'elbo': {'mi_weight': 0.0}}
@@ -117,7 +119,15 @@ def test_class_suite_experiments_as_specified():
       'no_thickness': {'invariance.augment.dilate_prob': 0.0},
       'no_invariance': {'invariance.consistency_weight': 0.0, 'invariance.vat_weight': 0.0},
       'elbo_twin': {'mi_weight': 0.0}}
-  assert suite_lib.CLASS_TARGETS == {'class_mnist': 0.95, 'class_fashion': 0.65}
+  mechanisms = exps['ablation_class_mnist_imsat']
+  assert mechanisms.config_file == 'configs/mnist_class_imsat.py'
+  assert mechanisms.seeds == (0, 1, 2) and dict(mechanisms.variants) == {
+      'generative_gradient': {'code_training.generative_gradient': 1.0},
+      'no_information': {'code_training.marginal_entropy_weight': 0.0,
+                         'code_training.conditional_entropy_weight': 0.0},
+      'per_example_kl': {'code_training.aggregate_kl': False}}
+  assert suite_lib.CLASS_TARGETS == {'class_mnist': 0.95, 'class_mnist_imsat': 0.95,
+                                     'class_fashion': 0.65}
 
 
 def test_thesis_budget_config_is_the_in_progress_runs_command_up_to_eval():
