@@ -237,7 +237,7 @@ def test_nan_representation_names_the_dims():
     for fn in (metrics.mutual_info_gap, metrics.modularity):
         with pytest.raises(ValueError, match=r"representation has NaN in dims \[3\]"):
             fn(code, factors)
-    with pytest.raises(ValueError, match=r"NaN or inf in dims \[3\]"):
+    with pytest.raises(ValueError, match=r"representation has NaN in dims \[3\]"):
         dci_lib.dci(code, factors, code, factors)
 
 
@@ -247,7 +247,7 @@ def test_constant_factor_is_named():
     with pytest.raises(ValueError, match=r"factor 2 \(orientation\) is constant"):
         metrics.mutual_info_gap(code, factors,
                                 factor_names=("shape", "scale", "orientation"))
-    with pytest.raises(ValueError, match="factor 2 is constant"):
+    with pytest.raises(ValueError, match=r"factor 2 \(factor 2\) is constant"):
         dci_lib.dci(code, factors, code, factors)
 
 

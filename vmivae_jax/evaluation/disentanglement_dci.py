@@ -24,37 +24,17 @@ leaves it unset (it only breaks ties between equally good splits).
 
 Arrays are (N, D) representation and (N, K) factor labels (rows are points;
 disentanglement_lib stores them transposed). Input checks as in
-``disentanglement_metrics`` (ValueError naming NaN dims, constant factors,
-mismatched lengths, wrong ndim); repeated here so this module stands alone.
+``disentanglement_metrics.check_representation_and_factors`` (ValueError naming
+NaN dims, constant factors, mismatched lengths, wrong ndim).
 """
 from __future__ import annotations
 
 import numpy as np
 import scipy.stats
 
+from vmivae_jax.evaluation.disentanglement_metrics import check_representation_and_factors
+
 ENTROPY_EPSILON = 1e-11  # disentanglement_lib's smoothing inside the entropies
-
-
-def _check(representation, factors, *, role=""):
-    """(N, D) finite float and (N, K) non-constant labels, else ValueError."""
-    codes, labels = np.asarray(representation), np.asarray(factors)
-    for name, array in (("representation", codes), ("factors", labels)):
-        if array.ndim != 2:
-            raise ValueError(f"{role}{name} must be 2-D (N, dims), got shape "
-                             f"{array.shape}")
-    if codes.shape[0] != labels.shape[0]:
-        raise ValueError(f"{role}representation has {codes.shape[0]} rows but "
-                         f"{role}factors has {labels.shape[0]}")
-    codes = codes.astype(np.float64)
-    bad = ~np.isfinite(codes)
-    if bad.any():
-        raise ValueError(f"{role}representation has NaN or inf in dims "
-                         f"{np.flatnonzero(bad.any(axis=0)).tolist()}")
-    for k in range(labels.shape[1]):
-        if np.all(labels[:, k] == labels[0, k]):
-            raise ValueError(f"{role}factor {k} is constant in the sample "
-                             f"(all {labels[0, k]}): nothing to classify")
-    return codes, labels
 
 
 def gbt_importance_matrix(representation, factors, test_representation,
@@ -71,8 +51,8 @@ def gbt_importance_matrix(representation, factors, test_representation,
        train accuracy mean over factors, test accuracy mean over factors).
     """
     from sklearn import ensemble  # only this function needs sklearn
-    codes, labels = _check(representation, factors)
-    test_codes, test_labels = _check(test_representation, test_factors,
+    codes, labels = check_representation_and_factors(representation, factors)
+    test_codes, test_labels = check_representation_and_factors(test_representation, test_factors,
                                      role="test ")
     if test_codes.shape[1] != codes.shape[1] or (
             test_labels.shape[1] != labels.shape[1]):
