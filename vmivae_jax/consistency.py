@@ -182,8 +182,10 @@ def vat_perturbation(logits_fn: Callable[[jax.Array], jax.Array], images: jax.Ar
   to the exact H d; xi = 1e-4..1e-1 gave >= 0.98 (1e-2: 1.0000), xi = 10 (IMSAT's code)
   0.92 (min 0.49).
 
-  ``logits_fn`` must treat examples independently (no batch statistics), so that the
-  batch-summed KL's gradient is each example's own. The result carries no gradient.
+  With a ``logits_fn`` that treats examples independently (no batch statistics) the
+  batch-summed KL's gradient is each example's own. One that normalises with the
+  perturbed batch's own statistics (IMSAT's code; ``model.classifier``) also passes the
+  other examples' terms into each direction. The result carries no gradient.
 
   Args:
     logits_fn: pure function images [B, ...] -> logits [B, K].
