@@ -1,6 +1,8 @@
 """What trains the categorical code (objectives.CodeTraining): the encoder-side information
 term, the aggregate KL, and the scale of the generative gradient into the code's logits."""
 
+import importlib
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -10,6 +12,7 @@ from conftest import make_tiny_config
 from conftest import random_uint8_images
 from vmivae_jax import latents
 from vmivae_jax import losses
+from vmivae_jax.config import config_lib
 from vmivae_jax.config import validation
 from vmivae_jax.config.validation import ConfigError
 from vmivae_jax.data import preprocess
@@ -133,3 +136,28 @@ def test_options_need_a_code():
                                'code_training.aggregate_kl': True})
   with pytest.raises(ConfigError, match='code_training.aggregate_kl'):
     validation.validate(config, check_paths=False)
+
+
+def _flat(config):
+  def walk(node, prefix=''):
+    for key, value in node.items():
+      if isinstance(value, dict):
+        yield from walk(value, f'{prefix}{key}.')
+      else:
+        yield f'{prefix}{key}', value
+  return dict(walk(config_lib.stored_dict(config)))
+
+
+def test_warmup_config_is_the_classifier_code_with_the_gradient_back_after_5_epochs():
+  """configs/mnist_class_warmup.py differs from configs/mnist_class_imsat.py only in the
+  generative gradient's schedule and the 10-epoch budget."""
+  imsat = _flat(importlib.import_module('configs.mnist_class_imsat').get_config())
+  warmup = _flat(importlib.import_module('configs.mnist_class_warmup').get_config())
+  differing = {k: (imsat[k], warmup[k]) for k in imsat if imsat[k] != warmup[k]}
+  assert differing == {
+      'code_training.generative_gradient': (0.0, 1.0),
+      'code_training.generative_gradient_warmup_steps': (0, 1170),
+      'num_train_steps': (7020, 2340)}
+  scale = objectives.CodeTraining(generative_gradient=1.0, generative_gradient_warmup_steps=1170)
+  assert float(scale.generative_gradient_at(jnp.int32(1169))) == 0.0
+  assert float(scale.generative_gradient_at(jnp.int32(1170))) == 1.0

@@ -179,18 +179,22 @@ def class_config(dataset: str, *, max_rotation: float, max_shear: float,
   config.checkpoint_every_steps = 2340   # every 10 epochs
   return config
 
-def classifier_code(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+def classifier_code(config: ml_collections.ConfigDict, *, warmup_steps: int = 0
+                    ) -> ml_collections.ConfigDict:
   """``config`` with its code trained like IMSAT's classifier inside the VAE.
 
-  The reconstruction's and the MI bound's gradients do not reach the code's logits
-  through its sample (generative_gradient 0); the code is trained by the invariance
-  terms, the encoder-side information term (marginal entropy 4, conditional 1, IMSAT's
-  4:1) and the aggregate KL(qbar(c) || U) in place of the per-example KL, which would
-  penalise the information in the code. The decoder and Q still read the code, and the
-  MI term still shapes the decoder.
+  The code is trained by the invariance terms, the encoder-side information term
+  (marginal entropy 4, conditional 1, IMSAT's 4:1) and the aggregate KL(qbar(c) || U) in
+  place of the per-example KL, which would penalise the information in the code. The
+  reconstruction's and the MI bound's gradients do not reach the code's logits through
+  its sample: never (``warmup_steps`` 0), or only during the first ``warmup_steps``
+  steps, after which the code is trained by the whole objective. The decoder and Q
+  always read the code, and the MI term always shapes the decoder.
   """
-  config.code_training.update(generative_gradient=0.0, aggregate_kl=True,
-                              marginal_entropy_weight=4.0, conditional_entropy_weight=1.0)
+  config.code_training.update(
+      generative_gradient=1.0 if warmup_steps else 0.0,
+      generative_gradient_warmup_steps=warmup_steps, aggregate_kl=True,
+      marginal_entropy_weight=4.0, conditional_entropy_weight=1.0)
   return config
 
 

@@ -152,14 +152,16 @@ THESIS_BUDGET = {'num_train_steps': THESIS_BUDGET_STEPS, 'checkpoint_every_steps
 # Ten epochs at batch 256, one checkpoint at the end.
 TEN_EPOCHS = {'num_train_steps': 2340, 'checkpoint_every_steps': 2340}
 # The class suite's targets (test accuracy, Hungarian), checked on the `mi` variant.
-CLASS_TARGETS = {'class_mnist': 0.95, 'class_mnist_imsat': 0.95, 'class_fashion': 0.65}
+CLASS_TARGETS = {'class_mnist': 0.95, 'class_mnist_imsat': 0.95, 'class_mnist_warmup': 0.95,
+                  'class_fashion': 0.65}
 
 
 def class_suite() -> list[Experiment]:
-  """The code as a classifier. Seeds 0-4 are held out (tuning used seeds >= 100)."""
-  def class_experiment(name, title, config, purpose, steps=None):
+  """The code as a classifier. Seeds 0-9 are held out (tuning used seeds >= 100); a
+  recipe chosen after another's held-out results were seen gets fresh seeds (5-9)."""
+  def class_experiment(name, title, config, purpose, steps=None, seeds=(0, 1, 2, 3, 4)):
     return Experiment(
-        name=name, title=title, config_file=config, seeds=(0, 1, 2, 3, 4),
+        name=name, title=title, config_file=config, seeds=seeds,
         overrides={**CHEAP_EVAL, **(steps or {})}, purpose=purpose,
         variants=(('mi', {}), ('elbo', {'mi_weight': 0.0})))
   return [
@@ -187,6 +189,14 @@ def class_suite() -> list[Experiment]:
           'generative gradient into its logits); `elbo`: the same with lambda = 0. 10 epochs '
           '(2340 steps; the config\'s 30 extend the same runs), held-out seeds 0-4 (tuning '
           'used seed 100)', steps=TEN_EPOCHS),
+      class_experiment(
+          'class_mnist_warmup', 'The code trained like a classifier first, MNIST',
+          'configs/mnist_class_warmup.py',
+          '`mi`: configs/mnist_class_warmup.py (as class_mnist_imsat, but the generative '
+          'gradient reaches the code\'s logits after the first 5 epochs); `elbo`: the same '
+          'with lambda = 0. 10 epochs (2340 steps). Fresh held-out seeds 5-9: this schedule '
+          'was chosen on seed 100 after seeds 0-4 had been used for class_mnist_imsat',
+          seeds=(5, 6, 7, 8, 9)),
       Experiment(
           name='ablation_class_mnist_imsat',
           title='What trains the code: each mechanism off (MNIST)',
