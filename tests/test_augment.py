@@ -16,7 +16,7 @@ H = W = 9
 _augment = jax.jit(augment.augment, static_argnames=(
     'max_rotation', 'max_scale', 'max_aspect', 'max_shear', 'max_translation',
     'elastic_alpha', 'elastic_sigma', 'dilate_prob', 'erode_prob', 'thickness_footprint',
-    'flip_prob'))
+    'flip_prob', 'crop_min_area', 'crop_max_aspect'))
 
 
 def _images(batch=3, channels=None, seed=0):
@@ -256,3 +256,51 @@ def test_flip_mirrors_exactly_and_leaves_the_other_draws_unchanged(channels):
   # The rotation / thickness draws do not depend on whether flips are on.
   both = _augment(key, x, max_rotation=20.0, dilate_prob=0.5, flip_prob=1.0)
   np.testing.assert_array_equal(both, _augment(key, mirrored, max_rotation=20.0, dilate_prob=0.5))
+
+
+def test_crops_cover_the_drawn_area_with_the_drawn_aspect_inside_the_image():
+  """Sampling matrices of random resized crops: the crop (the preimage of the output
+  image) has area fraction in [min_area, 1], width/height ratio within the bound, and
+  lies inside the input image."""
+  m = np.asarray(augment.crop_matrices(jax.random.key(0), 4000, height=28, width=20,
+                                       min_area=0.4, max_aspect=1 / 3))
+  zoom_rows, zoom_cols = m[:, 0, 0], m[:, 1, 1]
+  np.testing.assert_array_equal(m[:, 0, 1], 0.0)
+  np.testing.assert_array_equal(m[:, 1, 0], 0.0)
+  area = zoom_rows * zoom_cols
+  assert area.min() >= 0.4 - 1e-6 and area.max() <= 1 + 1e-6
+  assert area.min() < 0.45 and np.median(area) < 0.75   # uniform area, not uniform sides
+  ratio = (zoom_cols * 20) / (zoom_rows * 28)          # crop width / crop height
+  free = (zoom_rows < 1 - 1e-6) & (zoom_cols < 1 - 1e-6)   # a side at the image's is capped
+  assert free.mean() > 0.5
+  ratio = ratio[free]
+  assert ratio.min() >= 3 / 4 - 1e-5 and ratio.max() <= 4 / 3 + 1e-5
+  assert ratio.min() < 0.8 and ratio.max() > 1.25
+  for corner in ((-0.5, -0.5), (27.5, 19.5)):          # the output image's outer edges
+    rows = m[:, 0, 0] * corner[0] + m[:, 0, 2]
+    cols = m[:, 1, 1] * corner[1] + m[:, 1, 2]
+    # The window of output pixel areas maps inside the input's [-0.5, H - 0.5] x [-0.5, W - 0.5].
+    assert rows.min() >= -0.5 - 1e-4 and rows.max() <= 27.5 + 1e-4
+    assert cols.min() >= -0.5 - 1e-4 and cols.max() <= 19.5 + 1e-4
+  square = np.asarray(augment.crop_matrices(jax.random.key(1), 100, height=28, width=28,
+                                            min_area=0.5))
+  np.testing.assert_allclose(square[:, 0, 0], square[:, 1, 1])   # no aspect change
+
+
+def test_crop_resizes_the_cropped_window_to_the_whole_image():
+  """On a ramp image (value = row + 2 col) bilinear sampling is exact inside, so the
+  cropped image is the ramp seen through the sampling matrix; off (min area 1) is the
+  identity, bitwise."""
+  rows, cols = np.meshgrid(np.arange(H, dtype=np.float32), np.arange(W, dtype=np.float32),
+                           indexing='ij')
+  ramp = jnp.asarray(np.broadcast_to(rows + 2 * cols, (5, H, W)))
+  key = jax.random.key(2)
+  out = np.asarray(_augment(key, ramp, crop_min_area=0.3))
+  m = np.asarray(augment.crop_matrices(jax.random.fold_in(key, 4), 5, height=H, width=W,
+                                       min_area=0.3))
+  expected = ((m[:, 0, 0, None, None] * rows + m[:, 0, 2, None, None])
+              + 2 * (m[:, 1, 1, None, None] * cols + m[:, 1, 2, None, None]))
+  np.testing.assert_allclose(out, expected, atol=1e-4)
+  assert not np.allclose(out, np.asarray(ramp))
+  np.testing.assert_array_equal(np.asarray(_augment(key, ramp, crop_min_area=1.0)),
+                                np.asarray(ramp))

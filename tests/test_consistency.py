@@ -302,3 +302,37 @@ def test_conditional_kl_single_component_agrees_with_monte_carlo():
       code_probs=jnp.ones((1, 1)), prior_means=jnp.asarray([mu], jnp.float32),
       prior_logvars=jnp.asarray([plv], jnp.float32))
   np.testing.assert_allclose(kl[0], mc, atol=0.01)
+
+
+# ----------------------------------------------------------------------------------
+# Nearest neighbours and SCAN's consistency.
+
+
+def test_nearest_neighbours_match_brute_force_cosine_and_skip_self():
+  rng = np.random.default_rng(0)
+  x = rng.random((203, 7, 3)).astype(np.float32)   # 203: chunks of 64 do not divide it
+  x[17] = 3.0 * x[5]                               # same direction as x[5]: its nearest
+  got = np.asarray(consistency.nearest_neighbours(jnp.asarray(x), k=5, chunk_size=64))
+  flat = x.reshape(203, -1).astype(np.float64)
+  flat /= np.linalg.norm(flat, axis=1, keepdims=True)
+  similarity = flat @ flat.T
+  np.fill_diagonal(similarity, -np.inf)
+  np.testing.assert_array_equal(got, np.argsort(-similarity, axis=1, kind='stable')[:, :5])
+  assert got[5, 0] == 17 and got[17, 0] == 5
+  assert not np.any(got == np.arange(203)[:, None])
+  with pytest.raises(ValueError, match='k=203 nearest neighbours need 1 <= k < N = 203'):
+    consistency.nearest_neighbours(jnp.asarray(x), k=203)
+
+
+def test_neighbour_consistency_is_minus_log_agreement_with_gradients_to_both():
+  a, b = _logits((6, 4), seed=1), _logits((6, 4), seed=2)
+  expected = -np.log(np.sum(_softmax(np.asarray(a)) * _softmax(np.asarray(b)), axis=-1))
+  got = consistency.neighbour_consistency(logits=a, neighbour_logits=b)
+  np.testing.assert_allclose(got, expected, rtol=1e-5)
+  # Symmetric, >= 0, and minimal (log 1 = 0) only for identical one-hot codes.
+  np.testing.assert_allclose(consistency.neighbour_consistency(logits=b, neighbour_logits=a),
+                             got, rtol=1e-6)
+  assert np.all(np.asarray(got) > 0)
+  ga, gb = jax.grad(lambda p, q: consistency.neighbour_consistency(
+      logits=p, neighbour_logits=q).sum(), argnums=(0, 1))(a, b)
+  assert np.abs(np.asarray(ga)).max() > 1e-3 and np.abs(np.asarray(gb)).max() > 1e-3

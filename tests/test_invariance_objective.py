@@ -3,7 +3,7 @@
 Configs (tiny MLP of conftest, MI on and SGD), each compiled once per module:
 'base' (the defaults: every invariance weight 0), 'zero' (weights 0, other invariance
 settings changed), 'cons' (consistency only), 'cons_train' (consistency 1000, Adam) and
-'all' (consistency + paired MI + VAT).
+'all' (consistency + paired MI + VAT + neighbours).
 """
 
 import dataclasses
@@ -43,7 +43,8 @@ def _config(name):
     inv.consistency_weight = 1000.0
     c.vae_optimizer.update(name='adam', learning_rate=1e-3)
   elif name == 'all':
-    inv.update(consistency_weight=1.0, paired_mi_weight=1.0, vat_weight=1.0)
+    inv.update(consistency_weight=1.0, paired_mi_weight=1.0, vat_weight=1.0,
+               neighbour_weight=1.0, neighbour_count=3)
   return c
 
 
@@ -79,7 +80,8 @@ def _run(name, devices=1, steps=1, calls=1):
   fn = _chunk(name, devices, steps)
   keys = train_state.run_keys(0)
   state = parallel.replicate(_initial('cons_train' if name == 'cons_train' else 'base'), mesh)
-  images = parallel.replicate(IMAGES, mesh)
+  images = parallel.replicate(
+      train_step.device_training_set(IMAGES, _cfg(name).objective.invariance), mesh)
   metrics = []
   for _ in range(calls):
     state, m = fn(state, images, keys['step'], keys['data'])
@@ -100,11 +102,11 @@ def test_default_section_is_off_and_named_as_the_suite_expects():
   inv = config_lib.get_base_config().invariance.to_dict()
   assert inv == dict(
       consistency_weight=0.0, paired_mi_weight=0.0, vat_weight=0.0, vat_epsilon=1.2,
-      vat_xi=0.0, vat_power_iterations=1,
+      vat_xi=0.0, vat_power_iterations=1, neighbour_weight=0.0, neighbour_count=20,
       augment=dict(max_rotation=15.0, max_scale=0.1, max_aspect=0.0, max_shear=10.0,
                    max_translation=2.0, elastic_alpha=0.0, elastic_sigma=4.0,
                    dilate_prob=0.25, erode_prob=0.0, thickness_footprint='cross',
-                   flip_prob=0.0))
+                   flip_prob=0.0, crop_min_area=1.0, crop_max_aspect=0.0))
   settings = build.invariance_settings(config_lib.get_base_config())
   assert not settings.enabled
   assert settings.augment.max_rotation == 15.0 and settings.augment.thickness_footprint == 'cross'
@@ -171,6 +173,7 @@ def test_every_term_is_logged_and_finite():
     assert metrics[name].shape == (3,)
     assert np.all(np.isfinite(metrics[name])), (name, metrics[name])
   assert np.all(metrics['consistency'] >= 0) and np.all(metrics['vat'] >= 0)
+  assert np.all(metrics['neighbour'] >= 0) and np.all(metrics['neighbour'] <= 3 * math.log(10))
   assert np.all(metrics['paired_mi'] >= -1e-6)
   assert np.all(metrics['paired_mi'] <= math.log(10) + 1e-5)
   _, cons = _run('cons')
@@ -222,7 +225,7 @@ def test_one_and_eight_devices_agree_with_every_term_on():
   for part in ('vae_params', 'q_params'):
     for a, b in zip(jax.tree.leaves(getattr(s8, part)), jax.tree.leaves(getattr(s1, part))):
       np.testing.assert_allclose(a, b, rtol=1e-4, atol=2e-5)
-  for name in ('consistency', 'vat', 'loss', 'elbo_relaxed'):
+  for name in ('consistency', 'vat', 'neighbour', 'loss', 'elbo_relaxed'):
     np.testing.assert_allclose(m8[name], m1[name], rtol=1e-4, atol=1e-5)
   np.testing.assert_allclose(m8['paired_mi'], m1['paired_mi'], atol=1e-5)
 
@@ -276,11 +279,66 @@ def _with(**overrides):
      'config.invariance.augment.elastic_sigma=0.0: must be > 0'),
     ('invariance.augment.max_rotation', -5.0,
      'config.invariance.augment.max_rotation=-5.0: must be >= 0'),
+    ('invariance.neighbour_weight', -1.0, 'config.invariance.neighbour_weight=-1.0: must be >= 0'),
+    ('invariance.neighbour_count', 0, 'config.invariance.neighbour_count=0: must be > 0'),
+    ('invariance.augment.crop_min_area', 0.0,
+     'config.invariance.augment.crop_min_area=0.0: must be > 0'),
+    ('invariance.augment.crop_min_area', 1.5,
+     'config.invariance.augment.crop_min_area=1.5: must be <= 1'),
+    ('invariance.augment.crop_max_aspect', -0.5,
+     'config.invariance.augment.crop_max_aspect=-0.5: must be >= 0'),
 ])
 def test_bad_values_name_key_and_value(key, value, expected):
   with pytest.raises(ConfigError) as info:
     validation.validate(_with(**{key: value}))
   assert str(info.value).startswith(expected), str(info.value)
+
+
+def test_neighbours_need_the_device_feed():
+  c = _with(**{'invariance.neighbour_weight': 1.0, 'data_feed': 'host'})
+  with pytest.raises(ConfigError, match="config.data_feed='host': the neighbour term"):
+    validation.validate(c)
+
+
+def test_training_set_holds_the_neighbour_table_only_with_the_term_on():
+  off = train_step.device_training_set(IMAGES, invariance.InvarianceSettings())
+  assert off.neighbours is None and off.images.shape == IMAGES.shape
+  on = train_step.device_training_set(
+      IMAGES, invariance.InvarianceSettings(neighbour_weight=1.0, neighbour_count=4))
+  flat = IMAGES.reshape(N, -1).astype(np.float64)
+  flat /= np.linalg.norm(flat, axis=1, keepdims=True)
+  similarity = flat @ flat.T
+  np.fill_diagonal(similarity, -np.inf)
+  np.testing.assert_array_equal(np.asarray(on.neighbours)[:, 0], similarity.argmax(1))
+  with pytest.raises(ValueError, match=r'invariance.neighbour_count=128 must be in \[1, 127\]'):
+    train_step.device_training_set(
+        IMAGES, invariance.InvarianceSettings(neighbour_weight=1.0, neighbour_count=N))
+
+
+def test_each_step_pairs_every_example_with_one_of_its_neighbours():
+  """With k = 1 the neighbour is fixed: the step's neighbour term equals SCAN's loss of
+  the clean logits and the neighbours' logits, recomputed outside the step."""
+  c = _config('base')
+  c.invariance.update(neighbour_weight=1.0, neighbour_count=1)
+  model = build.build_model(c, batch_norm_axis=parallel.DATA_AXIS)
+  statics = build.step_statics(c, model, num_train_examples=N)
+  training_set = train_step.device_training_set(IMAGES, statics.objective.invariance)
+  keys = train_state.run_keys(0)
+  state = _initial()
+  fn = train_step.make_train_chunk(statics, _mesh(1), 1)
+  _, metrics = fn(jax.tree.map(np.array, state), training_set, keys['step'], keys['data'])
+  from vmivae_jax import consistency  # pylint: disable=g-import-not-at-top
+  from vmivae_jax.data import preprocess  # pylint: disable=g-import-not-at-top
+  index = np.asarray(preprocess.batch_indices(keys['data'], 0, 1, batch_size=statics.batch_size,
+                                              num_examples=N))[0]
+  variables = {'params': state.vae_params, **state.vae_state}
+  def logits(rows):
+    x = preprocess.scale_images(IMAGES[rows], model.pixel_range)
+    return invariance.encode_logits(model.vae, variables, x)[0]
+  neighbours = np.asarray(training_set.neighbours)[index, 0]
+  expected = np.mean(consistency.neighbour_consistency(
+      logits=logits(index), neighbour_logits=logits(neighbours)))
+  np.testing.assert_allclose(metrics['neighbour'][0], expected, rtol=1e-5)
 
 
 @pytest.mark.parametrize('key', ['consistency_weight', 'paired_mi_weight', 'vat_weight'])
@@ -309,7 +367,8 @@ def _conv_statics(on: bool):
                  decoder_hidden=(16,), q_hidden=(16,), encoder_channels=(4, 8),
                  decoder_channels=(8, 4), q_channels=(4, 8))
   if on:
-    c.invariance.update(consistency_weight=1.0, paired_mi_weight=1.0, vat_weight=1.0)
+    c.invariance.update(consistency_weight=1.0, paired_mi_weight=1.0, vat_weight=1.0,
+                        neighbour_weight=1.0, neighbour_count=3)
   model = build.build_model(c, batch_norm_axis=parallel.DATA_AXIS)
   return build.step_statics(c, model, num_train_examples=N)
 
@@ -330,7 +389,8 @@ def test_conv_batchnorm_running_statistics_are_updated_by_the_clean_pass_only():
   results = {}
   for name, statics in (('off', off), ('on', on)):
     fn = train_step.make_train_chunk(statics, mesh, 1)
-    new, metrics = fn(parallel.replicate(state, mesh), parallel.replicate(IMAGES, mesh),
+    training_set = train_step.device_training_set(IMAGES, statics.objective.invariance)
+    new, metrics = fn(parallel.replicate(state, mesh), parallel.replicate(training_set, mesh),
                       keys['step'], keys['data'])
     results[name] = jax.tree.map(np.asarray, (new, metrics))
   (s_off, m_off), (s_on, m_on) = results['off'], results['on']

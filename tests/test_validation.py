@@ -123,7 +123,8 @@ NON_NEGATIVE_FLOATS = {
     f'invariance.augment.{k}' for k in ('max_rotation', 'max_scale', 'max_aspect',
                                         'max_shear', 'max_translation', 'elastic_alpha',
                                         'elastic_sigma', 'dilate_prob', 'erode_prob',
-                                        'flip_prob')} | {
+                                        'flip_prob', 'crop_min_area', 'crop_max_aspect')} | {
+    'invariance.neighbour_weight'} | {
     'mixture_prior.init_scale'} | {
     f'code_training.{k}' for k in ('marginal_entropy_weight', 'conditional_entropy_weight',
                                    'generative_gradient')}
@@ -134,7 +135,8 @@ STRICTLY_POSITIVE = {
     'q_optimizer.learning_rate', 'eval.batch_size', 'eval.iwae_samples', 'eval.iwae_chunk',
     'eval.q_train_steps', 'eval.q_batch_size', 'eval.q_learning_rate', 'eval.traversal_range',
     'eval.traversal_steps', 'invariance.vat_epsilon', 'invariance.vat_power_iterations',
-    'invariance.augment.elastic_sigma'}
+    'invariance.augment.elastic_sigma', 'invariance.neighbour_count',
+    'invariance.augment.crop_min_area'}
 CHOICES = {
     'dataset': data.DATASETS, 'pixel_range': tuple(validation.PIXEL_RANGES),
     'likelihood': ('bernoulli', 'gaussian', 'mse'),

@@ -12,6 +12,9 @@ q(c|x) for one K-way code); per-example losses return [B] and batch-level quanti
 * :func:`vat_perturbation` / :func:`vat_loss`: virtual adversarial training, the
   perturbation that changes q(c|x) most (Miyato et al. 2018; used by IMSAT), and
   :func:`knn_epsilon` for IMSAT's per-example radius.
+* :func:`nearest_neighbours` / :func:`neighbour_consistency`: SCAN's agreement between
+  the codes of an example and of one of its nearest neighbours in a feature space (Van
+  Gansbeke et al. 2020; MIST and DGG use such pairs too).
 * :func:`conditional_gaussian_kl`: sum_c q(c|x) KL(q(z|x) || p(z|c)), a learned
   Gaussian-mixture prior for the Gaussian group (GMVAE, Dilokthanakul et al. 2016;
   VaDE, Jiang et al. 2017).
@@ -37,6 +40,8 @@ __all__ = [
     'vat_perturbation',
     'vat_loss',
     'knn_epsilon',
+    'nearest_neighbours',
+    'neighbour_consistency',
     'conditional_gaussian_kl',
 ]
 
@@ -284,6 +289,62 @@ def knn_epsilon(queries: jax.Array, references: jax.Array, *, k: int = 10,
   rank = k + 1 if exclude_self else k
   smallest = -jax.lax.top_k(-sq, rank)[0]         # ascending squared distances
   return scale * jnp.sqrt(smallest[:, rank - 1])
+
+
+# ----------------------------------------------------------------------------------
+# Nearest neighbours in a feature space (SCAN).
+
+
+def nearest_neighbours(features: jax.Array, *, k: int, chunk_size: int = 512) -> jax.Array:
+  """Indices of each example's ``k`` nearest other examples by cosine similarity.
+
+  Computed once per run over the whole training set, in chunks of ``chunk_size``
+  queries (memory chunk_size x N); ties go to the lower index. An example is never its
+  own neighbour (an exact duplicate elsewhere in the set can be).
+
+  Args:
+    features: [N, ...] one feature vector per example (flattened; e.g. the pixels).
+    k: neighbours per example, 1 <= k < N.
+    chunk_size: queries per matrix product.
+
+  Returns:
+    [N, k] int32, nearest first.
+
+  >>> import jax.numpy as jnp
+  >>> x = jnp.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]])
+  >>> nearest_neighbours(x, k=1).tolist()
+  [[1], [0], [3], [2]]
+  """
+  n = features.shape[0]
+  if not 1 <= k < n:
+    raise ValueError(f'k={k} nearest neighbours need 1 <= k < N = {n} examples')
+  f = features.reshape(n, -1).astype(jnp.float32)
+  f = f / jnp.maximum(jnp.linalg.norm(f, axis=1, keepdims=True), 1e-12)
+  chunks = -(-n // chunk_size)
+  queries = jnp.arange(chunks * chunk_size).reshape(chunks, chunk_size)
+
+  def one_chunk(rows):
+    similarity = f[jnp.minimum(rows, n - 1)] @ f.T            # [chunk, N]
+    similarity = jnp.where(rows[:, None] == jnp.arange(n)[None, :], -jnp.inf, similarity)
+    return jax.lax.top_k(similarity, k)[1].astype(jnp.int32)
+
+  return jax.lax.map(one_chunk, queries).reshape(-1, k)[:n]
+
+
+def neighbour_consistency(*, logits: jax.Array, neighbour_logits: jax.Array) -> jax.Array:
+  """SCAN's consistency: -log sum_c q(c|x) q(c|n), n a neighbour of x ([B, K] each -> [B]).
+
+  Zero only when both put all their mass on the same class; gradients reach both sides
+  (Van Gansbeke et al. 2020, eq. 2, whose entropy term is the information term here).
+
+  >>> import jax.numpy as jnp
+  >>> sure = jnp.array([[30.0, 0.0]])
+  >>> abs(round(float(neighbour_consistency(logits=sure, neighbour_logits=sure)[0]), 6))
+  0.0
+  """
+  log_p = jax.nn.log_softmax(logits, axis=-1)
+  log_q = jax.nn.log_softmax(neighbour_logits, axis=-1)
+  return -jax.nn.logsumexp(log_p + log_q, axis=-1)
 
 
 # ----------------------------------------------------------------------------------

@@ -69,11 +69,14 @@ def get_base_config() -> ml_collections.ConfigDict:
       consistency_weight=0.0,   # + w * mean KL(q(c|x) || q(c|T(x))) per code (clean side fixed)
       paired_mi_weight=0.0,     # - w * IIC paired-assignment MI between q(c|x) and q(c|T(x))
       vat_weight=0.0, vat_epsilon=1.2, vat_xi=0.0, vat_power_iterations=1,  # + w * VAT on q(c|x)
+      # + w * SCAN's -log sum_c q(c|x) q(c|n(x)), n(x) one of x's k nearest training examples
+      neighbour_weight=0.0, neighbour_count=20,
       augment=ml_collections.ConfigDict(dict(
           max_rotation=15.0, max_scale=0.1, max_aspect=0.0, max_shear=10.0,
           max_translation=2.0, elastic_alpha=0.0, elastic_sigma=4.0, dilate_prob=0.25,
           erode_prob=0.0, thickness_footprint='cross',
-          flip_prob=0.0))))         # left-right mirror (clothing, not digits)
+          flip_prob=0.0,            # left-right mirror (clothing, not digits)
+          crop_min_area=1.0, crop_max_aspect=0.0))))   # random resized crop (1 = off)
   # What else trains the categorical codes' logits (model/objectives.py CodeTraining);
   # the defaults are off and leave the objective bitwise as it is.
   c.code_training = ml_collections.ConfigDict(dict(
@@ -271,7 +274,9 @@ def authors_config(dataset: str, setting: str) -> ml_collections.ConfigDict:
 # to its default. Every key added to get_base_config later must be listed here.
 LATER_KEYS = ('invariance', 'invariance.augment.flip_prob', 'model.separate_code_encoder',
               'mixture_prior', 'model.conv_impl', 'model.deconv_impl', 'compute_dtype',
-              'sweep', 'data_feed', 'code_training')
+              'sweep', 'data_feed', 'code_training', 'invariance.neighbour_weight',
+              'invariance.neighbour_count', 'invariance.augment.crop_min_area',
+              'invariance.augment.crop_max_aspect')
 
 
 def with_later_keys(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:

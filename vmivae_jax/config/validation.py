@@ -276,18 +276,26 @@ def validate(config, *, num_devices: int = 1, check_paths: bool = True) -> None:
           'mi.categorical_indices select nothing')
 
   # --- Invariance of the categorical codes (the class-code recipe).
-  weights = ('consistency_weight', 'paired_mi_weight', 'vat_weight')
+  weights = ('consistency_weight', 'paired_mi_weight', 'vat_weight', 'neighbour_weight')
   for key in weights + ('vat_xi',):
     _check_number(config, f'invariance.{key}', minimum=0.0)
   _check_number(config, 'invariance.vat_epsilon', minimum=0.0, strict=True)
+  _check_number(config, 'invariance.neighbour_count', minimum=0, strict=True)
+  if config.invariance.neighbour_weight > 0 and config.data_feed != 'device':
+    _fail('data_feed', config.data_feed, 'the neighbour term (invariance.neighbour_weight > '
+          "0) gathers each example's neighbour from the on-device training set: use "
+          "data_feed='device'")
   _check_number(config, 'invariance.vat_power_iterations', minimum=0, strict=True)
   for key in weights:
     if config.invariance[key] > 0 and not sizes:
       _fail(f'invariance.{key}', config.invariance[key],
             f'the invariance terms act on categorical codes and there is none '
             f'(latent.categorical_sizes={sizes})')
-  for key in ('max_rotation', 'max_aspect', 'max_translation', 'elastic_alpha'):
+  for key in ('max_rotation', 'max_aspect', 'max_translation', 'elastic_alpha',
+              'crop_max_aspect'):
     _check_number(config, f'invariance.augment.{key}', minimum=0.0)
+  _check_number(config, 'invariance.augment.crop_min_area', minimum=0.0, strict=True,
+                maximum=1.0)
   if _check_number(config, 'invariance.augment.max_scale', minimum=0.0) >= 1.0:
     _fail('invariance.augment.max_scale', config.invariance.augment.max_scale,
           'must be < 1 (zoom factors are drawn from [1 - max_scale, 1 + max_scale])')

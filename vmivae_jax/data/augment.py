@@ -31,7 +31,7 @@ from vmivae_jax.data import warp
 from vmivae_jax.data.warp import affine_coordinates
 from vmivae_jax.data.warp import affine_from_params
 from vmivae_jax.data.warp import apply_affine
-from vmivae_jax.data.warp import compose_affine  # pylint: disable=unused-import
+from vmivae_jax.data.warp import compose_affine
 from vmivae_jax.data.warp import invert_affine  # pylint: disable=unused-import
 from vmivae_jax.data.warp import pixel_grid
 from vmivae_jax.data.warp import sample_bilinear
@@ -93,6 +93,39 @@ def random_affine(key: jax.Array, images: jax.Array, *, max_rotation: float = 0.
                              max_scale=max_scale, max_aspect=max_aspect,
                              max_shear=max_shear, max_translation=max_translation)
   return apply_affine(images, matrices)
+
+
+def crop_matrices(key: jax.Array, batch: int, *, height: int, width: int, min_area: float,
+                  max_aspect: float = 0.0) -> jax.Array:
+  """[B, 2, 3] sampling matrices of random resized crops (torchvision's RandomResizedCrop).
+
+  Each crop covers a fraction a ~ U[min_area, 1] of the image's area with width/height
+  ratio r = exp(U[-log(1+max_aspect), log(1+max_aspect)]) (both sides capped at the
+  image's), at a uniform position inside the image, and is resized to the full image:
+  output pixel p samples the input at o + diag(h/H, w/W) (p - c), with c the image
+  centre, o the crop's centre, h = sqrt(a H W / r) and w = sqrt(a H W r) its sides.
+
+  >>> import jax
+  >>> m = crop_matrices(jax.random.key(0), 2, height=28, width=28, min_area=0.4)
+  >>> m.shape
+  (2, 2, 3)
+  """
+  k_area, k_aspect, k_centre = jax.random.split(key, 3)
+  area = jax.random.uniform(k_area, (batch,), jnp.float32, min_area, 1.0)
+  log_ratio = (jnp.zeros((batch,), jnp.float32) if _is_off(max_aspect) else
+               jax.random.uniform(k_aspect, (batch,), jnp.float32, -math.log1p(max_aspect),
+                                  math.log1p(max_aspect)))
+  size = jnp.array([height, width], jnp.float32)
+  sides = jnp.minimum(jnp.sqrt(area[:, None] * height * width * jnp.exp(
+      jnp.stack([-log_ratio, log_ratio], axis=1))), size)           # [B, 2] (h, w)
+  slack = (size - sides) / 2.0
+  centre = (size - 1.0) / 2.0
+  crop_centre = centre + jax.random.uniform(k_centre, (batch, 2), jnp.float32, -1.0, 1.0) * slack
+  zoom = sides / size
+  offset = crop_centre - zoom * centre
+  zeros = jnp.zeros((batch,), jnp.float32)
+  return jnp.stack([jnp.stack([zoom[:, 0], zeros, offset[:, 0]], axis=1),
+                    jnp.stack([zeros, zoom[:, 1], offset[:, 1]], axis=1)], axis=1)
 
 
 # ----------------------------------------------------------------------------------
@@ -209,13 +242,16 @@ def augment(key: jax.Array, images: jax.Array, *, max_rotation: float = 0.0,
             max_translation: float = 0.0, elastic_alpha: float = 0.0,
             elastic_sigma: float = 4.0, dilate_prob: float = 0.0,
             erode_prob: float = 0.0, thickness_footprint: str = 'square',
-            flip_prob: float = 0.0) -> jax.Array:
+            flip_prob: float = 0.0, crop_min_area: float = 1.0,
+            crop_max_aspect: float = 0.0) -> jax.Array:
   """Random left-right mirror and stroke thickness, then ONE bilinear resampling for
-  affine + elastic warps.
+  crop + affine + elastic warps.
 
-  x' = thickness(mirror(x));  out[p] = x'(M p + d(p)), with M from :func:`affine_matrices` and d
-  from :func:`elastic_displacement` (in output pixel units). Every part is off at 0; with
-  all off the input is returned unchanged. Hyper-parameters are static Python numbers.
+  x' = thickness(mirror(x));  out[p] = x'(M p + d(p)), with M the crop's sampling matrix
+  (:func:`crop_matrices`) composed with :func:`affine_matrices`' (the crop, resized,
+  is then warped) and d from :func:`elastic_displacement` (in output pixel units). Every
+  part is off at 0 (the crop at crop_min_area 1); with all off the input is returned
+  unchanged. Hyper-parameters are static Python numbers.
 
   Args:
     key: PRNG key (split internally into one key per part).
@@ -227,6 +263,8 @@ def augment(key: jax.Array, images: jax.Array, *, max_rotation: float = 0.0,
     thickness_footprint: 'square' or 'cross' (see :func:`dilate`).
     flip_prob: per-example probability of a left-right mirror (exact; for data whose
       class is mirror-invariant, e.g. clothing, not digits).
+    crop_min_area, crop_max_aspect: random resized crops (:func:`crop_matrices`); its
+      own key, so the other parts' draws stay as without it.
 
   Returns:
     Augmented images, same shape and dtype.
@@ -240,17 +278,24 @@ def augment(key: jax.Array, images: jax.Array, *, max_rotation: float = 0.0,
                        footprint=thickness_footprint)
   affine_off = all(_is_off(v) for v in (max_rotation, max_scale, max_aspect, max_shear,
                                         max_translation))
+  crop_off = isinstance(crop_min_area, (int, float)) and crop_min_area == 1
   elastic_off = _is_off(elastic_alpha)
-  if affine_off and elastic_off:
+  if affine_off and crop_off and elastic_off:
     return x
   batch, height, width = images.shape[:3]
-  if affine_off:
-    coordinates = jnp.broadcast_to(pixel_grid(height, width), (batch, height, width, 2))
-  else:
+  matrices = None
+  if not affine_off:
     matrices = affine_matrices(k_affine, batch, height=height, width=width,
                                max_rotation=max_rotation, max_scale=max_scale,
                                max_aspect=max_aspect, max_shear=max_shear,
                                max_translation=max_translation)
+  if not crop_off:
+    crop = crop_matrices(jax.random.fold_in(key, 4), batch, height=height, width=width,
+                         min_area=crop_min_area, max_aspect=crop_max_aspect)
+    matrices = crop if matrices is None else compose_affine(crop, matrices)
+  if matrices is None:
+    coordinates = jnp.broadcast_to(pixel_grid(height, width), (batch, height, width, 2))
+  else:
     coordinates = affine_coordinates(matrices, height, width)
   if not elastic_off:
     coordinates = coordinates + elastic_displacement(

@@ -10,8 +10,12 @@ pre-processed clean batch x, summed over every categorical code c:
 * vat_weight         w_v:  + w_v * mean_x KL(q(c|x) || q(c|x + r_adv)), r_adv the
   virtual adversarial perturbation of radius vat_epsilon (power iteration from a
   random start, exact Hessian-vector products when vat_xi = 0).
+* neighbour_weight   w_n:  + w_n * mean_x -log sum_c q(c|x) q(c|n(x)), SCAN's agreement
+  with n(x), one of x's ``neighbour_count`` nearest training examples (cosine, pixels;
+  the table is computed once per run, ``train_step.device_training_set``), drawn anew
+  every step; gradients to both sides. Needs the device feed (the step gathers n(x)).
 
-Only the ENCODER runs on T(x) and x + r_adv, inside the VAE pass that the train step
+Only the ENCODER runs on T(x), x + r_adv and n(x), inside the VAE pass that the train step
 differentiates with ``jax.vjp`` (one pullback gives every gradient); the decoder and Q
 see nothing new, so these terms change only the encoder's gradient.
 
@@ -42,7 +46,7 @@ from vmivae_jax.model import networks
 from vmivae_jax.util import parallel
 
 FOOTPRINTS = ('square', 'cross')
-METRICS = ('consistency', 'paired_mi', 'vat')
+METRICS = ('consistency', 'paired_mi', 'vat', 'neighbour')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,6 +63,8 @@ class AugmentSettings:
   erode_prob: float = 0.0
   thickness_footprint: str = 'square'
   flip_prob: float = 0.0
+  crop_min_area: float = 1.0
+  crop_max_aspect: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,11 +76,17 @@ class InvarianceSettings:
   vat_epsilon: float = 1.2
   vat_xi: float = 0.0
   vat_power_iterations: int = 1
+  neighbour_weight: float = 0.0
+  neighbour_count: int = 20
   augment: AugmentSettings = AugmentSettings()
 
   @property
   def enabled(self) -> bool:
-    return self.uses_augmentation or _on(self.vat_weight)
+    return self.uses_augmentation or _on(self.vat_weight) or self.uses_neighbours
+
+  @property
+  def uses_neighbours(self) -> bool:
+    return _on(self.neighbour_weight)
 
   @property
   def uses_augmentation(self) -> bool:
@@ -91,17 +103,24 @@ class Views(NamedTuple):
   """Per-code logits of the encoder's extra passes ((), when a pass is off)."""
   augmented: tuple[jax.Array, ...] = ()   # q(c|T(x)), one [B, K] per code
   vat: tuple[jax.Array, ...] = ()         # q(c|x + r_adv), one [B, K] per code
+  neighbour: tuple[jax.Array, ...] = ()   # q(c|n(x)), one [B, K] per code
 
 
 class Inputs(NamedTuple):
   """This device's inputs of the extra passes (None when a pass is off)."""
   augmented: jax.Array | None       # [b, 28, 28, 1] T(x)
   vat_starts: jax.Array | None      # [codes, b, 28, 28, 1] VAT power-iteration starts
+  neighbours: jax.Array | None = None   # [b, 28, 28, 1] n(x), pre-processed as x
 
 
 def invariance_key(step_key: jax.Array, step: jax.Array) -> jax.Array:
   """The step's invariance key (independent of its noise / binarisation keys)."""
   return jax.random.fold_in(jax.random.fold_in(step_key, step), 1)
+
+
+def neighbour_key(step_key: jax.Array, step: jax.Array) -> jax.Array:
+  """The key that picks each example's neighbour at ``step`` (independent of the others)."""
+  return jax.random.fold_in(invariance_key(step_key, step), 2)
 
 
 def augment_examples(keys: jax.Array, images: jax.Array, settings: AugmentSettings, *,
@@ -174,7 +193,10 @@ def encoder_views(vae: networks.VAE, vae_vars: dict, *, images: jax.Array,
           clean_logits=jax.lax.stop_gradient(logits), start=inputs.vat_starts[i])
       outs.append(encode_logits(vae, vae_vars, images + r_adv)[i])
     vat = tuple(outs)
-  return Views(augmented=augmented, vat=vat)
+  neighbour = ()
+  if inputs.neighbours is not None:
+    neighbour = encode_logits(vae, vae_vars, inputs.neighbours)
+  return Views(augmented=augmented, vat=vat, neighbour=neighbour)
 
 
 def invariance_loss(clean_logits: tuple[jax.Array, ...], views: Views,
@@ -199,4 +221,9 @@ def invariance_loss(clean_logits: tuple[jax.Array, ...], views: Views,
                 for c, v in zip(clean_logits, views.vat))
     loss += settings.vat_weight * value
     metrics['vat'] = value
+  if settings.uses_neighbours:
+    value = sum(jnp.mean(consistency.neighbour_consistency(logits=c, neighbour_logits=n))
+                for c, n in zip(clean_logits, views.neighbour))
+    loss += settings.neighbour_weight * value
+    metrics['neighbour'] = value
   return loss, metrics

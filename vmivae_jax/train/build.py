@@ -116,12 +116,16 @@ def invariance_settings(config) -> invariance.InvarianceSettings:
             'elastic_alpha', 'elastic_sigma', 'dilate_prob', 'erode_prob')
   augment = invariance.AugmentSettings(**{k: float(a[k]) for k in floats},
                                        thickness_footprint=str(a.thickness_footprint),
-                                       flip_prob=float(a.get('flip_prob', 0.0)))
+                                       flip_prob=float(a.get('flip_prob', 0.0)),
+                                       crop_min_area=float(a.get('crop_min_area', 1.0)),
+                                       crop_max_aspect=float(a.get('crop_max_aspect', 0.0)))
   return invariance.InvarianceSettings(
       consistency_weight=float(inv.consistency_weight),
       paired_mi_weight=float(inv.paired_mi_weight), vat_weight=float(inv.vat_weight),
       vat_epsilon=float(inv.vat_epsilon), vat_xi=float(inv.vat_xi),
-      vat_power_iterations=int(inv.vat_power_iterations), augment=augment)
+      vat_power_iterations=int(inv.vat_power_iterations),
+      neighbour_weight=float(inv.get('neighbour_weight', 0.0)),
+      neighbour_count=int(inv.get('neighbour_count', 20)), augment=augment)
 
 
 def build_optimizer(opt) -> optax.GradientTransformation:

@@ -29,6 +29,7 @@ from vmivae_jax.rundir import workdir as workdir_lib
 from vmivae_jax.train import build
 from vmivae_jax.train import loop
 from vmivae_jax.train import sweep_step
+from vmivae_jax.train import train_step
 from vmivae_jax.train import train_state as train_state_lib
 from vmivae_jax.util import distributed
 from vmivae_jax.util import fileio
@@ -141,7 +142,8 @@ def _train_loop(run: build.SweepRun, workdir: Path, dirs, managers, images, mesh
   if loop.already_trained(workdir, step, config):
     return state
   state = parallel.replicate(state, mesh)
-  device_images = parallel.replicate(jnp.asarray(images), mesh)
+  device_images = parallel.replicate(
+      train_step.device_training_set(images, run.step_statics.objective.invariance), mesh)
   step_keys, data_keys, hparams = parallel.replicate(
       (run.keys('step'), run.keys('data'), run.hparams), mesh)
   writers = [loop.metric_writer(d) for d in dirs]

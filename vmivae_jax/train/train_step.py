@@ -12,8 +12,8 @@ One step (thesis Algorithm 1, lines 3-5):
 Both updates evaluate the VAE at the same parameters and noise, so step 4 reuses
 the forward pass of step 2 through its VJP instead of running the VAE twice.
 With ``config.invariance`` terms on (invariance.py), step 2 also runs the encoder
-on the augmented batch T(x) and VAT's x + r_adv inside the same VJP'd function, and
-step 4 adds their terms: one pullback still gives every VAE gradient.
+on the augmented batch T(x), VAT's x + r_adv and the neighbours n(x) inside the same
+VJP'd function, and step 4 adds their terms: one pullback still gives every VAE gradient.
 
 Per-device code in the pmap style runs under ``jax.shard_map`` over the 'data' axis:
 losses are ``pmean``-ed across devices before differentiation, so gradients are
@@ -25,12 +25,15 @@ one-device mesh the same code is jitted without shard_map (no collectives).
 import dataclasses
 import functools
 from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 from jax.sharding import PartitionSpec as P
 
+from vmivae_jax import consistency
 from vmivae_jax import distributions
 from vmivae_jax import latents
 from vmivae_jax.config import config_lib
@@ -43,6 +46,29 @@ from vmivae_jax.train import train_state as train_state_lib
 from vmivae_jax.util import parallel
 
 TrainState = train_state_lib.TrainState
+
+
+class TrainingSet(NamedTuple):
+  """The device feed's training set: uint8 images and, with the neighbour term on, each
+  example's nearest neighbours (None otherwise)."""
+  images: jax.Array                       # [N, 28, 28, 1] uint8
+  neighbours: jax.Array | None = None     # [N, k] int32
+
+
+def device_training_set(images, settings: invariance.InvarianceSettings) -> TrainingSet:
+  """The training set for the device feed; with ``settings.neighbour_weight`` on, the
+  table of each example's ``neighbour_count`` nearest examples (cosine similarity of the
+  pixels), computed here once per run."""
+  images = jnp.asarray(images)
+  if not settings.uses_neighbours:
+    return TrainingSet(images)
+  k, n = settings.neighbour_count, images.shape[0]
+  if not 1 <= k < n:
+    raise ValueError(f'invariance.neighbour_count={k} must be in [1, {n - 1}] for '
+                     f'{n} training examples')
+  table = jax.jit(functools.partial(consistency.nearest_neighbours, k=k))(
+      images.astype(jnp.float32))
+  return TrainingSet(images, table)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,9 +106,11 @@ def _pmean_varying(tree, axis_name: str | None):
 
 
 def _train_step(cfg: StepStatics, local_batch: int, axis_name: str | None, state: TrainState,
-                images: jax.Array, step_key: jax.Array, hparams=None):
+                images: jax.Array, step_key: jax.Array, hparams=None,
+                neighbour_images: jax.Array | None = None):
   """One step on one device, on ``images``: this device's uint8 rows of the step's global
-  batch ([local_batch, 28, 28, 1]); returns the new state and metrics.
+  batch ([local_batch, 28, 28, 1]), and ``neighbour_images`` one neighbour of each
+  (the neighbour term only); returns the new state and metrics.
 
   ``hparams`` (a sweep member's numbers as arrays, ``sweep_step.HParams``) replaces the
   numbers of ``cfg`` that a sweep varies; None (single runs) uses ``cfg``'s own.
@@ -109,6 +137,16 @@ def _train_step(cfg: StepStatics, local_batch: int, axis_name: str | None, state
     x = preprocess.binarize(x, u)
     if inputs is not None and inputs.augmented is not None:   # T(x) binarised as x was
       inputs = inputs._replace(augmented=preprocess.binarize(inputs.augmented, u))
+  if inv.uses_neighbours:
+    if neighbour_images is None:
+      raise ValueError('invariance.neighbour_weight > 0 needs the device feed with the '
+                       'neighbour table (train_step.device_training_set)')
+    x_n = preprocess.scale_images(neighbour_images, model.pixel_range)
+    if cfg.binarize:   # n(x) is another example: its own uniforms
+      x_n = preprocess.binarize(x_n, parallel.local_slice(
+          jax.random.uniform(jax.random.fold_in(binarize_key, 1),
+                             (b,) + networks.IMAGE_SHAPE), local_batch, axis_name))
+    inputs = inputs._replace(neighbours=x_n)
   temperature = cfg.temperature(step)
 
   def forward_fn(vae_params):
@@ -170,23 +208,38 @@ def run_steps(cfg: StepStatics, local_batch: int, axis_name: str | None, num_ste
               hparams=None) -> tuple[TrainState, dict]:
   """``num_steps`` steps on one device (one lax.scan): the body of every chunk.
 
-  ``data`` is ``(images, data_key)`` for ``feed='device'`` (the replicated dataset: each
-  step gathers this device's rows of ``preprocess.batch_indices``) and ``(batches,)``
+  ``data`` is ``(training_set, data_key)`` for ``feed='device'`` (the replicated
+  :class:`TrainingSet`, or its images alone: each step gathers this device's rows of
+  ``preprocess.batch_indices``, and one neighbour of each with the neighbour term on) and ``(batches,)``
   for ``feed='host'`` (this device's rows of each step's batch, [num_steps, local_batch,
   28, 28, 1], indexed on the host by the same function). Either way a step sees the same
   rows, so the two feeds train the same parameters.
   """
   if feed == 'device':
-    images, data_key = data
+    training_set, data_key = data
+    if not isinstance(training_set, TrainingSet):
+      training_set = TrainingSet(training_set)
+    images, table = training_set
     xs = preprocess.batch_indices(data_key, state.step, num_steps, batch_size=cfg.batch_size,
                                   num_examples=cfg.num_examples)
-    rows = lambda index: images[parallel.local_slice(index, local_batch, axis_name)]
+
+    def rows(index, step):
+      local = parallel.local_slice(index, local_batch, axis_name)
+      if table is None:
+        return images[local], None
+      # One of the k neighbours per example, drawn for the global batch, then sliced.
+      pick = jax.random.randint(invariance.neighbour_key(step_key, step), index.shape, 0,
+                                table.shape[1])
+      return images[local], images[table[local, parallel.local_slice(pick, local_batch,
+                                                                     axis_name)]]
   else:
     (xs,) = data
-    rows = lambda batch: batch
+    rows = lambda batch, step: (batch, None)
 
   def body(st, x):
-    return _train_step(cfg, local_batch, axis_name, st, rows(x), step_key, hparams=hparams)
+    batch, neighbour_images = rows(x, st.step)
+    return _train_step(cfg, local_batch, axis_name, st, batch, step_key, hparams=hparams,
+                       neighbour_images=neighbour_images)
 
   return jax.lax.scan(body, state, xs, length=num_steps)
 
@@ -203,8 +256,9 @@ def make_train_chunk(cfg: StepStatics, mesh: jax.sharding.Mesh, num_steps: int,
                      feed: str = 'device') -> Callable[..., tuple[TrainState, dict]]:
   """A jitted function running ``num_steps`` train steps on device (one lax.scan).
 
-  ``feed='device'``: ``(state, images_uint8, step_key, data_key) -> (state, metrics)``,
-  with ``images_uint8`` the replicated [N, 28, 28, 1] training set.
+  ``feed='device'``: ``(state, training_set, step_key, data_key) -> (state, metrics)``,
+  with ``training_set`` the replicated :func:`device_training_set` (or, without the
+  neighbour term, the [N, 28, 28, 1] uint8 images alone).
   ``feed='host'``: ``(state, batches_uint8, step_key) -> (state, metrics)``, with
   ``batches_uint8`` the chunk's [num_steps, batch_size, 28, 28, 1] batches sharded over
   'data' on the batch axis (``parallel.feed_batches`` of ``host_batch_indices``).

@@ -223,7 +223,8 @@ def _chunk_data(run: build.Run, images: np.ndarray, mesh, feed: str):
   (``parallel.feed_batches``); the training set stays on the host.
   """
   if feed == 'device':
-    device_images = parallel.replicate(jnp.asarray(images), mesh)
+    device_images = parallel.replicate(
+        train_step.device_training_set(images, run.step_statics.objective.invariance), mesh)
     data_key = parallel.replicate(run.keys['data'], mesh)
     return lambda step, length, step_key: (device_images, step_key, data_key)
   logged = []
