@@ -24,6 +24,7 @@ from typing import Any
 
 import ml_collections
 
+from vmivae_jax import decompositions
 from vmivae_jax.config import config_lib
 from vmivae_jax.config.checks import ConfigError
 from vmivae_jax.config.checks import (TYPE_NAMES, check_choice, check_int_items, check_number,
@@ -321,7 +322,6 @@ _DISENTANGLE_USERS = {
 def _check_disentangle(config, sizes) -> None:
   """``config.disentangle``: a known method on a Gaussian group with the N(0, I) prior,
   non-negative weights, and no changed key that the method would ignore."""
-  from vmivae_jax import decompositions  # pylint: disable=g-import-not-at-top  (keeps this module light)
   d = config.disentangle
   check_choice(config, 'disentangle.method', config_lib.DISENTANGLE_METHODS)
   for key in ('index_code_mi_weight', 'tc_weight', 'dimwise_kl_weight', 'dip_lambda_od',
