@@ -215,9 +215,8 @@ def vae_loss_from_forward(forward: model_lib.Forward, images: jax.Array, *, mode
       target = capacity_target(step, max_nats=cap.max_nats, steps=cap.steps)
       penalty += cap.gamma * jnp.abs(parallel.pmean(jnp.mean(kl), axis_name) - target)
       metrics[f'capacity/{group}'] = target
-    elif group == 'gaussian' and disentangle.replaces_gaussian_kl:
-      pass   # beta-TCVAE's decomposed KL below takes its place
-    else:
+    # beta-TCVAE weighs the Gaussian group's KL by its three terms instead (below).
+    elif not (group == 'gaussian' and disentangle.replaces_gaussian_kl):
       penalty += weights.beta * jnp.mean(kl)
   kl_total = sum(kls.values())
   elbo = reconstruction - kl_total
