@@ -115,7 +115,8 @@ NON_NEGATIVE_FLOATS = {
     'mi_weight', 'beta', 'capacity.gaussian.gamma', 'capacity.gaussian.max_nats',
     'capacity.categorical.gamma', 'capacity.categorical.max_nats', 'temperature.initial',
     'temperature.floor', 'temperature.anneal_rate', 'eval.q_learning_rate',
-    'eval.traversal_range'} | {f'{o}.{k}' for o in ('vae_optimizer', 'q_optimizer')
+    'eval.traversal_range'} | {f'{o}.{k}' for o in ('vae_optimizer', 'q_optimizer',
+                                                  'disentangle.discriminator_optimizer')
                                for k in ('learning_rate', 'b1', 'b2', 'weight_decay',
                                          'grad_clip_norm')} | {
     f'invariance.{k}' for k in ('consistency_weight', 'paired_mi_weight', 'vat_weight',
@@ -127,12 +128,16 @@ NON_NEGATIVE_FLOATS = {
     'invariance.neighbour_weight'} | {
     'mixture_prior.init_scale'} | {
     f'code_training.{k}' for k in ('marginal_entropy_weight', 'conditional_entropy_weight',
-                                   'generative_gradient')}
+                                   'generative_gradient')} | {
+    f'disentangle.{k}' for k in ('index_code_mi_weight', 'tc_weight', 'dimwise_kl_weight',
+                                 'dip_lambda_od', 'dip_lambda_d_factor_i',
+                                 'dip_lambda_d_factor_ii')}
 STRICTLY_POSITIVE = {
     'batch_size', 'num_train_steps', 'steps_per_chunk', 'checkpoint_every_steps',
     'keep_checkpoints', 'capacity.gaussian.steps', 'capacity.categorical.steps',
     'temperature.initial', 'temperature.floor', 'vae_optimizer.learning_rate',
-    'q_optimizer.learning_rate', 'eval.batch_size', 'eval.iwae_samples', 'eval.iwae_chunk',
+    'q_optimizer.learning_rate', 'disentangle.discriminator_optimizer.learning_rate',
+    'eval.batch_size', 'eval.iwae_samples', 'eval.iwae_chunk',
     'eval.q_train_steps', 'eval.q_batch_size', 'eval.q_learning_rate', 'eval.traversal_range',
     'eval.traversal_steps', 'invariance.vat_epsilon', 'invariance.vat_power_iterations',
     'invariance.augment.elastic_sigma', 'invariance.neighbour_count',
@@ -146,9 +151,13 @@ CHOICES = {
     'vae_optimizer.name': validation.OPTIMIZERS, 'q_optimizer.name': validation.OPTIMIZERS,
     'invariance.augment.thickness_footprint': ('square', 'cross'),
     'data_feed': config_lib.DATA_FEEDS,
+    'disentangle.method': config_lib.DISENTANGLE_METHODS,
+    'disentangle.estimator': ('mws', 'mss'),
+    'disentangle.discriminator_optimizer.name': validation.OPTIMIZERS,
 }
 WIDTH_KEYS = {f'model.{k}' for k in ('encoder_hidden', 'decoder_hidden', 'q_hidden',
-                                     'encoder_channels', 'decoder_channels', 'q_channels')}
+                                     'encoder_channels', 'decoder_channels', 'q_channels')} | {
+    'disentangle.discriminator_hidden'}
 
 
 def test_bad_value_tables_cover_every_field():

@@ -94,6 +94,7 @@ def get_base_config() -> ml_collections.ConfigDict:
       enabled=False, code_index=0,
       learn_logvars=False,   # learned sigma_c^2 (else 1)
       init_scale=1.0))       # component means initialised N(0, init_scale^2)
+  c.disentangle = disentangle_section()
   c.vae_optimizer = _optimizer_config(1e-3)
   c.q_optimizer = _optimizer_config(1e-3)
 
@@ -102,6 +103,31 @@ def get_base_config() -> ml_collections.ConfigDict:
       batch_size=500, iwae_samples=1000, iwae_chunk=100, q_train_steps=3000, q_batch_size=256,
       q_learning_rate=1e-3, num_figure_examples=10, traversal_range=3.0, traversal_steps=7))
   return c
+
+
+DISENTANGLE_METHODS = ('none', 'beta_tcvae', 'factor_vae', 'dip_vae_i', 'dip_vae_ii')
+
+
+def disentangle_section() -> ml_collections.ConfigDict:
+  """``config.disentangle``: a disentanglement baseline on the Gaussian group
+  (vmivae_jax/model/disentangle.py); method 'none' leaves the objective bitwise as it is.
+
+  Each key is read by the methods named in its comment (validation refuses a changed key
+  that the chosen method would ignore).
+  """
+  discriminator_optimizer = _optimizer_config(1e-4)   # Kim & Mnih: Adam(1e-4, 0.5, 0.9)
+  discriminator_optimizer.update(b1=0.5, b2=0.9)
+  return ml_collections.ConfigDict(dict(
+      method='none',              # one of DISENTANGLE_METHODS
+      index_code_mi_weight=1.0,   # beta_tcvae: alpha, weight of the index-code MI
+      tc_weight=6.0,              # beta_tcvae: beta; factor_vae: gamma (weight of the TC)
+      dimwise_kl_weight=1.0,      # beta_tcvae: gamma, weight of the dimension-wise KL
+      estimator='mws',            # beta_tcvae: 'mws' or 'mss' (decompositions.ESTIMATORS)
+      dip_lambda_od=10.0,         # dip_vae_*: weight of the off-diagonal covariances
+      dip_lambda_d_factor_i=10.0,  # dip_vae_i: lambda_d = factor * lambda_od
+      dip_lambda_d_factor_ii=1.0,  # dip_vae_ii: lambda_d = factor * lambda_od
+      discriminator_hidden=(1000,) * 6,   # factor_vae: the discriminator's widths
+      discriminator_optimizer=discriminator_optimizer))   # factor_vae
 
 
 # Keys a sweep may vary across its members (``config.sweep.<key> = (v_0, v_1, ...)``, one
@@ -276,7 +302,7 @@ LATER_KEYS = ('invariance', 'invariance.augment.flip_prob', 'model.separate_code
               'mixture_prior', 'model.conv_impl', 'model.deconv_impl', 'compute_dtype',
               'sweep', 'data_feed', 'code_training', 'invariance.neighbour_weight',
               'invariance.neighbour_count', 'invariance.augment.crop_min_area',
-              'invariance.augment.crop_max_aspect')
+              'invariance.augment.crop_max_aspect', 'disentangle')
 
 
 def with_later_keys(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:

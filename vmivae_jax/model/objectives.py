@@ -4,6 +4,9 @@
   or JointVAE capacity-controlled KL terms per latent group, minimised over the VAE.
 * :func:`q_objective`: -E[log Q(z_sel | x')], minimised over Q with the VAE fixed.
 
+A disentanglement baseline on the Gaussian group (beta-TCVAE, DIP-VAE, FactorVAE;
+``ObjectiveSettings.disentangle``, disentangle.py) adds its term to the VAE loss.
+
 ``vae_objective`` is ``vae_loss_from_forward`` after ``VMIModel.forward``; the train
 step uses the two halves separately so that one forward pass of the VAE serves both
 the Q update and the VAE update (the Q update does not change the VAE, so the
@@ -23,6 +26,7 @@ import jax.numpy as jnp
 
 from vmivae_jax import distributions
 from vmivae_jax import latents
+from vmivae_jax.model import disentangle as disentangle_lib
 from vmivae_jax.model import invariance as invariance_lib
 from vmivae_jax.model import vmi as model_lib
 from vmivae_jax.util import parallel
@@ -132,6 +136,7 @@ class ObjectiveSettings:
     invariance: the categorical codes' invariance terms (invariance.py; all weights 0
       = off). They need the encoder's extra passes, which the train step runs.
     code: what else trains the codes' logits (:class:`CodeTraining`; defaults = off).
+    disentangle: a disentanglement baseline on the Gaussian group (default: none).
   """
   weights: ObjectiveWeights = ObjectiveWeights()
   gaussian_entropy_kind: str = 'gaussian_prior'
@@ -139,6 +144,7 @@ class ObjectiveSettings:
   mi_warmup_steps: int = 0
   invariance: invariance_lib.InvarianceSettings = invariance_lib.InvarianceSettings()
   code: CodeTraining = CodeTraining()
+  disentangle: disentangle_lib.DisentangleSettings = disentangle_lib.DisentangleSettings()
 
 
 def mi_weight_at(step: jax.Array, *, mi_weight: float, warmup_steps: int) -> jax.Array:
@@ -169,7 +175,8 @@ def is_on(weight) -> bool:
 def vae_loss_from_forward(forward: model_lib.Forward, images: jax.Array, *, model: model_lib.VMIModel,
                           q_vars: dict, step: jax.Array, settings: ObjectiveSettings,
                           axis_name: str | None = None,
-                          views: invariance_lib.Views | None = None
+                          views: invariance_lib.Views | None = None,
+                          discriminator_params: dict | None = None
                           ) -> tuple[jax.Array, dict]:
   """-ELBO (beta/capacity weighted) - lambda * MI (+ invariance terms) for one forward pass.
 
@@ -195,6 +202,7 @@ def vae_loss_from_forward(forward: model_lib.Forward, images: jax.Array, *, mode
   penalty = jnp.zeros((), jnp.float32)
   metrics = {}
   code = settings.code
+  disentangle = settings.disentangle
   for group, kl in kls.items():
     metrics[f'kl/{group}'] = jnp.mean(kl)
     if code.aggregate_kl and group.startswith('categorical_'):
@@ -207,7 +215,8 @@ def vae_loss_from_forward(forward: model_lib.Forward, images: jax.Array, *, mode
       target = capacity_target(step, max_nats=cap.max_nats, steps=cap.steps)
       penalty += cap.gamma * jnp.abs(parallel.pmean(jnp.mean(kl), axis_name) - target)
       metrics[f'capacity/{group}'] = target
-    else:
+    # beta-TCVAE weighs the Gaussian group's KL by its three terms instead (below).
+    elif not (group == 'gaussian' and disentangle.replaces_gaussian_kl):
       penalty += weights.beta * jnp.mean(kl)
   kl_total = sum(kls.values())
   elbo = reconstruction - kl_total
@@ -236,6 +245,12 @@ def vae_loss_from_forward(forward: model_lib.Forward, images: jax.Array, *, mode
                - code.marginal_entropy_weight * marginal)
       metrics.update({f'code_information/marginal_entropy_{i}': marginal,
                       f'code_information/conditional_entropy_{i}': conditional})
+  if disentangle.enabled:
+    term, disentangle_metrics = disentangle_lib.gaussian_term(
+        disentangle, forward.posterior, forward.sample.gaussian,
+        discriminator_params=discriminator_params, axis_name=axis_name)
+    loss += term
+    metrics.update(disentangle_metrics)
   if settings.invariance.enabled:
     if views is None:
       raise ValueError('settings.invariance is enabled: pass the encoder views '
@@ -251,7 +266,8 @@ def vae_loss_from_forward(forward: model_lib.Forward, images: jax.Array, *, mode
 def vae_objective(vae_params: dict, *, vae_state: dict, q_vars: dict, model: model_lib.VMIModel,
                   images: jax.Array, noise: latents.LatentNoise, temperature: jax.Array | float,
                   step: jax.Array, settings: ObjectiveSettings, hard: bool = False,
-                  axis_name: str | None = None) -> tuple[jax.Array, dict]:
+                  axis_name: str | None = None, discriminator_params: dict | None = None
+                  ) -> tuple[jax.Array, dict]:
   """The VAE objective as a function of the VAE parameters (for value_and_grad).
 
   Returns:
@@ -260,7 +276,8 @@ def vae_objective(vae_params: dict, *, vae_state: dict, q_vars: dict, model: mod
   forward, new_state = model.forward({'params': vae_params, **vae_state}, images, noise,
                                      temperature=temperature, hard=hard, train=True)
   loss, metrics = vae_loss_from_forward(forward, images, model=model, q_vars=q_vars, step=step,
-                                        settings=settings, axis_name=axis_name)
+                                        settings=settings, axis_name=axis_name,
+                                        discriminator_params=discriminator_params)
   metrics[model_lib.elbo_metric_name(model, hard)] = metrics.pop('elbo')
   return loss, {'metrics': metrics, 'vae_state': new_state}
 

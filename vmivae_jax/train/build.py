@@ -12,6 +12,7 @@ import optax
 
 from vmivae_jax import latents
 from vmivae_jax.data import preprocess
+from vmivae_jax.model import disentangle
 from vmivae_jax.model import invariance
 from vmivae_jax.model import networks
 from vmivae_jax.model import objectives
@@ -74,7 +75,9 @@ def mixture_prior_fields(config) -> dict:
   return dict(learn_prior_logvars=bool(mp.learn_logvars), prior_init_scale=float(mp.init_scale))
 
 
-def objective_settings(config) -> objectives.ObjectiveSettings:
+def objective_settings(config, *, num_train_examples: int = 0) -> objectives.ObjectiveSettings:
+  """The VAE objective's settings; ``num_train_examples`` is the dataset size N that
+  beta-TCVAE's stratified estimator weighs by."""
   spec = latent_spec(config)
   capacity = []
   for group in spec.group_names():
@@ -89,7 +92,31 @@ def objective_settings(config) -> objectives.ObjectiveSettings:
       gaussian_entropy_kind=config.mi.gaussian_entropy,
       stop_target_gradient=bool(config.mi.stop_target_gradient),
       mi_warmup_steps=int(config.mi_warmup_steps),
-      invariance=invariance_settings(config), code=code_training(config))
+      invariance=invariance_settings(config), code=code_training(config),
+      disentangle=disentangle_settings(config, num_train_examples=num_train_examples))
+
+
+def disentangle_settings(config, *, num_train_examples: int = 0
+                         ) -> disentangle.DisentangleSettings:
+  """``config.disentangle`` as a frozen dataclass (absent in older configs: none). DIP's
+  lambda_d is lambda_od times the variant's factor (disentanglement_lib's convention)."""
+  d = config.get('disentangle')
+  if d is None or d.method == 'none':
+    return disentangle.DisentangleSettings()
+  factor = d.dip_lambda_d_factor_i if d.method == 'dip_vae_i' else d.dip_lambda_d_factor_ii
+  return disentangle.DisentangleSettings(
+      method=str(d.method), index_code_mi_weight=float(d.index_code_mi_weight),
+      tc_weight=float(d.tc_weight), dimwise_kl_weight=float(d.dimwise_kl_weight),
+      estimator=str(d.estimator), dataset_size=int(num_train_examples),
+      lambda_od=float(d.dip_lambda_od), lambda_d=float(d.dip_lambda_od) * float(factor),
+      discriminator_hidden=tuple(int(w) for w in d.discriminator_hidden))
+
+
+def discriminator_optimizer(config) -> optax.GradientTransformation | None:
+  """FactorVAE's discriminator optimizer, or None when the baseline is off."""
+  if not disentangle_settings(config).has_discriminator:
+    return None
+  return build_optimizer(config.disentangle.discriminator_optimizer)
 
 
 def code_training(config) -> objectives.CodeTraining:
@@ -157,6 +184,10 @@ class _JitInit:
   def init(self, key):
     return _jit_init(self.model, key)
 
+  @property
+  def latent(self):
+    return self.model.latent
+
 
 @dataclasses.dataclass(frozen=True)
 class Run:
@@ -167,8 +198,11 @@ class Run:
   keys: dict
 
   def initial_state(self) -> train_state_lib.TrainState:
+    statics = self.step_statics
     return train_state_lib.create(_JitInit(self.model), self.keys['init'],
-                                  vae_tx=self.step_statics.vae_tx, q_tx=self.step_statics.q_tx)
+                                  vae_tx=statics.vae_tx, q_tx=statics.q_tx,
+                                  disentangle=statics.objective.disentangle,
+                                  discriminator_tx=statics.discriminator_tx)
 
   def abstract_state(self) -> train_state_lib.TrainState:
     return jax.eval_shape(self.initial_state)
@@ -192,10 +226,11 @@ def step_statics(config, model: model_lib.VMIModel, *,
                  num_train_examples: int) -> train_step.StepStatics:
   """The train step's static arguments: ``model``, objective, optimizers, schedule, data."""
   return train_step.StepStatics(
-      model=model, objective=objective_settings(config),
+      model=model, objective=objective_settings(config, num_train_examples=num_train_examples),
       vae_tx=build_optimizer(config.vae_optimizer), q_tx=build_optimizer(config.q_optimizer),
       temperature=temperature_schedule(config), batch_size=int(config.batch_size),
-      num_examples=int(num_train_examples), binarize=bool(config.binarize))
+      num_examples=int(num_train_examples), binarize=bool(config.binarize),
+      discriminator_tx=discriminator_optimizer(config))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -222,7 +257,9 @@ def build_sweep(config: ml_collections.ConfigDict, *, num_train_examples: int) -
   statics = dataclasses.replace(
       step_statics(placeholder, model, num_train_examples=num_train_examples),
       vae_tx=_shared_optimizer(_items(placeholder.vae_optimizer)),
-      q_tx=_shared_optimizer(_items(placeholder.q_optimizer)))
+      q_tx=_shared_optimizer(_items(placeholder.q_optimizer)),
+      discriminator_tx=(_shared_optimizer(_items(placeholder.disentangle.discriminator_optimizer))
+                        if discriminator_optimizer(placeholder) else None))
   hparams = sweep_step.stack([
       sweep_step.hparams_of(m.step_statics,
                             vae_learning_rate=float(m.config.vae_optimizer.learning_rate),

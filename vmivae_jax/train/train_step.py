@@ -9,6 +9,12 @@ One step (thesis Algorithm 1, lines 3-5):
 3. update Q on -E log Q(z_sel | x') with the VAE fixed (optimizer 1);
 4. update the VAE on -ELBO - lambda * MI with the *updated* Q fixed (optimizer 2).
 
+With FactorVAE (``objective.disentangle``) the discriminator is updated between 3 and 4
+(its own optimizer), on the samples z of the forward pass of step 2 against their
+dimension-wise permutation; the VAE's TC term then reads the updated discriminator,
+as its MI term reads the updated Q: both critics are fitted to the current encoder
+before the encoder moves against them, and the one forward pass still serves all three.
+
 Both updates evaluate the VAE at the same parameters and noise, so step 4 reuses
 the forward pass of step 2 through its VJP instead of running the VAE twice.
 With ``config.invariance`` terms on (invariance.py), step 2 also runs the encoder
@@ -38,6 +44,7 @@ from vmivae_jax import distributions
 from vmivae_jax import latents
 from vmivae_jax.config import config_lib
 from vmivae_jax.data import preprocess
+from vmivae_jax.model import disentangle
 from vmivae_jax.model import invariance
 from vmivae_jax.model import networks
 from vmivae_jax.model import objectives
@@ -94,6 +101,7 @@ class StepStatics:
   batch_size: int                 # global
   num_examples: int               # size of the training set
   binarize: bool = False
+  discriminator_tx: optax.GradientTransformation | None = None   # FactorVAE's (else None)
 
 
 def _pmean_varying(tree, axis_name: str | None):
@@ -180,11 +188,20 @@ def _train_step(cfg: StepStatics, local_batch: int, axis_name: str | None, state
     q_state = q_aux['q_state']
     metrics.update(q_aux['metrics'])
 
+  disc = cfg.objective.disentangle
+  disc_params = disc_opt_state = None
+  if disc.has_discriminator:
+    disc_params, disc_opt_state, disc_metrics = _discriminator_update(
+        cfg, state, forward.sample.gaussian, disentangle.permutation_key(step_key, step),
+        axis_name)
+    metrics.update(disc_metrics)
+
   def vae_loss(outputs):
     fwd, fwd_views = outputs
     loss, vae_metrics = objectives.vae_loss_from_forward(
         fwd, x, model=model, q_vars={'params': q_params, **q_state}, step=step,
-        settings=cfg.objective, axis_name=axis_name, views=fwd_views)
+        settings=cfg.objective, axis_name=axis_name, views=fwd_views,
+        discriminator_params=disc_params)
     return parallel.pmean(loss, axis_name), vae_metrics
 
   (_, vae_metrics), forward_grads = jax.value_and_grad(vae_loss, has_aux=True)(
@@ -197,10 +214,31 @@ def _train_step(cfg: StepStatics, local_batch: int, axis_name: str | None, state
   vae_metrics[model_lib.elbo_metric_name(model, cfg.temperature.hard)] = vae_metrics.pop('elbo')
   metrics.update(vae_metrics, temperature=temperature)
 
-  new_state = TrainState(step=step + 1, vae_params=vae_params, vae_state=vae_state,
-                         vae_opt_state=vae_opt_state, q_params=q_params, q_state=q_state,
-                         q_opt_state=q_opt_state)
+  new_state = state.replace(step=step + 1, vae_params=vae_params, vae_state=vae_state,
+                            vae_opt_state=vae_opt_state, q_params=q_params, q_state=q_state,
+                            q_opt_state=q_opt_state)
+  if disc.has_discriminator:
+    new_state = new_state.replace(discriminator_params=disc_params,
+                                  discriminator_opt_state=disc_opt_state)
   return new_state, _pmean_varying(metrics, axis_name)
+
+
+def _discriminator_update(cfg: StepStatics, state, z: jax.Array, key: jax.Array,
+                          axis_name: str | None):
+  """FactorVAE's discriminator step on z (a constant) against permute_dims(z) of the
+  global batch: (params, opt_state, metrics)."""
+  z = jax.lax.stop_gradient(z)
+  z_permuted = disentangle.permuted_sample(key, z, axis_name=axis_name)
+
+  def loss_fn(params):
+    loss, aux = disentangle.discriminator_objective(
+        params, settings=cfg.objective.disentangle, z=z, z_permuted=z_permuted)
+    return parallel.pmean(loss, axis_name), aux
+
+  (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.discriminator_params)
+  updates, opt_state = cfg.discriminator_tx.update(grads, state.discriminator_opt_state,
+                                                   state.discriminator_params)
+  return optax.apply_updates(state.discriminator_params, updates), opt_state, metrics
 
 
 def run_steps(cfg: StepStatics, local_batch: int, axis_name: str | None, num_steps: int,

@@ -45,6 +45,9 @@ from vmivae_jax.train.loop import metric_writer as _metric_writer
 from vmivae_jax.util import distributed
 from vmivae_jax.util import parallel
 
+# A disentanglement baseline's terms (model/disentangle.py), shown on the console line too.
+_BASELINE_TERMS = ('tc', 'dip_penalty', 'discriminator_loss')
+
 
 @jax.jit
 def _finite_leaves(state) -> list[jax.Array]:
@@ -192,10 +195,11 @@ def _train_loop(run: build.Run, workdir: Path, manager, images: np.ndarray, mesh
       rate = (step - start_step) / max(elapsed, 1e-9)
       elbo_key = 'elbo' if 'elbo' in record else 'elbo_relaxed'
       mi_key = 'mi_bound' if 'mi_bound' in record else 'mi_objective_prior_entropy'
-      logging.info('step %d/%d  %.1f steps/s  ETA %s  loss %.3f  %s %.3f  %s %s',
+      extra = ''.join(f'  {k} {record[k]:.3f}' for k in _BASELINE_TERMS if k in record)
+      logging.info('step %d/%d  %.1f steps/s  ETA %s  loss %.3f  %s %.3f  %s %s%s',
                    step, total, rate, format_seconds((total - step) / max(rate, 1e-9)),
                    record['loss'], elbo_key, record[elbo_key], mi_key,
-                   f"{record[mi_key]:.3f}" if mi_key in record else 'n/a')
+                   f"{record[mi_key]:.3f}" if mi_key in record else 'n/a', extra)
       if step % every == 0 or step == total:
         workdir_lib.save_checkpoint(manager, state)
         last_saved = step
