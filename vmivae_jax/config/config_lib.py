@@ -24,6 +24,9 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.seed = 0
   c.dataset = 'mnist'
   c.data_dir = ''            # '' = $VMIVAE_DATA_DIR, else tensorflow-datasets
+  # A writable folder for rendered datasets (dsprites' packed-bit cache, 377 MB); '' = the
+  # data directory. Validation refuses a folder that lacks the cache and is not writable.
+  c.data_cache_dir = ''
   c.train_limit = 0          # > 0: use only the first N training examples (smoke tests)
   # How batches reach the devices (same batches, same parameters either way):
   # 'device': the training set is placed whole on every device, each gathers its rows;
@@ -212,11 +215,27 @@ def smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 
 
 def smoke_widths(model: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """Tiny layer widths for ``config.model``, keeping its family (smoke runs, benchmarks)."""
+  """Tiny layer widths for ``config.model``, keeping its family and its number of conv
+  layers (smoke runs, benchmarks)."""
   model.encoder_hidden = model.decoder_hidden = model.q_hidden = (
       (32,) if model.family == 'mlp' else (16,))
+  if model.family == 'dlib_conv':   # four layers: 64 -> 4 as in the full network
+    model.encoder_channels = model.q_channels = (4, 4, 8, 8)
+    model.decoder_channels = (8, 8, 4, 4)
+    return model
   model.encoder_channels = model.q_channels = (4, 8)
   model.decoder_channels = (8, 4)
+  return model
+
+
+def dlib_architecture(model: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """disentanglement_lib's conv_encoder / deconv_decoder (64x64x1) in ``config.model``:
+  k4 s2 convs 32-32-64-64, ReLU, dense 256; decoder dense 256, dense 4x4x64, transpose
+  convs 64-32-32-1; no normalisation. Q reads x' with the encoder's trunk."""
+  model.update(family='dlib_conv', encoder_hidden=(256,), decoder_hidden=(256,),
+               q_hidden=(256,), encoder_channels=(32, 32, 64, 64),
+               decoder_channels=(64, 64, 32, 32), q_channels=(32, 32, 64, 64), norm='none',
+               activation='relu')
   return model
 
 
@@ -267,7 +286,8 @@ def authors_config(dataset: str, setting: str) -> ml_collections.ConfigDict:
 # to its default. Every key added to get_base_config later must be listed here.
 LATER_KEYS = ('invariance', 'invariance.augment.flip_prob', 'model.separate_code_encoder',
               'mixture_prior', 'model.conv_impl', 'model.deconv_impl', 'compute_dtype',
-              'sweep', 'data_feed', 'code_training')
+              'sweep', 'data_feed', 'code_training',
+              'data_cache_dir')
 
 
 def with_later_keys(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:

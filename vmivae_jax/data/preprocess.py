@@ -1,9 +1,10 @@
 """Image preparation shared by the train step and the evaluation: scaling, binarisation,
 the epoch's example order and the training batches drawn from it.
 
-Images are stored as uint8 [N, 28, 28, 1]; models see float32 in their pixel range
-(``config.pixel_range``: [0, 1] for the Bernoulli likelihood, [-1, 1] for the authors'
-MSE). The functions accept numpy or JAX arrays and return the same kind.
+Images are stored as uint8 [N, H, W, 1] (or bit-packed rows: ``unpack_images``); models
+see float32 in their pixel range (``config.pixel_range``: [0, 1] for the Bernoulli
+likelihood, [-1, 1] for the authors' MSE). The functions accept numpy or JAX arrays and
+return the same kind.
 """
 
 import math
@@ -21,6 +22,26 @@ def scale_images(images, pixel_range: tuple[float, float]):
     low, high = pixel_range
     return low + (high - low) * images.astype(np.float32) / 255.0
   return images.astype(np.float32)
+
+
+def unpack_images(rows, image_shape: tuple[int, int, int]):
+  """Bit-packed images (``np.packbits`` rows [N, H*W*C/8], as dSprites' train split is
+  held: 8x smaller on the device) -> uint8 [N, H, W, C] in {0, 255}, so that
+  ``scale_images`` maps them to {0, 1} exactly; images already [N, H, W, C] pass through
+  untouched. numpy in, numpy out; JAX in (a train step's batch), JAX out."""
+  image_shape = tuple(image_shape)
+  if tuple(rows.shape[1:]) == image_shape:
+    return rows
+  width = math.prod(image_shape) // 8
+  if rows.ndim != 2 or rows.shape[1] != width or rows.dtype != np.uint8:
+    raise ValueError(f'images of shape {tuple(rows.shape)} ({rows.dtype}) are neither '
+                     f'[N, {", ".join(map(str, image_shape))}] nor bit-packed [N, {width}] '
+                     'uint8 rows of such images')
+  if isinstance(rows, np.ndarray):
+    bits = np.unpackbits(rows, axis=1)
+  else:   # most significant bit first, as np.packbits
+    bits = (rows[:, :, None] >> jnp.arange(7, -1, -1, dtype=jnp.uint8)) & 1
+  return (bits * np.uint8(255)).astype(np.uint8).reshape((-1,) + image_shape)
 
 
 def to_unit_range(images, pixel_range: tuple[float, float]) -> np.ndarray:

@@ -45,7 +45,7 @@ MI_BOUND_NOTE = (
 
 @functools.partial(jax.jit, static_argnames=('model',))
 def _init_q(model, key):
-  return model.q.init(key, jnp.zeros((2,) + networks.IMAGE_SHAPE, jnp.float32), train=False)
+  return model.q.init(key, jnp.zeros((2,) + model.image_shape, jnp.float32), train=False)
 
 
 def init_q(model: model_lib.VMIModel, key: jax.Array) -> dict:

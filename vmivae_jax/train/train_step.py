@@ -82,7 +82,8 @@ def _pmean_varying(tree, axis_name: str | None):
 def _train_step(cfg: StepStatics, local_batch: int, axis_name: str | None, state: TrainState,
                 images: jax.Array, step_key: jax.Array, hparams=None):
   """One step on one device, on ``images``: this device's uint8 rows of the step's global
-  batch ([local_batch, 28, 28, 1]); returns the new state and metrics.
+  batch ([local_batch, H, W, 1], or bit-packed [local_batch, H*W/8]); returns the new
+  state and metrics.
 
   ``hparams`` (a sweep member's numbers as arrays, ``sweep_step.HParams``) replaces the
   numbers of ``cfg`` that a sweep varies; None (single runs) uses ``cfg``'s own.
@@ -91,6 +92,7 @@ def _train_step(cfg: StepStatics, local_batch: int, axis_name: str | None, state
     cfg = hparams.apply(cfg)
   model, b = cfg.model, cfg.batch_size
   step = state.step
+  images = preprocess.unpack_images(images, model.image_shape)   # packed bits: dsprites
   x = preprocess.scale_images(images, model.pixel_range)
 
   inv = cfg.objective.invariance
@@ -104,7 +106,7 @@ def _train_step(cfg: StepStatics, local_batch: int, axis_name: str | None, state
   noise = jax.tree.map(lambda n: parallel.local_slice(n, local_batch, axis_name),
                        latents.draw_noise(noise_key, model.latent, b))
   if cfg.binarize:
-    u = parallel.local_slice(jax.random.uniform(binarize_key, (b,) + networks.IMAGE_SHAPE),
+    u = parallel.local_slice(jax.random.uniform(binarize_key, (b,) + model.image_shape),
                              local_batch, axis_name)
     x = preprocess.binarize(x, u)
     if inputs is not None and inputs.augmented is not None:   # T(x) binarised as x was
