@@ -9,6 +9,7 @@ import pytest
 
 from conftest import partial_dsprites_cache
 from vmivae_jax.config import config_lib
+from vmivae_jax.config import dsprites_config
 from vmivae_jax.config import validation
 from vmivae_jax.data import datasets
 from vmivae_jax.data import dsprites
@@ -66,7 +67,7 @@ def test_unpack_images_jax_matches_numpy_and_rejects_other_shapes():
 def _dsprites_config(**kw):
   c = config_lib.get_base_config()
   c.dataset = 'dsprites'
-  config_lib.dlib_architecture(c.model)
+  dsprites_config.dlib_architecture(c.model)
   return config_lib.override(c, kw)
 
 
@@ -104,6 +105,6 @@ def test_dataset_and_family_must_agree():
   with pytest.raises(validation.ConfigError, match=r"config.model.family='conv'.*28x28.*dsprites"):
     validation.validate(config, check_paths=False)
   config = config_lib.get_base_config()
-  config_lib.dlib_architecture(config.model)
+  dsprites_config.dlib_architecture(config.model)
   with pytest.raises(validation.ConfigError, match=r"model.family='dlib_conv'.*64x64.*mnist"):
     validation.validate(config, check_paths=False)

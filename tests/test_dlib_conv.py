@@ -9,6 +9,7 @@ import pytest
 from conftest import numpy_variables
 from vmivae_jax import latents
 from vmivae_jax.config import config_lib
+from vmivae_jax.config import dsprites_config
 from vmivae_jax.config import validation
 from vmivae_jax.model import networks
 from vmivae_jax.train import build
@@ -19,7 +20,7 @@ B = 3
 def _dlib_config(gaussian_dims=10):
   c = config_lib.get_base_config()
   c.dataset = 'dsprites'
-  config_lib.dlib_architecture(c.model)
+  dsprites_config.dlib_architecture(c.model)
   c.latent.gaussian_dims = gaussian_dims
   c.mi.gaussian_indices = (0, 1)
   return c

@@ -100,7 +100,12 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.sweep = sweep_section()  # per-member values: many runs in one program (vmivae_jax/rundir/sweep.py)
   c.eval = ml_collections.ConfigDict(dict(
       batch_size=500, iwae_samples=1000, iwae_chunk=100, q_train_steps=3000, q_batch_size=256,
-      q_learning_rate=1e-3, num_figure_examples=10, traversal_range=3.0, traversal_steps=7))
+      q_learning_rate=1e-3, num_figure_examples=10, traversal_range=3.0, traversal_steps=7,
+      # Factor datasets (dsprites): the six disentanglement scores' sample sizes, as
+      # disentanglement_lib's defaults (num_test: SAP/DCI test points and the BetaVAE /
+      # FactorVAE eval points; batch_size: the fixed-factor batches).
+      disentanglement=ml_collections.ConfigDict(dict(
+          num_train=10_000, num_test=5_000, batch_size=64, num_variance_estimate=10_000))))
   return c
 
 
@@ -211,6 +216,8 @@ def smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   smoke_widths(config.model)
   config.eval.update(batch_size=100, iwae_samples=8, iwae_chunk=4, q_train_steps=20,
                      q_batch_size=50, num_figure_examples=4)
+  config.eval.disentanglement.update(num_train=200, num_test=100, batch_size=8,
+                                     num_variance_estimate=200)
   return config
 
 
@@ -225,17 +232,6 @@ def smoke_widths(model: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     return model
   model.encoder_channels = model.q_channels = (4, 8)
   model.decoder_channels = (8, 4)
-  return model
-
-
-def dlib_architecture(model: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """disentanglement_lib's conv_encoder / deconv_decoder (64x64x1) in ``config.model``:
-  k4 s2 convs 32-32-64-64, ReLU, dense 256; decoder dense 256, dense 4x4x64, transpose
-  convs 64-32-32-1; no normalisation. Q reads x' with the encoder's trunk."""
-  model.update(family='dlib_conv', encoder_hidden=(256,), decoder_hidden=(256,),
-               q_hidden=(256,), encoder_channels=(32, 32, 64, 64),
-               decoder_channels=(64, 64, 32, 32), q_channels=(32, 32, 64, 64), norm='none',
-               activation='relu')
   return model
 
 
@@ -287,7 +283,7 @@ def authors_config(dataset: str, setting: str) -> ml_collections.ConfigDict:
 LATER_KEYS = ('invariance', 'invariance.augment.flip_prob', 'model.separate_code_encoder',
               'mixture_prior', 'model.conv_impl', 'model.deconv_impl', 'compute_dtype',
               'sweep', 'data_feed', 'code_training',
-              'data_cache_dir')
+              'data_cache_dir', 'eval.disentanglement')
 
 
 def with_later_keys(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -307,7 +303,13 @@ def with_later_keys(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
   return config
 
 
-VARIANTS = ('', 'smoke', 'mixprior', 'capacity')
+VARIANTS = ('', 'smoke', 'mixprior', 'capacity', 'mi_all_dims')
+
+
+def mi_all_dims(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """The MI term on every Gaussian dim (instead of the config's selection)."""
+  config.mi.gaussian_indices = tuple(range(config.latent.gaussian_dims))
+  return config
 
 
 def mixture_prior(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -352,7 +354,8 @@ def variant(config: ml_collections.ConfigDict, name: str) -> ml_collections.Conf
     if part not in VARIANTS[1:]:
       raise ValueError(f'config variant {name!r} is unknown; choose from {VARIANTS}, '
                        "joined by '+' ('' is the full config)")
-    config = {'smoke': smoke, 'mixprior': mixture_prior, 'capacity': capacity_recipe}[part](config)
+    config = {'smoke': smoke, 'mixprior': mixture_prior, 'capacity': capacity_recipe,
+              'mi_all_dims': mi_all_dims}[part](config)
   return config
 
 

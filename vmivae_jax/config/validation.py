@@ -345,7 +345,7 @@ def validate(config, *, num_devices: int = 1, check_paths: bool = True) -> None:
   # --- Evaluation.
   e = config.eval
   for key in ('batch_size', 'iwae_samples', 'iwae_chunk', 'q_train_steps', 'q_batch_size',
-              'traversal_steps'):
+              'traversal_steps', *(f'disentanglement.{k}' for k in e.disentanglement)):
     _check_number(config, f'eval.{key}', minimum=0, strict=True)
   _check_number(config, 'eval.num_figure_examples', minimum=0)
   _check_number(config, 'eval.q_learning_rate', minimum=0.0, strict=True)

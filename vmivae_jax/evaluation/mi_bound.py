@@ -66,7 +66,8 @@ def _train_q(model, vae_vars, q_vars, train_images, key, temperature, *, steps, 
     params, state, opt_state = carry
     k_index, k_noise, k_binarize = jax.random.split(jax.random.fold_in(key, i), 3)
     index = jax.random.randint(k_index, (batch_size,), 0, n)
-    x = preprocess.scale_images(train_images[index], model.pixel_range)
+    rows = preprocess.unpack_images(train_images[index], model.image_shape)  # dsprites: bits
+    x = preprocess.scale_images(rows, model.pixel_range)
     if binarize:
       x = preprocess.binarize(x, preprocess.uniform_flat(k_binarize, x.shape))
     noise = latents.draw_noise(k_noise, model.latent, (batch_size,))

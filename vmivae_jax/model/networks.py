@@ -11,7 +11,7 @@ Three families share one interface; the family fixes the image shape (``IMAGE_SH
   to (64, 32, 32, 1), ReLU, no normalisation, it is disentanglement_lib's conv_encoder /
   deconv_decoder (Locatello et al. 2019; TF's 'same' padding of a 4x4 stride-2 conv on
   an even side is our padding of 1), the standard network of the disentanglement
-  benchmarks (``config_lib.dlib_architecture``). Q reads x' with the encoder's trunk.
+  benchmarks (``dsprites_config.dlib_architecture``). Q reads x' with the encoder's trunk.
 
 Mixed precision: with ``dtype`` set (``config.compute_dtype='bfloat16'``) the layers
 compute in that dtype (activations and matmul/conv inputs; BatchNorm statistics stay

@@ -1,0 +1,26 @@
+"""dSprites, beta-VAE baseline: disentanglement_lib's conv networks and training setup.
+
+  python train.py --config=configs/dsprites_beta_vae.py --workdir=runs/dsprites_beta_vae
+  python eval.py --workdir=runs/dsprites_beta_vae
+  python train.py --config=configs/dsprites_beta_vae.py:smoke --workdir=/tmp/smoke   # tiny
+
+Model and optimiser as in Locatello et al. 2019 (disentanglement_lib): 64x64 conv
+encoder/decoder (model.family='dlib_conv'), 10 Gaussian dims, Bernoulli likelihood, Adam
+1e-4, batch 64. beta = 1 (the plain VAE); the disentanglement suite varies it
+(--config.beta=4 ...). The budget is 30,000 steps (2.6 epochs of the 737,280 images)
+instead of disentanglement_lib's 300,000, for CPU: see benchmarks/dlib_conv_step.py for
+the measured time per step. eval.py adds MIG, SAP, modularity, DCI, BetaVAE and FactorVAE
+scores of the encoder mean and a traversal figure (docs/disentanglement.md).
+
+The first run renders the images into ~/.cache/vmivae_jax (45 s, 377 MB); pass
+--config.data_cache_dir=DIR to use another folder.
+"""
+
+from vmivae_jax.config import config_lib
+from vmivae_jax.config import dsprites_config
+
+
+def get_config(variant: str = ''):
+  config = dsprites_config.dsprites_config()
+  config.beta = 1.0
+  return config_lib.variant(config, variant)
