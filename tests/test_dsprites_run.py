@@ -53,9 +53,15 @@ def _smoke(cache, name='dsprites_vmi', **overrides):
   return config_lib.override(config, overrides)
 
 
-def test_smoke_run_trains_and_evaluates_on_64x64(tmp_path, cache):
-  workdir = tmp_path / 'run'
+@pytest.fixture(scope='module')
+def device_fed_run(tmp_path_factory, cache):
+  workdir = tmp_path_factory.mktemp('dsprites_run') / 'run'
   trainer.train(_smoke(cache), workdir, num_devices=1)
+  return workdir
+
+
+def test_smoke_run_trains_and_evaluates_on_64x64(device_fed_run):
+  workdir = device_fed_run
   metrics = eval_run.evaluate_workdir(workdir)
   scores = metrics['disentanglement']
   for key in SCORES:
@@ -111,3 +117,13 @@ def test_two_seed_sweep_of_the_dlib_conv_family_equals_its_single_runs(tmp_path,
     np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-4, atol=1e-6)
   seeds_differ = restore_latest(sweep_dir / 'members' / '0').vae_params
   assert not np.allclose(jax.tree.leaves(seeds_differ)[0], jax.tree.leaves(a.vae_params)[0])
+
+
+def test_host_feed_of_packed_rows_trains_the_same_parameters(tmp_path, cache, device_fed_run):
+  host = tmp_path / 'host'
+  trainer.train(_smoke(cache, data_feed='host'), host, num_devices=1)
+  a, b = restore_latest(host), restore_latest(device_fed_run)
+  assert int(a.step) == int(b.step) == 10
+  for x, y in zip(jax.tree.leaves((a.vae_params, a.q_params)),
+                  jax.tree.leaves((b.vae_params, b.q_params))):
+    np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-5, atol=1e-6)

@@ -37,11 +37,16 @@ def unpack_images(rows, image_shape: tuple[int, int, int]):
     raise ValueError(f'images of shape {tuple(rows.shape)} ({rows.dtype}) are neither '
                      f'[N, {", ".join(map(str, image_shape))}] nor bit-packed [N, {width}] '
                      'uint8 rows of such images')
+  n, (h, w, c) = rows.shape[0], image_shape
   if isinstance(rows, np.ndarray):
-    bits = np.unpackbits(rows, axis=1)
-  else:   # most significant bit first, as np.packbits
-    bits = (rows[:, :, None] >> jnp.arange(7, -1, -1, dtype=jnp.uint8)) & 1
-  return (bits * np.uint8(255)).astype(np.uint8).reshape((-1,) + image_shape)
+    return (np.unpackbits(rows, axis=1) * np.uint8(255)).reshape((n,) + image_shape)
+  # Pixel p is bit 7 - p % 8 (most significant first, as np.packbits) of byte p // 8: a
+  # gather straight to [n, H, W, C]. No reshape: a host-fed batch is sharded on its
+  # batch axis, and JAX refuses reshapes of such arrays that merge or split axes.
+  pixel = np.arange(h * w * c).reshape(image_shape)
+  bytes_ = jnp.take(rows, jnp.asarray(pixel // 8), axis=1)
+  bits = (bytes_ >> jnp.asarray(7 - pixel % 8, jnp.uint8)) & 1
+  return bits * np.uint8(255)
 
 
 def to_unit_range(images, pixel_range: tuple[float, float]) -> np.ndarray:

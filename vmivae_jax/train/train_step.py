@@ -226,6 +226,10 @@ def make_train_chunk(cfg: StepStatics, mesh: jax.sharding.Mesh, num_steps: int,
     in_specs = (P(), P(), P(), P())
   else:
     def chunk(state, batches, step_key):
+      if axis_name is None:
+        # One device: drop the batch axis's sharding type (the mesh's explicit 'data'
+        # axis), which the conv formulations' reshapes cannot carry; nothing moves.
+        batches = jax.sharding.reshard(batches, jax.sharding.NamedSharding(mesh, P()))
       return steps(state, step_key, (batches,))
     in_specs = (P(), parallel.BATCHES_SPEC, P())
 
