@@ -108,3 +108,15 @@ def test_dataset_and_family_must_agree():
   dsprites_config.dlib_architecture(config.model)
   with pytest.raises(validation.ConfigError, match=r"model.family='dlib_conv'.*64x64.*mnist"):
     validation.validate(config, check_paths=False)
+
+
+def test_moving_the_cache_keeps_the_run_but_another_dataset_does_not(tmp_path):
+  """The cache folder holds the same rendered images wherever it is: a run may resume
+  with another data_cache_dir; a changed train_limit is another run."""
+  from vmivae_jax.rundir import extend   # pylint: disable=g-import-not-at-top
+  old = _dsprites_config(data_cache_dir='/a').to_dict()
+  moved = _dsprites_config(data_cache_dir='/b').to_dict()
+  assert 'data_cache_dir' in extend.describe_change(old, moved, workdir=tmp_path,
+                                                    checkpoint_steps=[])
+  other = _dsprites_config(data_cache_dir='/b', train_limit=1000).to_dict()
+  assert extend.describe_change(old, other, workdir=tmp_path, checkpoint_steps=[]) is None
