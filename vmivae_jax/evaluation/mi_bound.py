@@ -24,7 +24,6 @@ from vmivae_jax import losses
 from vmivae_jax.data import preprocess
 from vmivae_jax.evaluation import common
 from vmivae_jax.evaluation import likelihood
-from vmivae_jax.model import networks
 from vmivae_jax.model import objectives
 from vmivae_jax.model import vmi as model_lib
 

@@ -36,7 +36,6 @@ from vmivae_jax import latents
 from vmivae_jax.config import config_lib
 from vmivae_jax.data import preprocess
 from vmivae_jax.model import invariance
-from vmivae_jax.model import networks
 from vmivae_jax.model import objectives
 from vmivae_jax.model import vmi as model_lib
 from vmivae_jax.train import train_state as train_state_lib
