@@ -14,8 +14,10 @@ Measured on 2 CPU cores with other jobs running (2026-12-03): 0.084 s per step
 (benchmarks/dlib_conv_step.py); a 600-step run took 61 s with start-up, ending at 12.0
 steps/s, so the 30,000 steps should take about 45 minutes (not measured). eval.py adds
 MIG, SAP, modularity, DCI, BetaVAE and FactorVAE scores of the encoder mean and a
-traversal figure (docs/disentanglement.md); at disentanglement_lib's sample sizes the
-scores alone took 30 minutes for an untrained model.
+traversal figure (docs/disentanglement.md). At disentanglement_lib's sample sizes the
+scores took 738 s for a 600-step model (load about 2), and eval.py of that run 980 s
+in all, with 2,000 test images and a 1,000-step fresh Q; the config's own eval (10,000
+test images, 3,000 Q steps) has not been timed.
 
 The first run renders the images into ~/.cache/vmivae_jax (45 s, 377 MB); pass
 --config.data_cache_dir=DIR to use another folder.
