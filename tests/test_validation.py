@@ -335,7 +335,7 @@ GAUSS = SMOKE_CONFIGS['mnist_gauss']
     ('mi.gaussian_indices', (16,),
      'config.mi.gaussian_indices=(16,): index 16 (item 0) is not a Gaussian dim '
      '(latent.gaussian_dims=16)'),
-    ('dataset', 'cifar10', "config.dataset='cifar10': choose one of ('mnist', 'fashion_mnist')"),
+    ('dataset', 'cifar10', "config.dataset='cifar10': choose one of ('mnist', 'fashion_mnist', 'dsprites')"),
     ('batch_size', '64', "config.batch_size='64': expected an integer (like 256)"),
     ('batch_size', 64.0, 'config.batch_size=64.0: expected an integer (like 256)'),
     ('mi_weight', '10', "config.mi_weight='10': expected a number (like 0.0)"),

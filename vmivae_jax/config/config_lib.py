@@ -7,15 +7,15 @@ turns it into library objects.
 
 import ml_collections
 
+from vmivae_jax.config.sections import DISENTANGLE_METHODS  # pylint: disable=unused-import
+from vmivae_jax.config.sections import SWEEP_KEYS  # pylint: disable=unused-import
+from vmivae_jax.config.sections import disentangle_section
+from vmivae_jax.config.sections import optimizer_section
+from vmivae_jax.config.sections import sweep_section
+
 PIXEL_RANGES = ('zero_one', 'minus_one_one')   # preprocess.PIXEL_RANGES maps them
 OPTIMIZERS = ('adam', 'adamw', 'sgd', 'rmsprop')
 DATA_FEEDS = ('device', 'host')   # config.data_feed; train_step.make_train_chunk's feed
-
-
-def _optimizer_config(learning_rate: float) -> ml_collections.ConfigDict:
-  return ml_collections.ConfigDict(dict(
-      name='adam', learning_rate=learning_rate, b1=0.9, b2=0.999, weight_decay=0.0,
-      grad_clip_norm=0.0))
 
 
 def get_base_config() -> ml_collections.ConfigDict:
@@ -24,6 +24,9 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.seed = 0
   c.dataset = 'mnist'
   c.data_dir = ''            # '' = $VMIVAE_DATA_DIR, else tensorflow-datasets
+  # A writable folder for rendered datasets (dsprites' packed-bit cache, 377 MB); '' = the
+  # data directory. Validation refuses a folder that lacks the cache and is not writable.
+  c.data_cache_dir = ''
   c.train_limit = 0          # > 0: use only the first N training examples (smoke tests)
   # How batches reach the devices (same batches, same parameters either way):
   # 'device': the training set is placed whole on every device, each gathers its rows;
@@ -95,68 +98,19 @@ def get_base_config() -> ml_collections.ConfigDict:
       learn_logvars=False,   # learned sigma_c^2 (else 1)
       init_scale=1.0))       # component means initialised N(0, init_scale^2)
   c.disentangle = disentangle_section()
-  c.vae_optimizer = _optimizer_config(1e-3)
-  c.q_optimizer = _optimizer_config(1e-3)
+  c.vae_optimizer = optimizer_section(1e-3)
+  c.q_optimizer = optimizer_section(1e-3)
 
   c.sweep = sweep_section()  # per-member values: many runs in one program (vmivae_jax/rundir/sweep.py)
   c.eval = ml_collections.ConfigDict(dict(
       batch_size=500, iwae_samples=1000, iwae_chunk=100, q_train_steps=3000, q_batch_size=256,
-      q_learning_rate=1e-3, num_figure_examples=10, traversal_range=3.0, traversal_steps=7))
+      q_learning_rate=1e-3, num_figure_examples=10, traversal_range=3.0, traversal_steps=7,
+      # Factor datasets (dsprites): the six disentanglement scores' sample sizes, as
+      # disentanglement_lib's defaults (num_test: SAP/DCI test points and the BetaVAE /
+      # FactorVAE eval points; batch_size: the fixed-factor batches).
+      disentanglement=ml_collections.ConfigDict(dict(
+          num_train=10_000, num_test=5_000, batch_size=64, num_variance_estimate=10_000))))
   return c
-
-
-DISENTANGLE_METHODS = ('none', 'beta_tcvae', 'factor_vae', 'dip_vae_i', 'dip_vae_ii')
-
-
-def disentangle_section() -> ml_collections.ConfigDict:
-  """``config.disentangle``: a disentanglement baseline on the Gaussian group
-  (vmivae_jax/model/disentangle.py); method 'none' leaves the objective bitwise as it is.
-
-  Each key is read by the methods named in its comment (validation refuses a changed key
-  that the chosen method would ignore).
-  """
-  discriminator_optimizer = _optimizer_config(1e-4)   # Kim & Mnih: Adam(1e-4, 0.5, 0.9)
-  discriminator_optimizer.update(b1=0.5, b2=0.9)
-  return ml_collections.ConfigDict(dict(
-      method='none',              # one of DISENTANGLE_METHODS
-      index_code_mi_weight=1.0,   # beta_tcvae: alpha, weight of the index-code MI
-      tc_weight=6.0,              # beta_tcvae: beta; factor_vae: gamma (weight of the TC)
-      dimwise_kl_weight=1.0,      # beta_tcvae: gamma, weight of the dimension-wise KL
-      estimator='mws',            # beta_tcvae: 'mws' or 'mss' (decompositions.ESTIMATORS)
-      dip_lambda_od=10.0,         # dip_vae_*: weight of the off-diagonal covariances
-      dip_lambda_d_factor_i=10.0,  # dip_vae_i: lambda_d = factor * lambda_od
-      dip_lambda_d_factor_ii=1.0,  # dip_vae_ii: lambda_d = factor * lambda_od
-      discriminator_hidden=(1000,) * 6,   # factor_vae: the discriminator's widths
-      discriminator_optimizer=discriminator_optimizer))   # factor_vae
-
-
-# Keys a sweep may vary across its members (``config.sweep.<key> = (v_0, v_1, ...)``, one
-# value per member): numbers the train step reads as arrays. Everything else (shapes,
-# widths, kinds, flags, schedules' lengths in the loop) is shared by every member.
-SWEEP_KEYS = (
-    'seed', 'mi_weight', 'beta', 'vae_optimizer.learning_rate', 'q_optimizer.learning_rate',
-    'temperature.initial', 'temperature.floor', 'temperature.anneal_rate',
-    'capacity.gaussian.gamma', 'capacity.gaussian.max_nats', 'capacity.gaussian.steps',
-    'capacity.categorical.gamma', 'capacity.categorical.max_nats', 'capacity.categorical.steps',
-    'invariance.consistency_weight', 'invariance.paired_mi_weight', 'invariance.vat_weight')
-
-
-def sweep_section() -> ml_collections.ConfigDict:
-  """``config.sweep``: SWEEP_KEYS in the config's nesting, each () = not swept.
-
-  ``--config.sweep.seed=(0,1,2) --config.sweep.mi_weight=(0,10,10)`` trains three members
-  in one program; every non-empty tuple has one value per member.
-  """
-  section = ml_collections.ConfigDict()
-  for key in SWEEP_KEYS:
-    *parents, leaf = key.split('.')
-    node = section
-    for part in parents:
-      if part not in node:
-        node[part] = ml_collections.ConfigDict()
-      node = node[part]
-    node[leaf] = ()
-  return section
 
 
 def stored_dict(config: ml_collections.ConfigDict) -> dict:
@@ -241,13 +195,20 @@ def smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   smoke_widths(config.model)
   config.eval.update(batch_size=100, iwae_samples=8, iwae_chunk=4, q_train_steps=20,
                      q_batch_size=50, num_figure_examples=4)
+  config.eval.disentanglement.update(num_train=200, num_test=100, batch_size=8,
+                                     num_variance_estimate=200)
   return config
 
 
 def smoke_widths(model: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """Tiny layer widths for ``config.model``, keeping its family (smoke runs, benchmarks)."""
+  """Tiny layer widths for ``config.model``, keeping its family and its number of conv
+  layers (smoke runs, benchmarks)."""
   model.encoder_hidden = model.decoder_hidden = model.q_hidden = (
       (32,) if model.family == 'mlp' else (16,))
+  if model.family == 'dlib_conv':   # four layers: 64 -> 4 as in the full network
+    model.encoder_channels = model.q_channels = (4, 4, 8, 8)
+    model.decoder_channels = (8, 8, 4, 4)
+    return model
   model.encoder_channels = model.q_channels = (4, 8)
   model.decoder_channels = (8, 4)
   return model
@@ -302,7 +263,8 @@ LATER_KEYS = ('invariance', 'invariance.augment.flip_prob', 'model.separate_code
               'mixture_prior', 'model.conv_impl', 'model.deconv_impl', 'compute_dtype',
               'sweep', 'data_feed', 'code_training', 'invariance.neighbour_weight',
               'invariance.neighbour_count', 'invariance.augment.crop_min_area',
-              'invariance.augment.crop_max_aspect', 'disentangle')
+              'invariance.augment.crop_max_aspect', 'disentangle', 'data_cache_dir',
+              'eval.disentanglement')
 
 
 def with_later_keys(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -322,7 +284,13 @@ def with_later_keys(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
   return config
 
 
-VARIANTS = ('', 'smoke', 'mixprior', 'capacity')
+VARIANTS = ('', 'smoke', 'mixprior', 'capacity', 'mi_all_dims')
+
+
+def mi_all_dims(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """The MI term on every Gaussian dim (instead of the config's selection)."""
+  config.mi.gaussian_indices = tuple(range(config.latent.gaussian_dims))
+  return config
 
 
 def mixture_prior(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -367,7 +335,8 @@ def variant(config: ml_collections.ConfigDict, name: str) -> ml_collections.Conf
     if part not in VARIANTS[1:]:
       raise ValueError(f'config variant {name!r} is unknown; choose from {VARIANTS}, '
                        "joined by '+' ('' is the full config)")
-    config = {'smoke': smoke, 'mixprior': mixture_prior, 'capacity': capacity_recipe}[part](config)
+    config = {'smoke': smoke, 'mixprior': mixture_prior, 'capacity': capacity_recipe,
+              'mi_all_dims': mi_all_dims}[part](config)
   return config
 
 

@@ -68,7 +68,7 @@ def _check_structure(config: Any, reference: ml_collections.ConfigDict, prefix: 
 
 def check_data_dir(config) -> None:
   """``config.data_dir`` (or $VMIVAE_DATA_DIR when it is empty) must be a directory."""
-  from vmivae_jax.data import sources as data  # pylint: disable=g-import-not-at-top  (keeps this module light)
+  from vmivae_jax.data import datasets as data  # pylint: disable=g-import-not-at-top  (keeps this module light)
   if config.data_dir:
     path = os.path.expanduser(config.data_dir)
     if not os.path.isdir(path):
@@ -80,11 +80,14 @@ def check_data_dir(config) -> None:
       fail('data_dir', config.data_dir,
             f'empty, so ${data.DATA_DIR_ENV} is used, but ${data.DATA_DIR_ENV}={env!r} '
             'does not exist or is not a directory')
+  problem = data.config_cache_problem(config)
+  if problem:
+    fail('data_cache_dir', config.data_cache_dir, problem)
 
 
 def check_train_examples(config, num_examples: int) -> None:
   """The loaded training set must hold at least one batch."""
-  from vmivae_jax.data import sources as data  # pylint: disable=g-import-not-at-top  (keeps this module light)
+  from vmivae_jax.data import datasets as data  # pylint: disable=g-import-not-at-top  (keeps this module light)
   if num_examples < config.batch_size:
     raise ConfigError(
         f'config.batch_size={config.batch_size}: larger than the {num_examples} training '
@@ -100,7 +103,7 @@ def validate(config, *, num_devices: int = 1, check_paths: bool = True) -> None:
     check_paths: also require the data directory to exist (train.py); eval checks of a
       stored config may skip it.
   """
-  from vmivae_jax.data import sources as data  # pylint: disable=g-import-not-at-top  (keeps this module light)
+  from vmivae_jax.data import datasets as data  # pylint: disable=g-import-not-at-top  (keeps this module light)
   if not is_dict(config):
     raise ConfigError(f'config={show(config)}: expected a ConfigDict')
   _check_structure(config, config_lib.get_base_config())
@@ -243,7 +246,8 @@ def validate(config, *, num_devices: int = 1, check_paths: bool = True) -> None:
   check_choice(config, 'model.conv_impl', networks.CONV_CHOICES)
   check_choice(config, 'model.deconv_impl', networks.DECONV_CHOICES)
   check_choice(config, 'compute_dtype', networks.COMPUTE_DTYPES)
-  if m.family == 'conv' and m.deconv_impl.startswith('vjp:') and num_devices > 1:
+  conv = m.family in networks.CONV_FAMILIES
+  if conv and m.deconv_impl.startswith('vjp:') and num_devices > 1:
     fail('model.deconv_impl', m.deconv_impl,
           f'the vjp:* formulations (jax.linear_transpose) cannot run in the data-parallel '
           f'step on {num_devices} devices; choose another (e.g. \'auto\')')
@@ -251,21 +255,25 @@ def validate(config, *, num_devices: int = 1, check_paths: bool = True) -> None:
               'decoder_channels', 'q_channels'):
     check_int_items(config, f'model.{key}', minimum=1,
                      why='widths must be positive integers')
-  if m.family == 'conv' and 28 % (2 ** len(m.decoder_channels)):
-    fail('model.decoder_channels', tuple(m.decoder_channels),
-          'a conv decoder doubles the side per layer: 28 must divide by 2**len(channels)')
+  full = networks.image_shape(m.family)[0]
+  if networks.image_shape(m.family) != data.image_shape(config.dataset):
+    fail('model.family', m.family, f'its networks take {full}x{full} images; config.dataset='
+          f'{config.dataset!r} has {data.image_shape(config.dataset)} (dsprites: dlib_conv)')
+  if conv and full % (2 ** len(m.decoder_channels)):
+    fail('model.decoder_channels', tuple(m.decoder_channels), f'a conv decoder doubles the '
+          f'side per layer: {full} (family {m.family!r}) must divide by 2**len(channels)')
   for key in ('encoder_channels', 'q_channels'):
-    side = 28
+    side = full
     for _ in m[key]:
       side = (side + 2 - 4) // 2 + 1  # 4x4 kernel, stride 2, padding 1
-    if m.family == 'conv' and side < 1:
-      fail(f'model.{key}', tuple(m[key]),
-            'too many conv layers: each halves the 28-pixel side (at most 4 layers)')
+    if conv and side < 1:
+      fail(f'model.{key}', tuple(m[key]), f'too many conv layers: each halves the {full}-pixel '
+            f'side (family {m.family!r}: at most {full.bit_length() - 1} layers)')
 
   # --- Evaluation.
   e = config.eval
   for key in ('batch_size', 'iwae_samples', 'iwae_chunk', 'q_train_steps', 'q_batch_size',
-              'traversal_steps'):
+              'traversal_steps', *(f'disentanglement.{k}' for k in e.disentanglement)):
     check_number(config, f'eval.{key}', minimum=0, strict=True)
   check_number(config, 'eval.num_figure_examples', minimum=0)
   check_number(config, 'eval.q_learning_rate', minimum=0.0, strict=True)

@@ -1,9 +1,10 @@
 """Image preparation shared by the train step and the evaluation: scaling, binarisation,
 the epoch's example order and the training batches drawn from it.
 
-Images are stored as uint8 [N, 28, 28, 1]; models see float32 in their pixel range
-(``config.pixel_range``: [0, 1] for the Bernoulli likelihood, [-1, 1] for the authors'
-MSE). The functions accept numpy or JAX arrays and return the same kind.
+Images are stored as uint8 [N, H, W, 1] (or bit-packed rows: ``unpack_images``); models
+see float32 in their pixel range (``config.pixel_range``: [0, 1] for the Bernoulli
+likelihood, [-1, 1] for the authors' MSE). The functions accept numpy or JAX arrays and
+return the same kind.
 """
 
 import math
@@ -21,6 +22,31 @@ def scale_images(images, pixel_range: tuple[float, float]):
     low, high = pixel_range
     return low + (high - low) * images.astype(np.float32) / 255.0
   return images.astype(np.float32)
+
+
+def unpack_images(rows, image_shape: tuple[int, int, int]):
+  """Bit-packed images (``np.packbits`` rows [N, H*W*C/8], as dSprites' train split is
+  held: 8x smaller on the device) -> uint8 [N, H, W, C] in {0, 255}, so that
+  ``scale_images`` maps them to {0, 1} exactly; images already [N, H, W, C] pass through
+  untouched. numpy in, numpy out; JAX in (a train step's batch), JAX out."""
+  image_shape = tuple(image_shape)
+  if tuple(rows.shape[1:]) == image_shape:
+    return rows
+  width = math.prod(image_shape) // 8
+  if rows.ndim != 2 or rows.shape[1] != width or rows.dtype != np.uint8:
+    raise ValueError(f'images of shape {tuple(rows.shape)} ({rows.dtype}) are neither '
+                     f'[N, {", ".join(map(str, image_shape))}] nor bit-packed [N, {width}] '
+                     'uint8 rows of such images')
+  n, (h, w, c) = rows.shape[0], image_shape
+  if isinstance(rows, np.ndarray):
+    return (np.unpackbits(rows, axis=1) * np.uint8(255)).reshape((n,) + image_shape)
+  # Pixel p is bit 7 - p % 8 (most significant first, as np.packbits) of byte p // 8: a
+  # gather straight to [n, H, W, C]. No reshape: a host-fed batch is sharded on its
+  # batch axis, and JAX refuses reshapes of such arrays that merge or split axes.
+  pixel = np.arange(h * w * c).reshape(image_shape)
+  bytes_ = jnp.take(rows, jnp.asarray(pixel // 8), axis=1)
+  bits = (bytes_ >> jnp.asarray(7 - pixel % 8, jnp.uint8)) & 1
+  return bits * np.uint8(255)
 
 
 def to_unit_range(images, pixel_range: tuple[float, float]) -> np.ndarray:

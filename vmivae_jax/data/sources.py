@@ -67,13 +67,16 @@ class Split:
   """One split of a dataset.
 
   Attributes:
-    images: uint8 array [N, 28, 28, 1]; read-only (shared with the cache).
+    images: uint8 array [N, 28, 28, 1]; read-only (shared with the cache). dSprites'
+      train split (``datasets.py``) holds bit-packed rows [N, 512] instead.
     labels: int32 array [N] with values in 0..9.
     source: where the data came from, e.g. 'idx:/abs/dir' or 'tfds:mnist'.
+    factors: int64 [N, K] ground-truth factor indices (factor datasets), else None.
   """
   images: np.ndarray
   labels: np.ndarray
   source: str
+  factors: np.ndarray | None = None
 
 
 def validate_dataset_name(name) -> None:

@@ -125,7 +125,7 @@ def figure_arrays(model: model_lib.VMIModel, vae_vars: dict, stats: dict, test_i
     decoded = _decode_unit(model, vae_vars, np.concatenate([c for _, c, _ in pieces]), pr)
     start = 0
     for key, codes, shape in pieces:
-      out[key] = decoded[start:start + len(codes)].reshape(shape + networks.IMAGE_SHAPE)
+      out[key] = decoded[start:start + len(codes)].reshape(shape + model.image_shape)
       start += len(codes)
   if mi_dims:
     out['rows'] = np.stack([out.pop(('rows', d)) for d in mi_dims])

@@ -116,7 +116,7 @@ def _iwae_batch(model, vae_vars, images, key, *, num_samples, chunk):
       log_w += -math.log(k) - log_q_c
       parts.append(jax.nn.one_hot(c, k, dtype=z.dtype))
     code = jnp.concatenate(parts, axis=-1).reshape(chunk * b, -1)
-    raw = common.decode_raw(model, vae_vars, code).reshape((chunk, b) + networks.IMAGE_SHAPE)
+    raw = common.decode_raw(model, vae_vars, code).reshape((chunk, b) + model.image_shape)
     log_w += _log_likelihood_samples(model, raw, x, output_logvar)
     return carry, jax.nn.logsumexp(log_w, axis=0)                      # [B]
 

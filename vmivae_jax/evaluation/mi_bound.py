@@ -24,7 +24,6 @@ from vmivae_jax import losses
 from vmivae_jax.data import preprocess
 from vmivae_jax.evaluation import common
 from vmivae_jax.evaluation import likelihood
-from vmivae_jax.model import networks
 from vmivae_jax.model import objectives
 from vmivae_jax.model import vmi as model_lib
 
@@ -45,7 +44,7 @@ MI_BOUND_NOTE = (
 
 @functools.partial(jax.jit, static_argnames=('model',))
 def _init_q(model, key):
-  return model.q.init(key, jnp.zeros((2,) + networks.IMAGE_SHAPE, jnp.float32), train=False)
+  return model.q.init(key, jnp.zeros((2,) + model.image_shape, jnp.float32), train=False)
 
 
 def init_q(model: model_lib.VMIModel, key: jax.Array) -> dict:
@@ -66,7 +65,8 @@ def _train_q(model, vae_vars, q_vars, train_images, key, temperature, *, steps, 
     params, state, opt_state = carry
     k_index, k_noise, k_binarize = jax.random.split(jax.random.fold_in(key, i), 3)
     index = jax.random.randint(k_index, (batch_size,), 0, n)
-    x = preprocess.scale_images(train_images[index], model.pixel_range)
+    rows = preprocess.unpack_images(train_images[index], model.image_shape)  # dsprites: bits
+    x = preprocess.scale_images(rows, model.pixel_range)
     if binarize:
       x = preprocess.binarize(x, preprocess.uniform_flat(k_binarize, x.shape))
     noise = latents.draw_noise(k_noise, model.latent, (batch_size,))

@@ -18,11 +18,14 @@ from absl import logging
 
 from vmivae_jax import losses
 from vmivae_jax.config import validation
+from vmivae_jax.data import datasets
+from vmivae_jax.data import dsprites
 from vmivae_jax.data import preprocess
 from vmivae_jax.data import sources as data
 from vmivae_jax.evaluation import classifier
 from vmivae_jax.evaluation import clustering
 from vmivae_jax.evaluation import common
+from vmivae_jax.evaluation import disentanglement_eval
 from vmivae_jax.evaluation import figure_data
 from vmivae_jax.evaluation import latent_usage
 from vmivae_jax.evaluation import likelihood
@@ -91,9 +94,16 @@ def evaluate_workdir(workdir: str | Path, step: int | None = None, *,
   _timed('IWAE', _iwae_metrics, ctx, metrics, stats)
   _timed('Latent usage', _latent_usage_metrics, ctx, stats, metrics)
   code_index, counts = _code_metrics(ctx, stats, metrics)
+  if config.dataset in datasets.FACTOR_DATASETS:
+    _timed('Disentanglement scores', _disentanglement_metrics, ctx, metrics)
   if make_figures:
     metrics['figures'] = _timed('Figures', figure_data.write_figures, workdir, ctx.model,
                                 ctx.vae_vars, stats, ctx.test_x, config, code_index, counts)
+    if config.dataset in datasets.FACTOR_DATASETS:
+      metrics['figures'] += disentanglement_eval.write_traversal_figures(
+          workdir / workdir_lib.EVAL_DIR, ctx.model, ctx.vae_vars, ctx.test_x,
+          traversal_range=float(config.eval.traversal_range),
+          steps=int(config.eval.traversal_steps))
   metrics['eval_seconds'] = time.time() - start
   metrics = fileio.to_jsonable(metrics)
   fileio.write_json(workdir / workdir_lib.EVAL_DIR / METRICS_JSON, metrics)
@@ -102,10 +112,8 @@ def evaluate_workdir(workdir: str | Path, step: int | None = None, *,
 
 
 def _restore(workdir: Path, config, step: int | None) -> EvalContext:
-  test = data.load_split(config.dataset, 'test', data_dir=config.data_dir,
-                         limit=config.test_limit or None)
-  train = data.load_split(config.dataset, 'train', data_dir=config.data_dir,
-                         limit=config.train_limit or None)
+  test = datasets.load_config_split(config, 'test')
+  train = datasets.load_config_split(config, 'train')   # dsprites: packed bits
   run = build.build_run(config, num_train_examples=len(train.images))
   manager = workdir_lib.checkpoint_manager(workdir, read_only=True)
   try:
@@ -283,6 +291,16 @@ def _train_code_metrics(ctx: EvalContext, code_index: int) -> dict:
       code_index=code_index, batch_size=int(ctx.config.eval.batch_size))
   return {'accuracy_majority_train': classifier.accuracy_majority_train(ctx.train_labels, codes),
           'num_train_examples_classified': len(codes)}
+
+
+def _disentanglement_metrics(ctx: EvalContext, metrics: dict) -> None:
+  """The six scores of the encoder mean over the whole factor grid (disentanglement_eval)."""
+  config = ctx.config
+  packed = dsprites.load_or_build(datasets.cache_dir(config.data_dir, config.data_cache_dir))
+  metrics['disentanglement'] = disentanglement_eval.disentanglement_scores(
+      ctx.model, ctx.vae_vars, packed, config.eval.disentanglement, seed=int(config.seed))
+  logging.info('disentanglement: %s', '  '.join(
+      f'{k} {v:.3f}' for k, v in metrics['disentanglement'].items() if isinstance(v, float)))
 
 
 def _log_summary(metrics: dict) -> None:

@@ -1,11 +1,17 @@
-"""Flax (linen) encoders, decoders and the auxiliary Q network for 28x28x1 images.
+"""Flax (linen) encoders, decoders and the auxiliary Q network.
 
-Two families share one interface:
+Three families share one interface; the family fixes the image shape (``IMAGE_SHAPES``):
 
-* ``'mlp'``: dense layers (e.g. 784-512-512 -> heads).
-* ``'conv'``: strided 4x4 convolutions then dense layers. With channels (64, 128),
+* ``'mlp'`` (28x28x1): dense layers (e.g. 784-512-512 -> heads).
+* ``'conv'`` (28x28x1): strided 4x4 convolutions then dense layers. With channels (64, 128),
   dense (512,), BatchNorm and LeakyReLU(0.2) it is the architecture of the authors'
   PyTorch code (encoder and Q), and its transpose-convolution mirror is their decoder.
+* ``'dlib_conv'`` (64x64x1): the same layers at 64x64. With encoder channels
+  (32, 32, 64, 64), dense (256,), decoder dense (256,), grid 4x4x64 and transpose convs
+  to (64, 32, 32, 1), ReLU, no normalisation, it is disentanglement_lib's conv_encoder /
+  deconv_decoder (Locatello et al. 2019; TF's 'same' padding of a 4x4 stride-2 conv on
+  an even side is our padding of 1), the standard network of the disentanglement
+  benchmarks (``dsprites_config.dlib_architecture``). Q reads x' with the encoder's trunk.
 
 Mixed precision: with ``dtype`` set (``config.compute_dtype='bfloat16'``) the layers
 compute in that dtype (activations and matmul/conv inputs; BatchNorm statistics stay
@@ -13,9 +19,10 @@ float32, as Flax computes them) while parameters stay float32; the networks' out
 (posterior parameters, decoder output, Q's predictions) are cast back to float32, so
 every loss is computed in float32. ``dtype=None`` (the default) is the float32 model.
 
-Images are NHWC ``[B, 28, 28, 1]``. BatchNorm statistics are averaged over the
-``batch_norm_axis`` mesh axis when it is set, so a data-parallel step normalises
-with global-batch statistics, exactly as a single device would.
+Images are NHWC ``[B, H, W, 1]`` (``image_shape(family)``); a network given another
+shape raises a ValueError naming the family and both shapes. BatchNorm statistics are
+averaged over the ``batch_norm_axis`` mesh axis when it is set, so a data-parallel step
+normalises with global-batch statistics, exactly as a single device would.
 """
 
 from collections.abc import Sequence
@@ -28,7 +35,8 @@ import jax.numpy as jnp
 from vmivae_jax import latents
 from vmivae_jax.model import conv_ops
 
-IMAGE_SHAPE = (28, 28, 1)
+IMAGE_SHAPE = (28, 28, 1)     # the 'mlp' and 'conv' families' images
+IMAGE_SHAPES = {'mlp': IMAGE_SHAPE, 'conv': IMAGE_SHAPE, 'dlib_conv': (64, 64, 1)}
 _ACTIVATIONS = {
     'relu': nn.relu,
     'leaky_relu': lambda x: nn.leaky_relu(x, negative_slope=0.2),
@@ -36,7 +44,8 @@ _ACTIVATIONS = {
     'gelu': nn.gelu,
     'tanh': jnp.tanh,
 }
-FAMILIES = ('mlp', 'conv')
+FAMILIES = tuple(IMAGE_SHAPES)
+CONV_FAMILIES = ('conv', 'dlib_conv')   # strided 4x4 convs: same layers, other image sides
 NORMS = ('none', 'batch', 'layer')
 COMPUTE_DTYPES = {'float32': None, 'bfloat16': jnp.bfloat16}   # config name -> module dtype
 AUTO = 'auto'   # config.model.conv_impl/deconv_impl: the backend's default (conv_impls)
@@ -63,6 +72,22 @@ CONV_CHOICES = (AUTO,) + conv_ops.CONV_IMPLS
 DECONV_CHOICES = (AUTO,) + tuple(d for d in conv_ops.DECONV_IMPLS if d != 'auto') + tuple(
     f'vjp:{c}' for c in conv_ops.CONV_IMPLS
     if c != 'lax_vjp' and f'vjp:{c}' not in conv_ops.DECONV_IMPLS)
+
+
+def image_shape(family: str) -> tuple[int, int, int]:
+  """(H, W, C) of the images a ``family``'s networks read and write."""
+  if family not in IMAGE_SHAPES:
+    raise ValueError(f'unknown model family {family!r}; choose from {FAMILIES}')
+  return IMAGE_SHAPES[family]
+
+
+def check_image_shape(family: str, images: jax.Array) -> None:
+  """A ValueError naming both shapes unless ``images`` is [B] + ``image_shape(family)``:
+  a 28x28 network would otherwise flatten 64x64 images into wrong-sized dense layers."""
+  expected = image_shape(family)
+  if tuple(images.shape[1:]) != expected:
+    raise ValueError(f'model family {family!r} takes [B, {", ".join(map(str, expected))}] '
+                     f'images, got {tuple(images.shape)}')
 
 
 def _float32(x: jax.Array) -> jax.Array:
@@ -134,9 +159,10 @@ class FeatureExtractor(nn.Module):
 
   @nn.compact
   def __call__(self, images: jax.Array, *, train: bool) -> jax.Array:
+    check_image_shape(self.family, images)
     act = _ACTIVATIONS[self.activation]
     x = images
-    if self.family == 'conv':
+    if self.family in CONV_FAMILIES:
       for i, channels in enumerate(self.conv_channels):
         x = StridedConv(channels, use_bias=(i == 0 or self.norm == 'none'),
                         impl=self.conv_impl, dtype=self.dtype, name=f'conv_{i}')(x)
@@ -191,10 +217,11 @@ class Encoder(nn.Module):
 
 
 class Decoder(nn.Module):
-  """p(x | z, c): latent code -> raw image output [B, 28, 28, 1] (logits or pre-mean)."""
+  """p(x | z, c): latent code -> raw image output [B] + ``image_shape(family)`` (logits or
+  pre-mean)."""
   family: str = 'mlp'
   hidden: Sequence[int] = (512, 512)        # dense widths, in order from the code
-  conv_channels: Sequence[int] = (128, 64)  # conv family: channels at 7x7, 14x14
+  conv_channels: Sequence[int] = (128, 64)  # conv families: grid channels, then each deconv's
   norm: str = 'none'
   activation: str = 'relu'
   batch_norm_axis: str | None = None
@@ -212,16 +239,16 @@ class Decoder(nn.Module):
       if norm_dense:
         x = _normalise(self.norm, self.batch_norm_axis, train, f'dense_norm_{i}', dtype)(x)
       x = act(x)
+    shape = image_shape(self.family)
     if self.family == 'mlp':
-      x = nn.Dense(IMAGE_SHAPE[0] * IMAGE_SHAPE[1] * IMAGE_SHAPE[2], dtype=dtype,
-                   name='output')(x)
-      x = x.reshape((-1,) + IMAGE_SHAPE)
+      x = nn.Dense(shape[0] * shape[1] * shape[2], dtype=dtype, name='output')(x)
+      x = x.reshape((-1,) + shape)
       return _float32(x) if dtype else x
-    side = IMAGE_SHAPE[0] // 2 ** len(self.conv_channels)
+    side = shape[0] // 2 ** len(self.conv_channels)
     x = nn.Dense(side * side * self.conv_channels[0], dtype=dtype, name='to_grid')(x)
     x = _normalise(self.norm, self.batch_norm_axis, train, 'to_grid_norm', dtype)(x)
     x = act(x).reshape(-1, side, side, self.conv_channels[0])
-    out_channels = tuple(self.conv_channels[1:]) + (IMAGE_SHAPE[2],)
+    out_channels = tuple(self.conv_channels[1:]) + (shape[2],)
     for i, channels in enumerate(out_channels):
       x = StridedConvTranspose(channels, impl=self.deconv_impl, dtype=dtype,
                                name=f'deconv_{i}')(x)
@@ -310,7 +337,7 @@ class VAE(nn.Module):
                code_gradient: jax.Array | float = 1.0
                ) -> tuple[latents.PosteriorParams, latents.LatentSample, jax.Array, jax.Array | None]:
     """Returns the posterior, the reparameterised sample, the raw decoder output
-    [B, 28, 28, 1] and the learned output log-variance (or None).
+    [B, H, W, 1] and the learned output log-variance (or None).
 
     ``code_gradient`` scales the gradient reaching the codes' logits through their
     sample (values unchanged); the Python float 1.0 adds no operation."""

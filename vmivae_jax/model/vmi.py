@@ -25,9 +25,9 @@ class Forward(NamedTuple):
   """One stochastic pass of a batch through the VAE."""
   posterior: latents.PosteriorParams
   sample: latents.LatentSample
-  raw_output: jax.Array           # [B, 28, 28, 1] decoder logits (Bernoulli) or pre-mean
+  raw_output: jax.Array           # [B, H, W, 1] decoder logits (Bernoulli) or pre-mean
   output_logvar: jax.Array | None  # learned pixel log-variance, if any
-  x_prime: jax.Array              # [B, 28, 28, 1] decoder mean: what Q reads
+  x_prime: jax.Array              # [B, H, W, 1] decoder mean: what Q reads
 
 
 class MITargets(NamedTuple):
@@ -63,13 +63,18 @@ class VMIModel:
   gaussian_logvar: float = 0.0
 
   @property
+  def image_shape(self) -> tuple[int, int, int]:
+    """(H, W, C) of the data: fixed by the decoder's family (``networks.IMAGE_SHAPES``)."""
+    return networks.image_shape(self.vae.decoder.family)
+
+  @property
   def has_mi_targets(self) -> bool:
     return bool(self.mi_gaussian_indices or self.mi_categorical_indices)
 
   def init(self, key: jax.Array, batch_size: int = 2) -> tuple[dict, dict]:
     """Initial VAE and Q variables ({'params': ..., maybe 'batch_stats': ...})."""
     vae_key, q_key, noise_key = jax.random.split(key, 3)
-    images = jnp.zeros((batch_size,) + networks.IMAGE_SHAPE, jnp.float32)
+    images = jnp.zeros((batch_size,) + self.image_shape, jnp.float32)
     noise = latents.draw_noise(noise_key, self.latent, batch_size)
     vae_vars = self.vae.init(vae_key, images, noise, temperature=1.0, hard=False, train=False)
     q_vars = self.q.init(q_key, images, train=False)

@@ -16,10 +16,10 @@ from typing import Any
 # seed and the step, never of the total); keep_checkpoints only decides which old
 # checkpoints Orbax deletes; eval.* is read by eval.py only; data_feed only decides how
 # the same batches reach the devices (a run may switch feeds, e.g. when moving to
-# several hosts). steps_per_chunk and
-# checkpoint_every_steps are NOT here: they set the chunk boundaries, hence the
+# several hosts); data_cache_dir only says where the same rendered images are kept.
+# steps_per_chunk and checkpoint_every_steps are NOT here: they set the chunk boundaries, hence the
 # logged metrics (one line per chunk) and the compiled programs.
-EXTENDABLE = ('num_train_steps', 'keep_checkpoints', 'eval', 'data_feed')
+EXTENDABLE = ('num_train_steps', 'keep_checkpoints', 'eval', 'data_feed', 'data_cache_dir')
 # Config keys whose effect depends on num_train_steps (a schedule over the fraction of
 # training, ...): while one is non-zero/non-empty, num_train_steps cannot change. None
 # exists today (temperature, capacity and MI warm-up count absolute steps); a schedule

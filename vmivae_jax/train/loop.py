@@ -15,7 +15,7 @@ import jax
 import numpy as np
 from absl import logging
 
-from vmivae_jax.data import sources as data
+from vmivae_jax.data import datasets as data
 from vmivae_jax.util import console
 
 
@@ -34,9 +34,8 @@ class TrainingInterrupted(RuntimeError):
 
 
 def load_train_images(config) -> np.ndarray:
-  split = data.load_split(config.dataset, 'train', data_dir=config.data_dir,
-                          limit=config.train_limit or None)
-  return split.images
+  """uint8 [N, H, W, 1], or dsprites' bit-packed rows [N, 512] (data/datasets.py)."""
+  return data.load_config_split(config, 'train').images
 
 
 def first_non_finite(metrics: dict[str, np.ndarray], first_step: int

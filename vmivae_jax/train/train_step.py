@@ -46,7 +46,6 @@ from vmivae_jax.config import config_lib
 from vmivae_jax.data import preprocess
 from vmivae_jax.model import disentangle
 from vmivae_jax.model import invariance
-from vmivae_jax.model import networks
 from vmivae_jax.model import objectives
 from vmivae_jax.model import vmi as model_lib
 from vmivae_jax.train import train_state as train_state_lib
@@ -69,6 +68,9 @@ def device_training_set(images, settings: invariance.InvarianceSettings) -> Trai
   images = jnp.asarray(images)
   if not settings.uses_neighbours:
     return TrainingSet(images)
+  if images.ndim != 4:
+    raise ValueError(f'the neighbour term needs [N, H, W, C] images, got {images.shape} '
+                     '(bit-packed rows?)')
   k, n = settings.neighbour_count, images.shape[0]
   if not 1 <= k < n:
     raise ValueError(f'invariance.neighbour_count={k} must be in [1, {n - 1}] for '
@@ -117,8 +119,9 @@ def _train_step(cfg: StepStatics, local_batch: int, axis_name: str | None, state
                 images: jax.Array, step_key: jax.Array, hparams=None,
                 neighbour_images: jax.Array | None = None):
   """One step on one device, on ``images``: this device's uint8 rows of the step's global
-  batch ([local_batch, 28, 28, 1]), and ``neighbour_images`` one neighbour of each
-  (the neighbour term only); returns the new state and metrics.
+  batch ([local_batch, H, W, 1], or bit-packed [local_batch, H*W/8]), and
+  ``neighbour_images`` one neighbour of each (the neighbour term only); returns the new
+  state and metrics.
 
   ``hparams`` (a sweep member's numbers as arrays, ``sweep_step.HParams``) replaces the
   numbers of ``cfg`` that a sweep varies; None (single runs) uses ``cfg``'s own.
@@ -127,6 +130,7 @@ def _train_step(cfg: StepStatics, local_batch: int, axis_name: str | None, state
     cfg = hparams.apply(cfg)
   model, b = cfg.model, cfg.batch_size
   step = state.step
+  images = preprocess.unpack_images(images, model.image_shape)   # packed bits: dsprites
   x = preprocess.scale_images(images, model.pixel_range)
 
   inv = cfg.objective.invariance
@@ -140,7 +144,7 @@ def _train_step(cfg: StepStatics, local_batch: int, axis_name: str | None, state
   noise = jax.tree.map(lambda n: parallel.local_slice(n, local_batch, axis_name),
                        latents.draw_noise(noise_key, model.latent, b))
   if cfg.binarize:
-    u = parallel.local_slice(jax.random.uniform(binarize_key, (b,) + networks.IMAGE_SHAPE),
+    u = parallel.local_slice(jax.random.uniform(binarize_key, (b,) + model.image_shape),
                              local_batch, axis_name)
     x = preprocess.binarize(x, u)
     if inputs is not None and inputs.augmented is not None:   # T(x) binarised as x was
@@ -149,11 +153,12 @@ def _train_step(cfg: StepStatics, local_batch: int, axis_name: str | None, state
     if neighbour_images is None:
       raise ValueError('invariance.neighbour_weight > 0 needs the device feed with the '
                        'neighbour table (train_step.device_training_set)')
-    x_n = preprocess.scale_images(neighbour_images, model.pixel_range)
+    x_n = preprocess.scale_images(preprocess.unpack_images(neighbour_images, model.image_shape),
+                                  model.pixel_range)
     if cfg.binarize:   # n(x) is another example: its own uniforms
       x_n = preprocess.binarize(x_n, parallel.local_slice(
           jax.random.uniform(jax.random.fold_in(binarize_key, 1),
-                             (b,) + networks.IMAGE_SHAPE), local_batch, axis_name))
+                             (b,) + model.image_shape), local_batch, axis_name))
     inputs = inputs._replace(neighbours=x_n)
   temperature = cfg.temperature(step)
 
@@ -316,6 +321,10 @@ def make_train_chunk(cfg: StepStatics, mesh: jax.sharding.Mesh, num_steps: int,
     in_specs = (P(), P(), P(), P())
   else:
     def chunk(state, batches, step_key):
+      if axis_name is None:
+        # One device: drop the batch axis's sharding type (the mesh's explicit 'data'
+        # axis), which the conv formulations' reshapes cannot carry; nothing moves.
+        batches = jax.sharding.reshard(batches, jax.sharding.NamedSharding(mesh, P()))
       return steps(state, step_key, (batches,))
     in_specs = (P(), parallel.BATCHES_SPEC, P())
 
