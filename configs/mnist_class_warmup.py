@@ -9,8 +9,10 @@ steps) at batch 256.
   python train.py --config=configs/mnist_class_warmup.py --workdir=runs/mnist_class_warmup
   python eval.py --workdir=runs/mnist_class_warmup
 
-Held-out results (seeds 5-9), with their commands: docs/results_class.md, "The code
-trained like a classifier first, MNIST". Tuning (seed 100, not a result;
+Held-out seeds 5-9 (docs/results_class.md, "The code trained like a classifier first,
+MNIST", with the commands): 94.2 +- 4.8% test accuracy (Hungarian; 97.7 / 97.5 / 89.7 /
+98.0 / 88.2), ELBO -103.85, IWAE -99.49; the 5 seeds trained as one sweep in 21.8
+minutes on 2 CPU cores shared with other jobs. Tuning (seed 100, not a result;
 docs/class_tuning.md): 97.8% test accuracy (Hungarian), ELBO -104.1.
 """
 
