@@ -9,7 +9,10 @@ and VAT. 10 epochs (2340 steps) at batch 256.
   python train.py --config=configs/fashion_class_neighbours.py --workdir=runs/fashion_neighbours
   python eval.py --workdir=runs/fashion_neighbours
 
-Tuning only so far (seed 100, not a result): docs/class_tuning.md.
+Tuning only (seed 100, not a result; docs/class_tuning.md): 58.9% test accuracy
+(Hungarian), ELBO -241.1, against 60.0% without the neighbour term and the crops; it
+does not reach the 65% target, so no held-out seeds were run. 10 epochs trained in 108 s
+on 2 idle CPU cores (the table of neighbours included).
 """
 
 from vmivae_jax.config import config_lib
