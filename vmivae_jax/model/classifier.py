@@ -106,8 +106,9 @@ class Classifier(nn.Module):
 
   @nn.compact
   def __call__(self, images: jax.Array, *, train: bool) -> jax.Array:
-    features = networks.FeatureExtractor(family='mlp', hidden=tuple(self.hidden),
-                                         norm='batch', name='code_trunk')(images, train=train)
+    features = networks.FeatureExtractor(family='mlp', hidden=tuple(self.hidden), norm='batch',
+                                         images_only=False, name='code_trunk')(images,
+                                                                               train=train)
     init = nn.initializers.variance_scaling(self.head_init_scale ** 2, 'fan_in', 'normal')
     return nn.Dense(self.num_classes, kernel_init=init, name='categorical_head_0')(features)
 

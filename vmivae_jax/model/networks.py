@@ -156,10 +156,14 @@ class FeatureExtractor(nn.Module):
   batch_norm_axis: str | None = None
   conv_impl: str = AUTO
   dtype: Any = None        # compute dtype (None: float32); parameters are float32
+  # The VAE's trunks read the family's images; the bare classifier (classifier.py) may
+  # read any [B, ...] vectors through an MLP.
+  images_only: bool = True
 
   @nn.compact
   def __call__(self, images: jax.Array, *, train: bool) -> jax.Array:
-    check_image_shape(self.family, images)
+    if self.images_only or self.family != 'mlp':
+      check_image_shape(self.family, images)
     act = _ACTIVATIONS[self.activation]
     x = images
     if self.family in CONV_FAMILIES:
