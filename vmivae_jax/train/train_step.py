@@ -57,7 +57,7 @@ TrainState = train_state_lib.TrainState
 class TrainingSet(NamedTuple):
   """The device feed's training set: uint8 images and, with the neighbour term on, each
   example's nearest neighbours (None otherwise)."""
-  images: jax.Array                       # [N, 28, 28, 1] uint8
+  images: jax.Array                       # [N, H, W, 1] uint8 (or bit-packed rows)
   neighbours: jax.Array | None = None     # [N, k] int32
 
 
@@ -143,9 +143,12 @@ def _train_step(cfg: StepStatics, local_batch: int, axis_name: str | None, state
   noise_key, binarize_key = jax.random.split(jax.random.fold_in(step_key, step))
   noise = jax.tree.map(lambda n: parallel.local_slice(n, local_batch, axis_name),
                        latents.draw_noise(noise_key, model.latent, b))
+  def binarize_uniforms(key):   # drawn for the global batch, then this device's rows
+    return parallel.local_slice(jax.random.uniform(key, (b,) + model.image_shape),
+                                local_batch, axis_name)
+
   if cfg.binarize:
-    u = parallel.local_slice(jax.random.uniform(binarize_key, (b,) + model.image_shape),
-                             local_batch, axis_name)
+    u = binarize_uniforms(binarize_key)
     x = preprocess.binarize(x, u)
     if inputs is not None and inputs.augmented is not None:   # T(x) binarised as x was
       inputs = inputs._replace(augmented=preprocess.binarize(inputs.augmented, u))
@@ -156,9 +159,7 @@ def _train_step(cfg: StepStatics, local_batch: int, axis_name: str | None, state
     x_n = preprocess.scale_images(preprocess.unpack_images(neighbour_images, model.image_shape),
                                   model.pixel_range)
     if cfg.binarize:   # n(x) is another example: its own uniforms
-      x_n = preprocess.binarize(x_n, parallel.local_slice(
-          jax.random.uniform(jax.random.fold_in(binarize_key, 1),
-                             (b,) + model.image_shape), local_batch, axis_name))
+      x_n = preprocess.binarize(x_n, binarize_uniforms(jax.random.fold_in(binarize_key, 1)))
     inputs = inputs._replace(neighbours=x_n)
   temperature = cfg.temperature(step)
 
@@ -253,7 +254,8 @@ def run_steps(cfg: StepStatics, local_batch: int, axis_name: str | None, num_ste
 
   ``data`` is ``(training_set, data_key)`` for ``feed='device'`` (the replicated
   :class:`TrainingSet`, or its images alone: each step gathers this device's rows of
-  ``preprocess.batch_indices``, and one neighbour of each with the neighbour term on) and ``(batches,)``
+  ``preprocess.batch_indices``, and one neighbour of each with the neighbour term on)
+  and ``(batches,)``
   for ``feed='host'`` (this device's rows of each step's batch, [num_steps, local_batch,
   28, 28, 1], indexed on the host by the same function). Either way a step sees the same
   rows, so the two feeds train the same parameters.
