@@ -12,7 +12,7 @@ and VAT. 10 epochs (2340 steps) at batch 256.
 Tuning only (seed 100, not a result; docs/class_tuning.md): 58.9% test accuracy
 (Hungarian), ELBO -241.1, against 60.0% without the neighbour term and the crops; it
 does not reach the 65% target, so no held-out seeds were run. 10 epochs trained in 108 s
-on 2 idle CPU cores (the table of neighbours included).
+on 2 CPU cores (the table of neighbours included; the run's log).
 """
 
 from vmivae_jax.config import config_lib
