@@ -101,12 +101,20 @@ def test_report_lists_diverged_runs_instead_of_dropping_them(tmp_path):
 
 def test_class_suite_experiments_as_specified():
   exps = {e.name: e for e in suite_lib.SUITES['class']()}
-  assert list(exps) == ['thesis_budget', 'class_mnist', 'class_mnist_imsat',
+  assert list(exps) == ['thesis_budget', 'authors_budget', 'class_mnist', 'class_mnist_imsat',
                         'class_mnist_warmup', 'ablation_class_mnist_imsat', 'class_fashion', 'ablation_class_mnist']
   budget = exps['thesis_budget']
   assert budget.config_file == 'configs/mnist_joint.py' and budget.seeds == (0, 1, 2)
   assert dict(budget.variants) == {'elbo': {'mi_weight': 0.0}, 'mi': {'mi_weight': 10.0}}
   assert budget.curve
+  authors = exps['authors_budget']
+  assert authors.config_file == 'configs/authors_mnist_joint.py' and authors.curve
+  assert dict(authors.variants) == {'elbo': {'mi_weight': 0.0}, 'mi': {'mi_weight': 0.01}}
+  authors_config = reproduce.load_config(authors.config_file, authors.variant_overrides('mi'))
+  assert authors_config.num_train_steps == 150_000 and authors_config.batch_size == 124
+  assert authors_config.mi_weight == 0.01   # the config's own (the authors') MI weight
+  assert authors_config.num_train_steps // authors_config.checkpoint_every_steps <= (
+      authors_config.keep_checkpoints)   # every checkpoint of the curve is kept
   for name, config in (('class_mnist', 'configs/mnist_class.py'),
                        ('class_mnist_imsat', 'configs/mnist_class_imsat.py'),
                        ('class_fashion', 'configs/fashion_class.py')):
