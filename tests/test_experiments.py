@@ -142,6 +142,46 @@ def test_class_suite_experiments_as_specified():
                                      'class_mnist_warmup': 0.95, 'class_fashion': 0.65}
 
 
+def test_disentanglement_suite_experiments_as_specified():
+  """Every method x two values of its main hyper-parameter x seeds 0-4, on the dSprites
+  configs, with the suite's budget; the baselines train no Q; every config validates."""
+  from vmivae_jax.config import validation
+  exps = {e.name: e for e in suite_lib.SUITES['disentanglement']()}
+  assert list(exps) == ['beta_vae', 'beta_tcvae', 'factor_vae', 'dip_vae_i', 'dip_vae_ii',
+                        'vmi_dims01', 'vmi_all_dims']
+  methods = {'beta_vae': 'none', 'beta_tcvae': 'beta_tcvae', 'factor_vae': 'factor_vae',
+             'dip_vae_i': 'dip_vae_i', 'dip_vae_ii': 'dip_vae_ii', 'vmi_dims01': 'none',
+             'vmi_all_dims': 'none'}
+  grid = {}
+  for name, exp in exps.items():
+    assert exp.seeds == (0, 1, 2, 3, 4) and len(exp.variants) == 2
+    for variant, _ in exp.variants:
+      config = reproduce.load_config(exp.config_file, {'seed': 0,
+                                                       **exp.variant_overrides(variant)})
+      validation.validate(config, check_paths=False)
+      assert config.dataset == 'dsprites' and config.model.family == 'dlib_conv'
+      assert config.num_train_steps == 2000 and config.batch_size == 64
+      assert config.disentangle.method == methods[name]
+      vmi = name.startswith('vmi')
+      assert (config.mi_weight > 0) == vmi
+      assert config.mi.gaussian_indices == {'vmi_dims01': (0, 1),
+                                            'vmi_all_dims': tuple(range(10))}.get(name, ())
+      grid[name, variant] = (config.beta, config.disentangle.tc_weight,
+                             config.disentangle.dip_lambda_od, config.mi_weight)
+  assert grid['beta_vae', 'beta_1'][0] == 1.0 and grid['beta_vae', 'beta_4'][0] == 4.0
+  assert grid['factor_vae', 'tc_weight_40'][1] == 40.0
+  assert grid['dip_vae_ii', 'dip_lambda_od_10'][2] == 10.0
+  assert grid['vmi_all_dims', 'mi_weight_10'][3] == 10.0
+  # beta = 1 is the VMI runs' lambda = 0 twin: the same model and training otherwise.
+  twin = reproduce.load_config(exps['beta_vae'].config_file,
+                               {'seed': 0, **exps['beta_vae'].variant_overrides('beta_1')})
+  vmi = reproduce.load_config(exps['vmi_dims01'].config_file,
+                              {'seed': 0, **exps['vmi_dims01'].variant_overrides('mi_weight_1')})
+  from vmivae_jax.rundir import extend
+  assert sorted(extend.differing_keys(twin.to_dict(), vmi.to_dict())) == [
+      'mi.gaussian_indices', 'mi_weight']
+
+
 def test_thesis_budget_config_is_the_in_progress_runs_command_up_to_eval():
   """The runs in /work/runs/thesis_budget were trained with these exact flags."""
   from vmivae_jax.rundir import extend

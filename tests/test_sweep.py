@@ -77,13 +77,15 @@ def _single(member: build.Run, mesh):
                member.keys['data'])
 
 
-@pytest.mark.parametrize('devices', [1, 8])
-def test_members_equal_their_single_runs(devices):
+@pytest.mark.parametrize('devices,members', [(1, 'vmap'), (8, 'vmap'), (1, 'loop'),
+                                             (8, 'loop')])
+def test_members_equal_their_single_runs(devices, members):
   """Each member after six steps (and its metrics at every step) vs the single run of the
-  member's config on one device; on 8 devices the sweep runs under shard_map."""
+  member's config on one device; on 8 devices the sweep runs under shard_map. Members
+  vmapped (one batched program) or looped (a scan over members)."""
   run = _sweep_run()
   mesh = parallel.make_mesh(devices)
-  chunk = sweep_step.make_sweep_chunk(run.step_statics, mesh, STEPS)
+  chunk = sweep_step.make_sweep_chunk(run.step_statics, mesh, STEPS, members=members)
   state = parallel.replicate(
       sweep_step.stack_states([m.initial_state() for m in run.members]), mesh)
   state, metrics = chunk(state, parallel.replicate(jnp.asarray(IMAGES), mesh),
@@ -108,6 +110,43 @@ def test_members_equal_their_single_runs(devices):
   # The members really differ (different seeds and numbers).
   a, b = (sweep_step.member_state(state, i).vae_params for i in (0, 1))
   assert not np.allclose(jax.tree.leaves(a)[0], jax.tree.leaves(b)[0])
+
+
+def test_member_strategy_loops_conv_families_on_cpu_only():
+  mlp = _sweep_run().step_statics
+  conv_config = _sweep_config(**{k: v for k, v in MEMBERS.items() if k == 'seed'})
+  config_lib.override(conv_config, {'model.family': 'conv'})
+  config_lib.smoke_widths(conv_config.model)
+  conv = build.build_sweep(conv_config, num_train_examples=N).step_statics
+  assert jax.default_backend() == 'cpu'
+  assert sweep_step.member_strategy(mlp) == 'vmap'
+  assert sweep_step.member_strategy(conv) == 'loop'
+  assert sweep_step.member_strategy(conv, 'vmap') == 'vmap'
+  with pytest.raises(ValueError, match="'grouped'"):
+    sweep_step.member_strategy(conv, 'grouped')
+  # The looped program has no batched convolution: each member runs the plain one.
+  mesh = parallel.make_mesh(1)
+  run = build.build_sweep(conv_config, num_train_examples=N)
+  state = sweep_step.stack_states([m.initial_state() for m in run.members])
+  args = (state, jnp.asarray(IMAGES), run.keys('step'), run.keys('data'), run.hparams)
+  for members, grouped in (('loop', False), ('vmap', True)):
+    jaxpr = jax.make_jaxpr(sweep_step.make_sweep_chunk(conv, mesh, 2, members=members))(*args)
+    groups = _conv_group_counts(jaxpr.jaxpr)
+    assert groups and any(g > 1 for g in groups) == grouped, (members, groups)
+
+
+def _conv_group_counts(jaxpr) -> list[int]:
+  """feature_group_count * batch_group_count of every convolution in ``jaxpr``."""
+  found = []
+  for eqn in jaxpr.eqns:
+    if eqn.primitive.name == 'conv_general_dilated':
+      found.append(eqn.params['feature_group_count'] * eqn.params['batch_group_count'])
+    for value in eqn.params.values():
+      for sub in value if isinstance(value, (tuple, list)) else (value,):
+        sub = getattr(sub, 'jaxpr', sub)
+        if hasattr(sub, 'eqns'):
+          found += _conv_group_counts(sub)
+  return found
 
 
 def _dot_batch_dims(jaxpr) -> list[int]:

@@ -1,4 +1,4 @@
-"""The train step of a sweep: ``train_step``'s step vmapped over members, compiled once.
+"""The train step of a sweep: ``train_step``'s step over members (vmapped or looped), compiled once.
 
 Per member (the vmapped axis, leading every array): parameters, BatchNorm statistics,
 optimizer states, the step and data keys (from the member's seed) and :class:`HParams`,
@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
+from vmivae_jax.model import networks
 from vmivae_jax.model import objectives
 from vmivae_jax.model import vmi as model_lib
 from vmivae_jax.train import train_state as train_state_lib
@@ -130,8 +131,37 @@ def _state_axes(state: TrainState):
   return jax.tree.map(lambda _: 0, state.replace(step=None))
 
 
+def _set_member(state: TrainState, i, member: TrainState) -> TrainState:
+  """``state`` with member ``i`` replaced by ``member`` (the shared step left as it is)."""
+  fields = {f.name: jax.tree.map(lambda x, y: x.at[i].set(y), getattr(state, f.name),
+                                 getattr(member, f.name))
+            for f in dataclasses.fields(state) if f.name != 'step'}
+  return state.replace(**fields)
+
+
+MEMBER_STRATEGIES = ('auto', 'vmap', 'loop')
+
+
+def member_strategy(cfg: train_step.StepStatics, strategy: str = 'auto') -> str:
+  """How a sweep runs its members: 'vmap' (one batched program) or 'loop' (a lax.scan
+  over members, each running the single run's program).
+
+  'auto' loops for conv families on CPU: vmapped convolutions become grouped
+  convolutions, which XLA:CPU runs far slower than M plain ones (a 2-member sweep of the
+  dlib_conv step cost 1.64x two plain steps; benchmarks/README.md, sweep section). Dense
+  layers batch well on every backend, and on GPU/TPU the batched program fills the chip.
+  """
+  if strategy not in MEMBER_STRATEGIES:
+    raise ValueError(f'sweep member strategy {strategy!r}; choose from {MEMBER_STRATEGIES}')
+  if strategy != 'auto':
+    return strategy
+  conv = cfg.model.vae.decoder.family in networks.CONV_FAMILIES
+  return 'loop' if conv and jax.default_backend() == 'cpu' else 'vmap'
+
+
 def make_sweep_chunk(cfg: train_step.StepStatics, mesh: jax.sharding.Mesh, num_steps: int, *,
-                     vmap_one_member: bool = False) -> Callable[..., tuple[TrainState, dict]]:
+                     vmap_one_member: bool = False,
+                     members: str = 'auto') -> Callable[..., tuple[TrainState, dict]]:
   """A jitted function running ``num_steps`` steps of every member (one lax.scan).
 
   Signature: ``(state, images_uint8, step_keys, data_keys, hparams) -> (state, metrics)``,
@@ -148,7 +178,11 @@ def make_sweep_chunk(cfg: train_step.StepStatics, mesh: jax.sharding.Mesh, num_s
   the Adam update that reads the gradient (20 such transposes in the MLP MI step): ~1.4x
   the plain step's time at batch 64 (benchmarks/README.md, sweep section).
   ``vmap_one_member=True`` keeps that program (for the benchmark's before/after).
+  Several members are vmapped or looped over as :func:`member_strategy` says
+  (``members``); a looped member runs the single run's program on its slice of the
+  stacked state, updated in place.
   """
+  strategy = member_strategy(cfg, members)
   local_batch = parallel.local_batch_size(cfg.batch_size, mesh)
   axis_name = parallel.axis_name_for(mesh)
   if axis_name is None:
@@ -164,6 +198,15 @@ def make_sweep_chunk(cfg: train_step.StepStatics, mesh: jax.sharding.Mesh, num_s
       state, metrics = member_chunk(member_state(state, 0), images, step_keys[0],
                                     data_keys[0], first(hparams))
       return _with_member_axis(state), jax.tree.map(lambda x: x[None], metrics)
+    if strategy == 'loop':
+      def one_member(stacked, i):
+        take = lambda tree: jax.tree.map(lambda x: x[i], tree)
+        member, metrics = member_chunk(member_state(stacked, i), images, step_keys[i],
+                                       data_keys[i], take(hparams))
+        return _set_member(stacked, i, member), (metrics, member.step)
+      state, (metrics, steps) = jax.lax.scan(one_member, state,
+                                             jnp.arange(step_keys.shape[0]))
+      return state.replace(step=steps[-1]), metrics
     axes = _state_axes(state)
     return jax.vmap(member_chunk, in_axes=(axes, None, 0, 0, 0), out_axes=(axes, 0))(
         state, images, step_keys, data_keys, hparams)
