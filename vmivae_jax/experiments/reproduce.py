@@ -364,6 +364,10 @@ def write_report(suite: str, experiments, *, root: Path, results_dir: Path, docs
   """The thesis suite writes docs/results.md; any other suite its own page and key."""
   if suite == 'thesis':
     return report.write(experiments, root=root, results_dir=results_dir, docs_dir=docs_dir)
+  if suite == 'disentanglement':
+    from vmivae_jax.experiments import report_disentanglement  # pylint: disable=g-import-not-at-top
+    return report_disentanglement.write(experiments, root=root, results_dir=results_dir,
+                                        docs_dir=docs_dir)
   from vmivae_jax.experiments import report_class  # pylint: disable=g-import-not-at-top
   return report_class.write(suite, experiments, root=root, results_dir=results_dir,
                             docs_dir=docs_dir)

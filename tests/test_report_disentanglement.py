@@ -1,0 +1,74 @@
+"""The disentanglement suite's page and summary key, from synthetic run records."""
+
+import json
+from pathlib import Path
+
+from vmivae_jax.experiments import report_disentanglement as page
+from vmivae_jax.experiments import suite as suite_lib
+
+
+def _record(exp, variant, seed, *, mig, fvae, train_seconds=100.0):
+  return {'experiment': exp, 'variant': variant, 'seed': seed, 'step': 2000,
+          'command': f'python train.py --config=c.py --workdir=/x/{exp}/{variant}/seed{seed} '
+                     f'--config.seed={seed}',
+          'eval_command': f'python eval.py --workdir=/x/{exp}/{variant}/seed{seed}',
+          'train_seconds': train_seconds, 'eval_seconds': 10.0, 'code_version': 'abc123',
+          'metrics': {'elbo': -30.0 - seed, 'disentanglement': {
+              'mig': mig, 'factor_vae_eval_accuracy': fvae, 'sap': 0.01, 'seconds': {'mig': 1}}}}
+
+
+def _experiments():
+  make = lambda name, variants: suite_lib.Experiment(
+      name=name, title=name.upper(), config_file='configs/dsprites_beta_vae.py', seeds=(0, 1, 2),
+      variants=tuple((v, {}) for v in variants), purpose=f'{name} purpose')
+  return [make('beta_vae', ('beta_1', 'beta_4')), make('factor_vae', ('tc_weight_40',)),
+          make('beta_tcvae', ('tc_weight_6',))]
+
+
+def _write(root: Path, exp, variant, seed, **kw):
+  run = root / exp / variant / f'seed{seed}'
+  (run / 'eval').mkdir(parents=True)
+  (run / 'suite_record.json').write_text(json.dumps(_record(exp, variant, seed, **kw)))
+  (run / 'eval' / page.FIGURE).write_bytes(b'png')
+
+
+def test_page_tables_checks_and_time(tmp_path):
+  root = tmp_path / 'runs'
+  for seed, mig in enumerate((0.10, 0.12, 0.14)):
+    _write(root, 'beta_vae', 'beta_1', seed, mig=mig, fvae=0.6)
+  for seed, mig in enumerate((0.20, 0.22)):        # 2 of 3 seeds finished
+    _write(root, 'factor_vae', 'tc_weight_40', seed, mig=mig, fvae=0.5)
+  _write(root, 'beta_tcvae', 'tc_weight_6', 0, mig=0.3, fvae=0.7)
+  section = page.write(_experiments(), root=root, results_dir=tmp_path / 'results',
+                       docs_dir=tmp_path / 'docs')
+  text = (tmp_path / 'docs' / 'results_disentanglement.md').read_text()
+  # Mean ± sample std over the finished seeds; unfinished settings say so.
+  assert '| beta_vae | beta_1 | 3 of 3 | 0.120 ± 0.020 | 0.600 ± 0.000 |' in text
+  assert '| beta_vae | beta_4 | 0 of 3 | not run |' in text
+  assert '| factor_vae | tc_weight_40 | 2 of 3 | 0.210 ± 0.014 |' in text
+  # The ordering check: FactorVAE above the plain VAE on MIG, below on its own score.
+  assert '| factor_vae | tc_weight_40 | MIG | 0.210 ± 0.014 | 0.120 ± 0.020 | yes (+0.090) |' in text
+  assert ('| factor_vae | tc_weight_40 | FactorVAE score | 0.500 ± 0.000 | 0.600 ± 0.000 | '
+          'no (-0.100) |') in text
+  assert '| beta_tcvae | tc_weight_6 | MIG | 0.300 (n=1) |' in text
+  # Training time: summed over the 6 finished runs.
+  assert 'summed over the 6 finished runs of 12: **0.17 h**' in text
+  # Relative commands, one figure per setting, the summary key written.
+  assert '--workdir=$ROOT/beta_vae/beta_1/seed0' in text and '/x/' not in text
+  assert '(figures/disentanglement/beta_vae/beta_1_traversal_all_dims_0.png)' in text
+  summary = json.loads((tmp_path / 'results' / 'summary.json').read_text())
+  assert summary['disentanglement'] == json.loads(json.dumps(section))
+  mig = summary['disentanglement']['beta_vae']['variants']['beta_1']['metrics'][
+      'disentanglement/mig']
+  assert mig['per_seed'] == [0.10, 0.12, 0.14] and mig['seeds'] == [0, 1, 2]
+
+
+def test_other_summary_keys_are_kept(tmp_path):
+  results = tmp_path / 'results'
+  results.mkdir()
+  (results / 'summary.json').write_text(json.dumps({'class': {'x': {'title': 'kept'}}}))
+  _write(tmp_path / 'runs', 'beta_vae', 'beta_1', 0, mig=0.1, fvae=0.5)
+  page.write(_experiments(), root=tmp_path / 'runs', results_dir=results,
+             docs_dir=tmp_path / 'docs')
+  summary = json.loads((results / 'summary.json').read_text())
+  assert summary['class'] == {'x': {'title': 'kept'}} and 'disentanglement' in summary

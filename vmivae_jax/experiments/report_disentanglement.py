@@ -1,0 +1,175 @@
+"""The disentanglement suite's page: docs/results_disentanglement.md and the
+``disentanglement`` key of results/summary.json.
+
+Per method and value of its main hyper-parameter: the six scores (mean ± std over the
+finished seeds), the ELBO beside them, the training time against the suite's 3-hour
+budget, the published ordering checked (beta-TCVAE and FactorVAE above the plain VAE
+on MIG and the FactorVAE score), the commands and one traversal
+figure per run of the first seed. Records are collected as for the class suite
+(``report_class.collect``); experiments not under ``--root`` keep their recorded numbers.
+"""
+
+import json
+import shutil
+from pathlib import Path
+
+from vmivae_jax.experiments import report_class
+from vmivae_jax.experiments import suite as suite_lib
+from vmivae_jax.experiments import summary_io
+from vmivae_jax.util import fileio
+
+SUITE = 'disentanglement'
+# (summary key, column title), in disentanglement_lib's naming.
+SCORES = (('disentanglement/mig', 'MIG'),
+          ('disentanglement/factor_vae_eval_accuracy', 'FactorVAE score'),
+          ('disentanglement/beta_vae_eval_accuracy', 'BetaVAE score'),
+          ('disentanglement/dci_disentanglement', 'DCI disent.'),
+          ('disentanglement/dci_completeness', 'DCI compl.'),
+          ('disentanglement/dci_informativeness_test', 'DCI inform.'),
+          ('disentanglement/sap', 'SAP'),
+          ('disentanglement/modularity', 'modularity'),
+          ('elbo', 'ELBO'))
+# The reference every baseline check compares with: the plain VAE (beta = 1).
+REFERENCE = ('beta_vae', 'beta_1')
+CHECKED = ('beta_tcvae', 'factor_vae')
+CHECK_SCORES = (('disentanglement/mig', 'MIG'),
+                ('disentanglement/factor_vae_eval_accuracy', 'FactorVAE score'))
+TRAIN_BUDGET_SECONDS = 3 * 3600
+FIGURE = 'traversal_all_dims_0.png'
+
+
+def _cell(stats: dict | None) -> str:
+  if stats is None:
+    return 'n/a'
+  n = len(stats['per_seed'])
+  return f'{stats["mean"]:.3f} ± {stats["std"]:.3f}' if n > 1 else f'{stats["mean"]:.3f} (n=1)'
+
+
+def score_table(section: dict, experiments: list[suite_lib.Experiment]) -> list[str]:
+  """One row per (method, value) with finished runs: every score and the ELBO."""
+  lines = ['| method | setting | seeds | ' + ' | '.join(t for _, t in SCORES) + ' |',
+           '|---' * (3 + len(SCORES)) + '|']
+  for exp in experiments:
+    for variant, _ in exp.variants:
+      info = section.get(exp.name, {}).get('variants', {}).get(variant)
+      if not info or not info['metrics']:
+        lines.append(f'| {exp.name} | {variant} | 0 of {len(exp.seeds)} | '
+                     + ' | '.join('not run' for _ in SCORES) + ' |')
+        continue
+      n = len(info['train_seconds'])
+      lines.append(f'| {exp.name} | {variant} | {n} of {len(exp.seeds)} | '
+                   + ' | '.join(_cell(info['metrics'].get(key)) for key, _ in SCORES) + ' |')
+  return lines + ['']
+
+
+def baseline_checks(section: dict) -> list[str]:
+  """beta-TCVAE and FactorVAE against the plain VAE on MIG and the FactorVAE score."""
+  ref = section.get(REFERENCE[0], {}).get('variants', {}).get(REFERENCE[1])
+  lines = ['| method | setting | score | method | plain VAE (beta = 1) | above it? |',
+           '|---|---|---|---|---|---|']
+  for name in CHECKED:
+    for variant, info in section.get(name, {}).get('variants', {}).items():
+      for key, title in CHECK_SCORES:
+        ours = info['metrics'].get(key)
+        base = ref['metrics'].get(key) if ref else None
+        if ours is None or base is None:
+          verdict = 'no result'
+        else:
+          diff = ours['mean'] - base['mean']
+          verdict = f'{"yes" if diff > 0 else "no"} ({diff:+.3f})'
+        lines.append(f'| {name} | {variant} | {title} | {_cell(ours)} | {_cell(base)} | '
+                     f'{verdict} |')
+  return lines + ['']
+
+
+def train_time(section: dict) -> tuple[float, int]:
+  """(seconds of training summed over the finished runs, number of such runs)."""
+  seconds = [s for exp in section.values() for v in exp.get('variants', {}).values()
+             for s in v.get('train_seconds', [])]
+  return sum(seconds), len(seconds)
+
+
+def _copy_figures(section: dict, root: Path, docs_dir: Path) -> dict:
+  out = {}
+  for name, exp in section.items():
+    for variant, info in exp.get('variants', {}).items():
+      src = root / name / variant / f'seed{info["first_seed"]}' / 'eval' / FIGURE
+      dst = docs_dir / 'figures' / SUITE / name / f'{variant}_{FIGURE}'
+      if src.exists():
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, dst)
+      if dst.exists():
+        out[name, variant] = str(dst.relative_to(docs_dir))
+  return out
+
+
+def render(section: dict, experiments: list[suite_lib.Experiment], figures: dict) -> str:
+  seconds, runs = train_time(section)
+  planned = sum(len(e.seeds) * len(e.variants) for e in experiments)
+  lines = [
+      '# Results: the `disentanglement` suite', '',
+      'Generated by `python -m vmivae_jax.experiments.reproduce --suite=disentanglement` '
+      '(this page and the `disentanglement` key of `results/summary.json`; every number is '
+      'read from the runs\' `eval/metrics.json`). What the data, metrics and objectives are: '
+      '[disentanglement.md](disentanglement.md).', '',
+      '**Protocol.** Procedural dSprites (737,280 images; our own rasteriser of the '
+      'original factor grid). Every method trains disentanglement_lib\'s conv '
+      'encoder/decoder with 10 Gaussian dims, Bernoulli likelihood, Adam 1e-4, batch 64, for '
+      f'{suite_lib.DISENTANGLEMENT_STEPS:,} steps ({64 * suite_lib.DISENTANGLEMENT_STEPS:,} '
+      'examples: 0.67% of disentanglement_lib\'s 300,000 steps, what 2 CPU cores allow for '
+      f'{planned} runs). Each value of a method\'s main hyper-parameter trains seeds 0-4 as '
+      'one sweep; no tuning was done on dSprites, so every seed is held out. The scores read '
+      'the encoder mean over the whole factor grid, at a fifth of disentanglement_lib\'s '
+      'sample sizes (MIG, modularity: 2,000 points; SAP, DCI: 2,000 train / 1,000 test; '
+      'BetaVAE, FactorVAE: 2,000 / 1,000 points of 64-image batches); the ELBO is on 2,000 '
+      'test images. Mean ± sample std over the finished seeds.', '',
+      summary_io.COMMANDS_NOTE + ' ' + summary_io.DIRTY_NOTE, '',
+      '## Scores', '', *score_table(section, experiments),
+      '## Baselines against the plain VAE', '',
+      'The target: beta-TCVAE and FactorVAE above beta-VAE with beta = 1 on MIG and the '
+      'FactorVAE score (the published ordering).', '', *baseline_checks(section),
+      '## Training time', '',
+      f'Training, summed over the {runs} finished runs of {planned}: '
+      f'**{seconds / 3600:.2f} h** (budget for the whole suite: '
+      f'{TRAIN_BUDGET_SECONDS / 3600:.0f} h on 2 CPU cores; a sweep member\'s time is its '
+      'sweep\'s divided by its members). Evaluation is not included.', '']
+  for exp in experiments:
+    summary_exp = section.get(exp.name)
+    lines += [f'## {exp.title}', '', f'{exp.purpose}. Config: `{exp.config_file}`.', '']
+    if not summary_exp:
+      lines += ['No run has finished yet.', '']
+      continue
+    versions = sorted({c for v in summary_exp['variants'].values() for c in v['code_versions']})
+    lines += [f'Code version (commit): {", ".join(versions)}.', '',
+              '<details><summary>Commands (one per run)</summary>', '', '```']
+    for v in summary_exp['variants'].values():
+      for cmd, ecmd in zip(v['commands'], v['eval_commands']):
+        lines += [cmd, ecmd]
+    lines += ['```', '', '</details>', '']
+    figs = [(v, figures[exp.name, v]) for v, _ in exp.variants if (exp.name, v) in figures]
+    if figs:
+      lines += ['| ' + ' | '.join(
+          f'{v} (seed {summary_exp["variants"][v]["first_seed"]})' for v, _ in figs) + ' |',
+                '|---' * len(figs) + '|',
+                '| ' + ' | '.join(f'![{exp.name} {v} traversal]({p})' for v, p in figs) + ' |',
+                '', 'Each row: one Gaussian dim over [-2, 2] from a test example\'s posterior '
+                'mean.', '']
+  return '\n'.join(lines) + '\n'
+
+
+def write(experiments: list[suite_lib.Experiment], *, root: Path, results_dir: Path,
+          docs_dir: Path) -> dict:
+  """Writes docs/results_disentanglement.md and the suite's key of summary.json (the other
+  keys, and experiments not under ``root``, kept as they were)."""
+  collected = report_class.collect(experiments, root)
+  everything = summary_io.read_previous(results_dir)
+  previous = everything.get(SUITE, {}) if isinstance(everything.get(SUITE), dict) else {}
+  section, _ = summary_io.merge_previous(collected, previous)
+  figures = _copy_figures(section, root, docs_dir)
+  everything[SUITE] = section
+  fileio.atomic_write(results_dir / 'summary.json',
+                      json.dumps(everything, indent=2, sort_keys=True))
+  fileio.atomic_write(docs_dir / report_class.page_name(SUITE),
+                      render(section, experiments, figures))
+  return section
+
