@@ -135,32 +135,27 @@ def test_member_strategy_loops_conv_families_on_cpu_only():
     assert groups and any(g > 1 for g in groups) == grouped, (members, groups)
 
 
-def _conv_group_counts(jaxpr) -> list[int]:
-  """feature_group_count * batch_group_count of every convolution in ``jaxpr``."""
-  found = []
+def _all_eqns(jaxpr):
+  """Every equation of ``jaxpr``, nested ones (scan, cond, pjit bodies) too."""
   for eqn in jaxpr.eqns:
-    if eqn.primitive.name == 'conv_general_dilated':
-      found.append(eqn.params['feature_group_count'] * eqn.params['batch_group_count'])
+    yield eqn
     for value in eqn.params.values():
       for sub in value if isinstance(value, (tuple, list)) else (value,):
         sub = getattr(sub, 'jaxpr', sub)
         if hasattr(sub, 'eqns'):
-          found += _conv_group_counts(sub)
-  return found
+          yield from _all_eqns(sub)
+
+
+def _conv_group_counts(jaxpr) -> list[int]:
+  """feature_group_count * batch_group_count of every convolution in ``jaxpr``."""
+  return [e.params['feature_group_count'] * e.params['batch_group_count']
+          for e in _all_eqns(jaxpr) if e.primitive.name == 'conv_general_dilated']
 
 
 def _dot_batch_dims(jaxpr) -> list[int]:
   """The number of batch dimensions of every dot_general in ``jaxpr`` (nested ones too)."""
-  found = []
-  for eqn in jaxpr.eqns:
-    if eqn.primitive.name == 'dot_general':
-      found.append(len(eqn.params['dimension_numbers'][1][0]))
-    for value in eqn.params.values():
-      for sub in value if isinstance(value, (tuple, list)) else (value,):
-        sub = getattr(sub, 'jaxpr', sub)
-        if hasattr(sub, 'eqns'):
-          found += _dot_batch_dims(sub)
-  return found
+  return [len(e.params['dimension_numbers'][1][0])
+          for e in _all_eqns(jaxpr) if e.primitive.name == 'dot_general']
 
 
 def test_one_member_runs_the_single_runs_program():
