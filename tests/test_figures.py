@@ -46,6 +46,25 @@ def test_tile_layout():
   assert out[29 + 5, 2 * 29 + 5] == 0.5 and out[28, 0] == 1.0  # tile and gap
 
 
+@pytest.mark.parametrize('side', [28, 64])
+def test_traversal_grid_separates_every_tile_in_the_png(tmp_path, side):
+  """Black tiles on the white gaps: along a line through the first row of tiles, the
+  written PNG shows every one of the cols - 1 gaps (64x64 tiles are drawn shrunk, where a
+  1-pixel gap vanished from some columns)."""
+  import matplotlib.image  # pylint: disable=g-import-not-at-top
+  cols = 9
+  path = figures.traversal_grid(np.zeros((3, cols, side, side)), row_values=range(3),
+                                col_values=range(cols), row_label='dim', col_label='value',
+                                path=tmp_path / 'grid.png')
+  grey = matplotlib.image.imread(path)[..., :3].mean(-1)
+  dark_rows = np.flatnonzero((grey < 0.1).sum(1) > grey.shape[1] // 2)
+  line = grey[dark_rows[len(dark_rows) // 6]]   # inside the first row of tiles
+  dark = np.flatnonzero(line < 0.1)
+  inside = line[dark[0]:dark[-1] + 1] > 0.5
+  gaps = np.count_nonzero(np.diff(inside.astype(int)) == 1)
+  assert gaps == cols - 1, (side, gaps)
+
+
 def test_traversal_grid(tmp_path, rng, rendered):
   images = rng.random((5, 4, 28, 28, 1))
   path = figures.traversal_grid(images, row_values=np.linspace(-3, 3, 5),

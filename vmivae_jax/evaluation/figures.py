@@ -54,6 +54,13 @@ def _tile_centres(count: int, size: int, gap: int = _GAP) -> np.ndarray:
   return np.arange(count) * (size + gap) + (size - 1) / 2.0
 
 
+def _scaled_gap(side: int) -> int:
+  """The gap between tiles of ``side`` pixels. Cells are 0.45 inch, about 45 screen
+  pixels: 64x64 tiles are shrunk, and a 1-pixel gap would vanish from some rows and
+  columns (nearest-neighbour resampling); side / 16 keeps it over 2 screen pixels."""
+  return _GAP if side <= 32 else math.ceil(side / 16)
+
+
 def _figure(width_in: float, height_in: float) -> Figure:
   return Figure(figsize=(max(width_in, 2.5), max(height_in, 2.0)))
 
@@ -77,11 +84,13 @@ def traversal_grid(images: np.ndarray, *, row_values: Sequence[float],
   """
   images = _squeeze_channel(images)
   rows, cols, h, w = images.shape
+  gap = _scaled_gap(h)
   fig = _figure(0.45 * cols + 1.2, 0.45 * rows + 1.0)
   ax = fig.add_subplot(1, 1, 1)
-  ax.imshow(tile(images), cmap='gray', vmin=0.0, vmax=1.0, interpolation='nearest')
-  ax.set_xticks(_tile_centres(cols, w), [_fmt(v) for v in col_values], fontsize=7, rotation=90)
-  ax.set_yticks(_tile_centres(rows, h), [_fmt(v) for v in row_values], fontsize=7)
+  ax.imshow(tile(images, gap), cmap='gray', vmin=0.0, vmax=1.0, interpolation='nearest')
+  ax.set_xticks(_tile_centres(cols, w, gap), [_fmt(v) for v in col_values], fontsize=7,
+                rotation=90)
+  ax.set_yticks(_tile_centres(rows, h, gap), [_fmt(v) for v in row_values], fontsize=7)
   ax.set_xlabel(col_label)
   ax.set_ylabel(row_label)
   ax.set_title(title, fontsize=9)
