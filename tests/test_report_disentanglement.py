@@ -44,7 +44,7 @@ def test_page_tables_checks_and_time(tmp_path):
   text = (tmp_path / 'docs' / 'results_disentanglement.md').read_text()
   # Mean ± sample std over the finished seeds; unfinished settings say so.
   assert '| beta_vae | beta_1 | 3 of 3 | 0.120 ± 0.020 | 0.600 ± 0.000 |' in text
-  assert '| beta_vae | beta_4 | 0 of 3 | not run |' in text
+  assert '| beta_vae | beta_4 | 0 of 3 | pending |' in text
   assert '| factor_vae | tc_weight_40 | 2 of 3 | 0.210 ± 0.014 |' in text
   # The ordering check: FactorVAE above the plain VAE on MIG, below on its own score.
   assert '| factor_vae | tc_weight_40 | MIG | 0.210 ± 0.014 | 0.120 ± 0.020 | yes (+0.090) |' in text

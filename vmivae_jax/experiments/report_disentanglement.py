@@ -54,7 +54,7 @@ def score_table(section: dict, experiments: list[suite_lib.Experiment]) -> list[
       info = section.get(exp.name, {}).get('variants', {}).get(variant)
       if not info or not info['metrics']:
         lines.append(f'| {exp.name} | {variant} | 0 of {len(exp.seeds)} | '
-                     + ' | '.join('not run' for _ in SCORES) + ' |')
+                     + ' | '.join('pending' for _ in SCORES) + ' |')
         continue
       n = len(info['train_seconds'])
       lines.append(f'| {exp.name} | {variant} | {n} of {len(exp.seeds)} | '
