@@ -161,3 +161,14 @@ def test_warmup_config_is_the_classifier_code_with_the_gradient_back_after_5_epo
   scale = objectives.CodeTraining(generative_gradient=1.0, generative_gradient_warmup_steps=1170)
   assert float(scale.generative_gradient_at(jnp.int32(1169))) == 0.0
   assert float(scale.generative_gradient_at(jnp.int32(1170))) == 1.0
+
+
+def test_long_warmup_config_differs_from_the_warmup_recipe_only_in_its_schedule():
+  """configs/mnist_class_warmup_long.py: 10 epochs of classifier training, then 5 of the
+  whole objective; everything else as configs/mnist_class_warmup.py."""
+  warmup = _flat(importlib.import_module('configs.mnist_class_warmup').get_config())
+  long = _flat(importlib.import_module('configs.mnist_class_warmup_long').get_config())
+  differing = {k: (warmup[k], long[k]) for k in warmup if warmup[k] != long[k]}
+  assert differing == {
+      'code_training.generative_gradient_warmup_steps': (1170, 2340),
+      'num_train_steps': (2340, 3510), 'checkpoint_every_steps': (2340, 1170)}

@@ -102,7 +102,8 @@ def test_report_lists_diverged_runs_instead_of_dropping_them(tmp_path):
 def test_class_suite_experiments_as_specified():
   exps = {e.name: e for e in suite_lib.SUITES['class']()}
   assert list(exps) == ['thesis_budget', 'authors_budget', 'class_mnist', 'class_mnist_imsat',
-                        'class_mnist_warmup', 'ablation_class_mnist_imsat', 'class_fashion', 'ablation_class_mnist']
+                        'class_mnist_warmup', 'class_mnist_warmup_long',
+                        'ablation_class_mnist_imsat', 'class_fashion', 'ablation_class_mnist']
   budget = exps['thesis_budget']
   assert budget.config_file == 'configs/mnist_joint.py' and budget.seeds == (0, 1, 2)
   assert dict(budget.variants) == {'elbo': {'mi_weight': 0.0}, 'mi': {'mi_weight': 10.0}}
@@ -124,6 +125,10 @@ def test_class_suite_experiments_as_specified():
   assert warmup.config_file == 'configs/mnist_class_warmup.py'
   assert warmup.seeds == (5, 6, 7, 8, 9)   # fresh: seeds 0-4 judged class_mnist_imsat
   assert dict(warmup.variants) == {'mi': {}, 'elbo': {'mi_weight': 0.0}}
+  longer = exps['class_mnist_warmup_long']
+  assert longer.config_file == 'configs/mnist_class_warmup_long.py'
+  assert longer.seeds == (10, 11, 12, 13, 14)   # fresh: seeds 5-9 judged class_mnist_warmup
+  assert dict(longer.variants) == {'mi': {}, 'elbo': {'mi_weight': 0.0}}
   ablation = exps['ablation_class_mnist']
   assert ablation.seeds == (0, 1, 2) and dict(ablation.variants) == {
       'recipe': {}, 'no_consistency': {'invariance.consistency_weight': 0.0},
@@ -139,7 +144,8 @@ def test_class_suite_experiments_as_specified():
                          'code_training.conditional_entropy_weight': 0.0},
       'per_example_kl': {'code_training.aggregate_kl': False}}
   assert suite_lib.CLASS_TARGETS == {'class_mnist': 0.95, 'class_mnist_imsat': 0.95,
-                                     'class_mnist_warmup': 0.95, 'class_fashion': 0.65}
+                                     'class_mnist_warmup': 0.95,
+                                     'class_mnist_warmup_long': 0.95, 'class_fashion': 0.65}
 
 
 def test_disentanglement_suite_experiments_as_specified():

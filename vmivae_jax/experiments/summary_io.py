@@ -24,8 +24,9 @@ ROOT_VARIABLE = '$ROOT'
 # A --workdir ending in <experiment>/<variant>/seed<N> (a run directory of a suite).
 _RUN_WORKDIR = re.compile(r'--workdir=\S*?/?([^/\s]+/[^/\s]+/seed\d+)(?=\s|$)')
 COMMANDS_NOTE = (
-    'Commands run in the repository root; `$ROOT` is the suite\'s run directory '
-    '(reproduce\'s `--root`, e.g. `ROOT=runs/reproduce`): set it in the shell first.')
+    '`ROOT` is the directory given to `--root` of the suite command (e.g. `runs/reproduce`); '
+    'each run\'s workdir below is `$ROOT/<experiment>/<variant>/seed<k>`. Set `ROOT` in the '
+    'shell first and run the commands in the repository root.')
 DIRTY_NOTE = (
     'A code version is the commit the run was made with; \'+dirty\' means files that can '
     'change a run\'s numbers (vmivae_jax/, configs/, train.py, eval.py, pyproject.toml) '
