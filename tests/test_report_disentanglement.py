@@ -72,3 +72,42 @@ def test_other_summary_keys_are_kept(tmp_path):
              docs_dir=tmp_path / 'docs')
   summary = json.loads((results / 'summary.json').read_text())
   assert summary['class'] == {'x': {'title': 'kept'}} and 'disentanglement' in summary
+
+
+def test_published_values_beside_ours_with_the_reproduced_margin(tmp_path):
+  root = tmp_path / 'runs'
+  for seed, mig in enumerate((0.09, 0.10, 0.11)):     # MIG 0.10 ± 0.01: the published 0.10
+    _write(root, 'beta_vae', 'beta_1', seed, mig=mig, fvae=0.40)   # FactorVAE 0.40 vs 0.63
+  page.write(_experiments(), root=root, results_dir=tmp_path / 'results',
+             docs_dir=tmp_path / 'docs')
+  text = (tmp_path / 'docs' / 'results_disentanglement.md').read_text()
+  row = next(line for line in text.splitlines()
+             if line.startswith('| beta_vae, beta_1 | VAE | infogan_cr_literature |'))
+  cells = [c.strip() for c in row.strip('|').split('|')]
+  titles = [t for _, t in page.PUBLISHED_SCORES]
+  assert cells[3 + titles.index('MIG')] == '0.10 / 0.10'
+  assert cells[3 + titles.index('FactorVAE score')] == '0.40 / 0.63 *'
+  assert cells[3 + titles.index('SAP')] == '-'                       # not published there
+  assert '| beta_tcvae, tc_weight_6 | beta-TCVAE (beta not stated) | ard_vae | pending / 0.20 |' \
+      in text
+  # Scored: the published values of beta_1 whose score our records have (FactorVAE and MIG
+  # of InfoGAN-CR and ARD-VAE, SAP of TC-GAN); within the 0.05 margin: MIG 0.10 and 0.06.
+  assert '**2 of 5** values with a finished run' in text
+
+
+def test_a_partly_rerun_method_keeps_its_recorded_settings(tmp_path):
+  """A session that reruns only beta = 4 keeps beta = 1's recorded numbers (and figure)."""
+  results, docs = tmp_path / 'results', tmp_path / 'docs'
+  for seed in range(3):
+    _write(tmp_path / 'first', 'beta_vae', 'beta_1', seed, mig=0.1, fvae=0.5)
+  page.write(_experiments(), root=tmp_path / 'first', results_dir=results, docs_dir=docs)
+  _write(tmp_path / 'second', 'beta_vae', 'beta_4', 0, mig=0.3, fvae=0.7)
+  section = page.write(_experiments(), root=tmp_path / 'second', results_dir=results,
+                       docs_dir=docs)
+  variants = section['beta_vae']['variants']
+  assert list(variants) == ['beta_1', 'beta_4']
+  assert variants['beta_1']['carried_over'] and 'carried_over' not in variants['beta_4']
+  text = (docs / 'results_disentanglement.md').read_text()
+  assert '| beta_vae | beta_1 | 3 of 3 | 0.100 ± 0.000 |' in text
+  assert '| beta_vae | beta_4 | 1 of 3 | 0.300 (n=1) |' in text
+  assert '(figures/disentanglement/beta_vae/beta_1_traversal_all_dims_0.png)' in text

@@ -2,8 +2,8 @@
 
 :func:`collect` turns each finished run's ``suite_record.json`` (its eval metrics and
 commands) into per-variant statistics over seeds; :func:`read_previous`,
-:func:`merge_previous` and :func:`carry_over` decide what the previous summary.json
-contributes when only some experiments' runs are on this machine. The pages
+:func:`merge_previous`, :func:`merge_by_variant` and :func:`carry_over` decide what the
+previous summary.json contributes when only some experiments' runs are on this machine. The pages
 (report.py, report_class.py) render what these return.
 """
 
@@ -66,6 +66,36 @@ def _relative_commands(entry):
       out[key] = relative(value)
     else:
       out[key] = _relative_commands(value)
+  return out
+
+
+def dirty_paragraph(section: dict) -> list[str]:
+  """The page's note on runs made with uncommitted changes ([] when there are none)."""
+  dirty = [name for name, entry in section.items()
+           if any(c.endswith('+dirty') for v in entry.get('variants', {}).values()
+                  for c in v.get('code_versions', []))]
+  if not dirty:
+    return []
+  names = ', '.join(f'`{n}`' for n in dirty)
+  return [f'**Code versions marked `+dirty`.** Runs of {names} were made with uncommitted '
+          'changes in the working tree, and this page records that as the runs recorded it. '
+          'The numbers stand as measurements of those runs (each read from its own '
+          '`eval/metrics.json`); a clean hash needs the experiment rerun at a clean commit '
+          '(`--only=<experiment>`, the commands below) and the page regenerated.', '']
+
+
+def in_suite_order(section: dict, experiments: list[suite_lib.Experiment]) -> dict:
+  """``section`` with each experiment's variants in the suite's order (summary.json sorts
+  keys); variants the suite no longer lists go last."""
+  out = dict(section)
+  for exp in experiments:
+    entry = section.get(exp.name)
+    if not entry or 'variants' not in entry:
+      continue
+    old = entry['variants']
+    order = [v for v, _ in exp.variants if v in old] + [v for v in old
+                                                        if v not in dict(exp.variants)]
+    out[exp.name] = {**entry, 'variants': {v: old[v] for v in order}}
   return out
 
 
@@ -147,6 +177,20 @@ def merge_previous(summary: dict, previous: dict) -> tuple[dict, list[str]]:
   return {**{k: previous[k] for k in kept}, **summary}, kept
 
 
+def merge_by_variant(summary: dict, previous: dict) -> dict:
+  """``summary`` plus what ``previous`` recorded that it does not replace, variant by
+  variant: an experiment or a variant with no runs under this --root keeps its recorded
+  numbers (marked ``carried_over``), so a suite finished over several machines or
+  sessions loses nothing."""
+  merged = {k: v for k, v in previous.items() if k not in summary}
+  for name, entry in summary.items():
+    old = previous.get(name, {}).get('variants', {}) if isinstance(previous.get(name), dict) else {}
+    kept = {v: {**info, 'carried_over': True} for v, info in old.items()
+            if v not in entry.get('variants', {})}
+    merged[name] = {**entry, 'variants': {**entry.get('variants', {}), **kept}}
+  return merged
+
+
 def carry_over(summary: dict, experiments: list[suite_lib.Experiment],
                results_dir: Path) -> tuple[dict, dict[str, list[str]]]:
   """Keeps the previous summary's entry of each experiment with no runs under root.
@@ -174,12 +218,8 @@ def carry_over(summary: dict, experiments: list[suite_lib.Experiment],
         committed_figures[exp.name] = missing
         order = [v for v, _ in exp.variants if v in fresh]
         summary[exp.name]['variants'] = {v: fresh[v] for v in order}
-    elif exp.name in previous:
-      old = previous[exp.name]['variants']   # summary.json sorts keys: suite order back
-      order = [v for v, _ in exp.variants if v in old] + [v for v in old
-                                                          if v not in dict(exp.variants)]
-      merged[exp.name] = {**previous[exp.name], 'carried_over': True,
-                          'variants': {v: old[v] for v in order}}
+    elif exp.name in previous:   # summary.json sorts keys: suite order back
+      merged[exp.name] = {**in_suite_order(previous, [exp])[exp.name], 'carried_over': True}
       committed_figures[exp.name] = list(previous[exp.name]['variants'])
   return merged, committed_figures
 
