@@ -1,6 +1,7 @@
 """The reproduction suite: commands, config overrides and the aggregated results files."""
 
 import json
+import os
 import shlex
 
 import pytest
@@ -103,7 +104,8 @@ def test_class_suite_experiments_as_specified():
   exps = {e.name: e for e in suite_lib.SUITES['class']()}
   assert list(exps) == ['thesis_budget', 'authors_budget', 'class_mnist', 'class_mnist_imsat',
                         'class_mnist_warmup', 'class_mnist_warmup_long',
-                        'ablation_class_mnist_imsat', 'class_fashion', 'ablation_class_mnist']
+                        'ablation_class_mnist_imsat', 'class_fashion', 'class_fashion_neighbours',
+                        'ablation_class_mnist']
   budget = exps['thesis_budget']
   assert budget.config_file == 'configs/mnist_joint.py' and budget.seeds == (0, 1, 2)
   assert dict(budget.variants) == {'elbo': {'mi_weight': 0.0}, 'mi': {'mi_weight': 10.0}}
@@ -129,6 +131,12 @@ def test_class_suite_experiments_as_specified():
   assert longer.config_file == 'configs/mnist_class_warmup_long.py'
   assert longer.seeds == (10, 11, 12, 13, 14)   # fresh: seeds 5-9 judged class_mnist_warmup
   assert dict(longer.variants) == {'mi': {}, 'elbo': {'mi_weight': 0.0}}
+  neighbours = exps['class_fashion_neighbours']
+  assert neighbours.config_file == 'configs/fashion_class_neighbours.py'
+  assert neighbours.seeds == (10, 11, 12, 13, 14)   # fresh: tuning used seed 100
+  neighbours_config = reproduce.load_config(neighbours.config_file, neighbours.overrides)
+  assert neighbours_config.invariance.neighbour_weight == 10.0
+  assert neighbours_config.num_train_steps == 2340   # the config's own 10 epochs
   ablation = exps['ablation_class_mnist']
   assert ablation.seeds == (0, 1, 2) and dict(ablation.variants) == {
       'recipe': {}, 'no_consistency': {'invariance.consistency_weight': 0.0},
@@ -145,7 +153,8 @@ def test_class_suite_experiments_as_specified():
       'per_example_kl': {'code_training.aggregate_kl': False}}
   assert suite_lib.CLASS_TARGETS == {'class_mnist': 0.95, 'class_mnist_imsat': 0.95,
                                      'class_mnist_warmup': 0.95,
-                                     'class_mnist_warmup_long': 0.95, 'class_fashion': 0.65}
+                                     'class_mnist_warmup_long': 0.95, 'class_fashion': 0.65,
+                                     'class_fashion_neighbours': 0.65}
 
 
 def test_disentanglement_suite_experiments_as_specified():
@@ -212,7 +221,8 @@ def _class_experiment(curve=False):
       variants=(('mi', {}), ('elbo', {'mi_weight': 0.0})), seeds=(0, 1, 2), purpose='test')
 
 
-def _write_class_record(root, exp, variant, seed, accuracy, *, partial_step=None, curve=None):
+def _write_class_record(root, exp, variant, seed, accuracy, *, partial_step=None, curve=None,
+                        hardware=None):
   path = root / exp / variant / f'seed{seed}' / 'suite_record.json'
   path.parent.mkdir(parents=True)
   record = {'seed': seed, 'step': partial_step or 100, 'num_train_steps': 100,
@@ -224,7 +234,28 @@ def _write_class_record(root, exp, variant, seed, accuracy, *, partial_step=None
     record['partial'] = True
   if curve:
     record['curve'] = curve
+  if hardware:
+    record['hardware'] = hardware
   path.write_text(json.dumps(record))
+
+
+def test_pages_say_where_runs_trained_when_the_records_say_it(tmp_path):
+  from vmivae_jax.experiments import report_class
+  root, results, docs = tmp_path / 'runs', tmp_path / 'results', tmp_path / 'docs'
+  _write_class_record(root, 'class_mnist', 'mi', 0, 0.9, hardware='1 x NVIDIA H200')
+  _write_class_record(root, 'class_mnist', 'elbo', 0, 0.5)  # an older record: no field
+  section = report_class.write('class', [_class_experiment()], root=root, results_dir=results,
+                               docs_dir=docs)
+  assert section['class_mnist']['variants']['mi']['hardware'] == ['1 x NVIDIA H200']
+  assert section['class_mnist']['variants']['elbo']['hardware'] == []
+  page = (docs / 'results_class.md').read_text()
+  assert 'Code version (commit): abc. Trained on: 1 x NVIDIA H200.' in page
+  assert summary_io.provenance({'variants': {'a': {'code_versions': ['x']}}}) == (
+      'Code version (commit): x.')
+
+
+def test_hardware_names_the_cpu_cores_not_the_forced_host_devices():
+  assert reproduce.hardware() == f'{os.cpu_count()} CPU cores'
 
 
 def test_class_report_own_page_partial_runs_targets_and_keeps_other_keys(tmp_path):
@@ -347,7 +378,7 @@ def test_thesis_report_keeps_experiments_not_rerun_and_other_suites(tmp_path):
 
 # --- Adoption of runs trained elsewhere, end to end on a smoke run (real data).
 
-import os  # noqa: E402
+
 import shutil  # noqa: E402
 from pathlib import Path  # noqa: E402
 

@@ -42,6 +42,7 @@ import pytest
 from vmivae_jax.config import config_lib
 from vmivae_jax.rundir import workdir as workdir_lib
 from vmivae_jax.train import build
+from vmivae_jax.train import loop
 from vmivae_jax.train import trainer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -231,6 +232,23 @@ def test_a_finished_run_rerun_does_nothing(fake_training, tmp_path):
   _, again = fake_training(config, tmp_path / 'run')
   assert again.lengths == []
   assert (tmp_path / 'run' / 'metrics.jsonl').read_bytes() == before
+
+
+def test_without_tensorflow_a_run_trains_and_logs_metrics_without_event_files(
+    monkeypatch, tmp_path):
+  """Accelerator images often lack TensorFlow (CLU's writer imports it): the run must not
+  fail for want of TensorBoard files."""
+  images = np.zeros((128, 28, 28, 1), np.uint8)
+  monkeypatch.setattr(trainer, 'load_train_images', lambda config: images)
+  monkeypatch.setattr(trainer.train_step, 'cached_train_chunk', FakeChunks())
+  monkeypatch.setitem(sys.modules, 'clu', None)  # `from clu import ...` raises ImportError
+  warnings = []
+  monkeypatch.setattr(loop.logging, 'warning', lambda msg, *a: warnings.append(msg % a))
+  trainer.train(_fake_config(), tmp_path / 'run', num_devices=1)
+  lines = (tmp_path / 'run' / 'metrics.jsonl').read_text().splitlines()
+  assert json.loads(lines[-1])['step'] == 30
+  assert not list((tmp_path / 'run').glob('events.out.tfevents*'))
+  assert any('No TensorBoard event files' in w and 'metrics.jsonl' in w for w in warnings)
 
 
 def test_host_feed_feeds_every_chunk_its_batches_and_leaves_the_data_on_the_host(

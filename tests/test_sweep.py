@@ -352,10 +352,69 @@ def test_a_diverging_member_stops_the_sweep_naming_it(tmp_path):
 # The reproduce suite's sweep path.
 
 
+_SUITE_SMOKE = {
+    'train_limit': 512, 'test_limit': 200, 'batch_size': 64, 'num_train_steps': 10,
+    'steps_per_chunk': 5, 'checkpoint_every_steps': 5, 'model.encoder_hidden': (32,),
+    'model.decoder_hidden': (32,), 'model.q_hidden': (32,), 'eval.batch_size': 100,
+    'eval.q_batch_size': 50, 'eval.num_figure_examples': 4, 'eval.iwae_samples': 2,
+    'eval.iwae_chunk': 2, 'eval.q_train_steps': 5, 'data_dir': str(DATA_DIR)}
+
+
+def _initial_vae(workdir: Path):
+  config = workdir_lib.load_config(workdir)
+  abstract = build.build_run(config, num_train_examples=512).abstract_state()
+  return workdir_lib.load_initial_state(workdir, abstract).vae_params
+
+
 def test_suite_groups_seeds_into_one_sweep_per_variant():
   from vmivae_jax.experiments import reproduce  # pylint: disable=g-import-not-at-top
   keys = [f'e:{v}:{s}' for s in (0, 1, 2) for v in ('elbo', 'mi')]
   assert reproduce.sweep_keys(keys) == ['e:elbo:0,1,2', 'e:mi:0,1,2']
+
+
+def test_suite_merges_an_experiments_variants_into_one_sweep_when_sweepable():
+  from vmivae_jax.experiments import reproduce  # pylint: disable=g-import-not-at-top
+  from vmivae_jax.experiments import suite as suite_lib  # pylint: disable=g-import-not-at-top
+  keys = [f'{e}:{v}:{s}' for e in ('e', 'f') for s in (0, 1) for v in ('elbo', 'mi')]
+  assert reproduce.sweep_keys(keys, merge_variants={'e'}) == [
+      'e:elbo+mi:0,1', 'f:elbo:0,1', 'f:mi:0,1']
+  experiments = {e.name: e for e in suite_lib.class_suite() + suite_lib.disentanglement_suite()}
+  assert reproduce.variants_sweepable(experiments['authors_budget'])   # mi_weight only
+  assert reproduce.variants_sweepable(experiments['beta_vae'])         # beta
+  assert not reproduce.variants_sweepable(experiments['factor_vae'])   # tc_weight: a shape
+  assert not reproduce.variants_sweepable(experiments['ablation_class_mnist_imsat'])
+  with pytest.raises(ValueError, match='factor_vae.*cannot vary'):
+    reproduce._member_overrides(experiments['factor_vae'], [('tc_weight_10', 0)])
+  # A variant that leaves a key alone takes the config's own value for its members.
+  overrides = reproduce._member_overrides(experiments['class_mnist'], [('mi', 0), ('elbo', 0)])
+  mi_weight = reproduce.load_config('configs/mnist_class.py', {}).mi_weight
+  assert overrides['sweep.seed'] == (0, 0)
+  assert overrides['sweep.mi_weight'] == (mi_weight, 0.0) and mi_weight > 0
+
+
+@needs_data
+def test_suite_sweep_of_variants_trains_the_twins_in_one_program_from_one_init(tmp_path):
+  from vmivae_jax.experiments import reproduce  # pylint: disable=g-import-not-at-top
+  from vmivae_jax.experiments import suite as suite_lib  # pylint: disable=g-import-not-at-top
+  exp = suite_lib.Experiment(name='e', title='E', config_file='configs/mnist_joint.py',
+                             seeds=(0,), variants=(('elbo', {'mi_weight': 0.0}), ('mi', {})),
+                             overrides=_SUITE_SMOKE, purpose='test')
+  root = tmp_path / 'suite'
+  records = reproduce.run_sweep(exp, ['elbo', 'mi'], [0], root)
+  assert [(r['variant'], r['seed']) for r in records] == [('elbo', 0), ('mi', 0)]
+  for record in records:
+    workdir = reproduce.run_dir(root, 'e', record['variant'], 0)
+    assert record['sweep']['variants'] == ['elbo', 'mi'] and record['step'] == 10
+    config = reproduce.load_config(exp.config_file,
+                                   {'seed': 0, **exp.variant_overrides(record['variant'])})
+    assert (workdir / 'config.json').read_text() == workdir_lib.config_to_json(config)
+  assert (root / 'e' / 'sweep_elbo+mi_s0' / 'members.json').exists()
+  elbo, mi = (json.loads((reproduce.run_dir(root, 'e', v, 0) / 'metrics.jsonl')
+                         .read_text().splitlines()[-1]) for v in ('elbo', 'mi'))
+  assert elbo['loss'] != mi['loss']   # lambda differs between the members
+  initial = [_initial_vae(reproduce.run_dir(root, 'e', v, 0)) for v in ('elbo', 'mi')]
+  assert _bitwise_equal(*initial)     # one seed: the same initial VAE
+  assert reproduce.run_sweep(exp, ['elbo', 'mi'], [0], root) == records   # reused
 
 
 @needs_data
@@ -363,14 +422,9 @@ def test_suite_sweep_writes_the_per_seed_run_directories_and_records(tmp_path):
   from vmivae_jax.experiments import reproduce  # pylint: disable=g-import-not-at-top
   from vmivae_jax.experiments import report_class  # pylint: disable=g-import-not-at-top
   from vmivae_jax.experiments import suite as suite_lib  # pylint: disable=g-import-not-at-top
-  smoke = {'train_limit': 512, 'test_limit': 200, 'batch_size': 64, 'num_train_steps': 10,
-           'steps_per_chunk': 5, 'checkpoint_every_steps': 5, 'model.encoder_hidden': (32,),
-           'model.decoder_hidden': (32,), 'model.q_hidden': (32,), 'eval.batch_size': 100,
-           'eval.q_batch_size': 50, 'eval.num_figure_examples': 4, 'eval.iwae_samples': 2,
-           'eval.iwae_chunk': 2, 'eval.q_train_steps': 5, 'data_dir': str(DATA_DIR)}
   exp = suite_lib.Experiment(name='e', title='E', config_file='configs/mnist_joint.py',
                              seeds=(0, 1), variants=(('mi', {'mi_weight': 10.0}),),
-                             overrides=smoke, purpose='test')
+                             overrides=_SUITE_SMOKE, purpose='test')
   root = tmp_path / 'suite'
   records = reproduce.run_sweep(exp, 'mi', [0, 1], root)
   for seed, record in zip((0, 1), records):

@@ -246,10 +246,9 @@ def render(summary: dict, experiments: list[suite_lib.Experiment], figures: dict
                 for v in summary_exp['variants'].values())
     done = sum(len(v['commands']) for v in summary_exp['variants'].values())
     planned = len(exp.seeds) * len(exp.variants)
-    versions = sorted({c for v in summary_exp['variants'].values() for c in v['code_versions']})
     lines += [f'Runs finished: {done} of {planned} planned; wall time {total / 60:.1f} min '
               '(training + evaluation, summed over runs; 2 CPU cores, two runs at a time). '
-              f'Code version (commit): {", ".join(versions)}.', '']
+              + summary_io.provenance(summary_exp), '']
     for variant, failures in summary_exp.get('failed', {}).items():
       for f in failures:
         lines += [f'**{variant}, seed {f["seed"]} diverged**: {f["failure"]} (`{f["command"]}`)', '']

@@ -134,6 +134,7 @@ def collect(experiments: list[suite_lib.Experiment], root: Path) -> dict:
           'seeds_planned': list(exp.seeds),
           'first_seed': (done + partial)[0]['seed'],
           'code_versions': sorted({r.get('code_version', 'not recorded') for r in done + partial}),
+          'hardware': summary_io.hardware_of(done + partial),
       }
       choice = label_free_choice(root, exp, variant, done)
       if choice:
@@ -329,15 +330,14 @@ def render(suite: str, summary: dict, experiments: list[suite_lib.Experiment],
     done = sum(len(v['commands']) - len(v['partial']) for v in summary_exp['variants'].values())
     partial = sum(len(v['partial']) for v in summary_exp['variants'].values())
     planned = len(exp.seeds) * len(exp.variants)
-    versions = sorted({c for v in summary_exp['variants'].values() for c in v['code_versions']})
     lines += [f'## {summary_exp["title"]}', '',
               f'{summary_exp["purpose"]}. Config: `{summary_exp["config_file"]}`; variants: '
               + ', '.join(f'`{v}` {dict(exp.variants)[v] or "(the config as is)"}'
                           for v, _ in exp.variants) + '.', '',
               *_final_table(summary_exp), *_per_seed(summary_exp),
               *_partial_table(summary_exp), *_curve_table(summary_exp),
-              f'Runs finished: {done} of {planned} planned; partial: {partial}. Code version '
-              f'(commit): {", ".join(versions)}.', '']
+              f'Runs finished: {done} of {planned} planned; partial: {partial}. '
+              + summary_io.provenance(summary_exp), '']
     for variant, failures in summary_exp.get('failed', {}).items():
       for f in failures:
         lines += [f'**{variant}, seed {f["seed"]} diverged**: {f["failure"]} '

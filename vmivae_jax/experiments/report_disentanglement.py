@@ -242,8 +242,7 @@ def render(section: dict, experiments: list[suite_lib.Experiment], figures: dict
     if not summary_exp:
       lines += ['No run has finished yet.', '']
       continue
-    versions = sorted({c for v in summary_exp['variants'].values() for c in v['code_versions']})
-    lines += [f'Code version (commit): {", ".join(versions)}.', '',
+    lines += [summary_io.provenance(summary_exp), '',
               '<details><summary>Commands (one per run)</summary>', '', '```']
     for v in summary_exp['variants'].values():
       for cmd, ecmd in zip(v['commands'], v['eval_commands']):

@@ -32,6 +32,7 @@ checkpoint exists.
 """
 
 import concurrent.futures
+import functools
 import importlib.util
 import json
 import os
@@ -45,6 +46,7 @@ from absl import flags
 from absl import logging
 
 from vmivae_jax.config import config_lib
+from vmivae_jax.config import sections
 from vmivae_jax.experiments import report
 from vmivae_jax.experiments import suite as suite_lib
 from vmivae_jax.rundir import extend
@@ -63,6 +65,12 @@ _RUN_SWEEP = flags.DEFINE_string('run_sweep', '',
                                  'Internal: experiment:variant:seed,seed,... to run as a sweep.')
 _NO_SWEEPS = flags.DEFINE_bool('no_sweeps', False,
                                'One process per seed instead of one sweep per variant.')
+_SWEEP_VARIANTS = flags.DEFINE_bool(
+    'sweep_variants', False,
+    'One sweep per experiment instead of one per variant, its members every variant x seed, '
+    'where the variants differ only in sweepable numbers (e.g. mi_weight): on an '
+    'accelerator the lambda = 0 twin then trains in the same program as the MI run. Other '
+    'experiments keep one sweep per variant.')
 _ADOPT = flags.DEFINE_string(
     'adopt', '', 'Adopt existing runs: a path pattern with {experiment}, {variant}, {seed} '
     '(symlinked, never written; see the module docstring).')
@@ -96,6 +104,15 @@ def code_version() -> str:
   except (OSError, subprocess.CalledProcessError):
     return 'unknown'
   return commit + ('+dirty' if dirty.strip() else '')
+
+
+def hardware() -> str:
+  """What this process computes on, for the records: '2 CPU cores' or '1 x NVIDIA H200'."""
+  import jax  # pylint: disable=g-import-not-at-top
+  devices = jax.local_devices()
+  if devices[0].platform == 'cpu':  # forced host devices share the machine's cores
+    return f'{os.cpu_count()} CPU cores'
+  return f'{len(devices)} x {devices[0].device_kind}'
 
 
 def run_dir(root: Path, experiment: str, variant: str, seed: int) -> Path:
@@ -230,7 +247,8 @@ def _evaluate_and_record(experiment, variant, seed, workdir: Path, config, *,
       'command': suite_lib.train_command(experiment, variant, seed, str(workdir)),
       'eval_command': f'python eval.py --workdir={workdir}',
       'train_seconds': round(train_seconds, 1), 'eval_seconds': round(time.time() - start, 1),
-      'code_version': code_version(), 'metrics': metrics, **(extra or {}),
+      'code_version': code_version(), 'hardware': hardware(), 'metrics': metrics,
+      **(extra or {}),
   }
   if experiment.curve:
     record['curve'] = _curve(workdir)
@@ -239,53 +257,97 @@ def _evaluate_and_record(experiment, variant, seed, workdir: Path, config, *,
   return record
 
 
-def sweep_dir(root: Path, experiment: str, variant: str, seeds) -> Path:
-  """The sweep's own directory (config.json, members.json) beside its members' run dirs."""
-  return root / experiment / variant / f'sweep_s{"-".join(str(s) for s in seeds)}'
+def sweep_dir(root: Path, experiment: str, variants, seeds) -> Path:
+  """The sweep's own directory (config.json, members.json) beside its members' run dirs:
+  ``<variant>/sweep_s<seeds>`` for one variant, ``sweep_<v1>+<v2>_s<seeds>`` for several."""
+  variants = [variants] if isinstance(variants, str) else list(variants)
+  seeds_part = f'sweep_s{"-".join(str(s) for s in seeds)}'
+  if len(variants) == 1:
+    return root / experiment / variants[0] / seeds_part
+  return root / experiment / f'sweep_{"+".join(variants)}_{seeds_part[len("sweep_"):]}'
 
 
-def run_sweep(experiment: suite_lib.Experiment, variant: str, seeds, root: Path) -> list[dict]:
-  """Trains the variant's unfinished seeds as one sweep, then evaluates each; returns the
-  seeds' records. Finished (or adopted) seeds are reused as run_one does; a sweep that
-  cannot run (a member diverged, members at different steps) falls back to run_one."""
+def variants_sweepable(experiment: suite_lib.Experiment) -> bool:
+  """True when the experiment's variants differ only in keys a sweep may vary per member."""
+  return all(key in sections.SWEEP_KEYS for _, changes in experiment.variants for key in changes)
+
+
+def _member_overrides(experiment: suite_lib.Experiment, members) -> dict:
+  """Overrides of one sweep over (variant, seed) members: the experiment's shared
+  overrides, ``sweep.seed`` and, for every key a variant changes, ``sweep.<key>`` with
+  each member's value (the config's own where its variant leaves the key alone)."""
+  if not variants_sweepable(experiment):
+    raise ValueError(f'{experiment.name}: variants {dict(experiment.variants)} change keys a '
+                     f'sweep cannot vary per member (sweepable: {sections.SWEEP_KEYS})')
+  base = load_config(experiment.config_file, experiment.overrides)
+  keys = sorted({k for _, changes in experiment.variants for k in changes} - {'seed'})
+  overrides = {**experiment.overrides, 'sweep.seed': tuple(s for _, s in members)}
+  for key in keys:
+    default = functools.reduce(lambda node, part: node[part], key.split('.'), base)
+    overrides[f'sweep.{key}'] = tuple(dict(experiment.variants)[v].get(key, default)
+                                      for v, _ in members)
+  return overrides
+
+
+def run_sweep(experiment: suite_lib.Experiment, variants, seeds, root: Path) -> list[dict]:
+  """Trains the unfinished (variant, seed) runs as one sweep, then evaluates each; returns
+  the records, variant-major. ``variants``: one name (its seeds are the members) or
+  several (each variant x seed a member; they must differ only in sweepable keys).
+  Finished (or adopted) runs are reused as run_one does; a sweep that cannot run (a
+  member diverged, members at different steps) falls back to run_one."""
   from vmivae_jax.train import sweep_trainer  # pylint: disable=g-import-not-at-top
   from vmivae_jax.train import trainer  # pylint: disable=g-import-not-at-top
   from vmivae_jax.rundir import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
-  overrides = experiment.variant_overrides(variant)
-  steps = int(load_config(experiment.config_file, {'seed': seeds[0], **overrides}).num_train_steps)
+  variants = [variants] if isinstance(variants, str) else list(variants)
+  members = [(v, s) for v in variants for s in seeds]
+  steps = {v: int(load_config(experiment.config_file,
+                              {'seed': seeds[0], **experiment.variant_overrides(v)}).num_train_steps)
+           for v in variants}
   records, train = {}, []
-  for seed in seeds:
+  for variant, seed in members:
     workdir = run_dir(root, experiment.name, variant, seed)
     record_path = workdir / 'suite_record.json'
-    done = record_path.exists() and json.loads(record_path.read_text()).get('step') == steps
+    done = (record_path.exists()
+            and json.loads(record_path.read_text()).get('step') == steps[variant])
     if done or (workdir / ADOPTED_JSON).exists() or workdir.is_symlink():
-      records[seed] = run_one(experiment, variant, seed, root)  # reused / adopted / refused
-    elif steps in workdir_lib.checkpoint_steps(workdir):  # trained, not yet evaluated
-      records[seed] = run_one(experiment, variant, seed, root)
+      records[variant, seed] = run_one(experiment, variant, seed, root)  # reused/adopted/refused
+    elif steps[variant] in workdir_lib.checkpoint_steps(workdir):  # trained, not evaluated
+      records[variant, seed] = run_one(experiment, variant, seed, root)
     else:
-      train.append(seed)
+      train.append((variant, seed))
   if train:
-    config = load_config(experiment.config_file, {**overrides, 'sweep.seed': tuple(train)})
-    dirs = [run_dir(root, experiment.name, variant, s) for s in train]
-    where = sweep_dir(root, experiment.name, variant, train)
+    if len(variants) == 1:
+      overrides = {**experiment.variant_overrides(variants[0]),
+                   'sweep.seed': tuple(s for _, s in train)}
+    else:
+      overrides = _member_overrides(experiment, train)
+    config = load_config(experiment.config_file, overrides)
+    dirs = [run_dir(root, experiment.name, v, s) for v, s in train]
+    trained_variants = list(dict.fromkeys(v for v, _ in train))
+    where = sweep_dir(root, experiment.name, trained_variants,
+                      list(dict.fromkeys(s for _, s in train)))
     start = time.time()
     try:
       sweep_trainer.train(config, where, member_dirs=dirs)
     except (trainer.DivergenceError, workdir_lib.WorkdirError) as e:
-      logging.warning('%s:%s: the sweep of seeds %s stopped (%s); running them one by one',
-                      experiment.name, variant, train, e)
-      for seed in train:
-        records[seed] = run_one(experiment, variant, seed, root)
-      return [records[s] for s in seeds]
+      logging.warning('%s: the sweep of %s stopped (%s); running them one by one',
+                      experiment.name, train, e)
+      for variant, seed in train:
+        records[variant, seed] = run_one(experiment, variant, seed, root)
+      return [records[m] for m in members]
     seconds = time.time() - start
-    for seed, workdir in zip(train, dirs):
-      member_config = load_config(experiment.config_file, {'seed': seed, **overrides})
-      records[seed] = _evaluate_and_record(
+    for (variant, seed), workdir in zip(train, dirs):
+      member_config = load_config(experiment.config_file,
+                                  {'seed': seed, **experiment.variant_overrides(variant)})
+      sweep = {'dir': str(where), 'seeds': list(dict.fromkeys(s for _, s in train)),
+               'train_seconds': round(seconds, 1)}
+      if len(trained_variants) > 1:
+        sweep['variants'] = trained_variants
+      records[variant, seed] = _evaluate_and_record(
           experiment, variant, seed, workdir, member_config,
           train_seconds=seconds / len(train),  # its share: totals stay sums over runs
-          extra={'sweep': {'dir': str(where), 'seeds': list(train),
-                           'train_seconds': round(seconds, 1)}})
-  return [records[s] for s in seeds]
+          extra={'sweep': sweep})
+  return [records[m] for m in members]
 
 
 def _run_in_subprocess(key: str, root: Path, what: str = 'run_one') -> str:
@@ -307,8 +369,8 @@ def main(argv):
     run_one(experiments[name], variant, int(seed), root)
     return
   if _RUN_SWEEP.value:
-    name, variant, seeds = _RUN_SWEEP.value.split(':')
-    run_sweep(experiments[name], variant, [int(s) for s in seeds.split(',')], root)
+    name, variants, seeds = _RUN_SWEEP.value.split(':')
+    run_sweep(experiments[name], variants.split('+'), [int(s) for s in seeds.split(',')], root)
     return
   selected = [experiments[n] for n in (_ONLY.value or experiments)]
   keys = []
@@ -319,8 +381,10 @@ def main(argv):
   what = 'run_one'
   if _ADOPT.value:  # evaluate the adopted runs only: never start the others' training
     keys = adopt_all(experiments, keys, root, _ADOPT.value)
-  elif not _NO_SWEEPS.value:  # one process per variant, its seeds as sweep members
-    what, keys = 'run_sweep', sweep_keys(keys)
+  elif not _NO_SWEEPS.value:  # one process per variant (or experiment), seeds as members
+    merged = ({n for n, e in experiments.items() if variants_sweepable(e)}
+              if _SWEEP_VARIANTS.value else set())
+    what, keys = 'run_sweep', sweep_keys(keys, merge_variants=merged)
   if not _REPORT_ONLY.value:
     with concurrent.futures.ThreadPoolExecutor(max(1, _JOBS.value)) as pool:
       futures = [pool.submit(_run_in_subprocess, k, root, what) for k in keys]
@@ -333,14 +397,23 @@ def main(argv):
                results_dir=Path(_RESULTS.value), docs_dir=Path(_DOCS.value))
 
 
-def sweep_keys(keys: list[str]) -> list[str]:
+def sweep_keys(keys: list[str], merge_variants=frozenset()) -> list[str]:
   """experiment:variant:seed keys -> one experiment:variant:seed,seed,... key per variant
-  (in the order of the variants' first seeds)."""
+  (in the order of the variants' first seeds); for the experiments in ``merge_variants``
+  one experiment:v1+v2:seed,... key holding every variant x seed."""
   seeds: dict[tuple[str, str], list[str]] = {}
   for key in keys:
     name, variant, seed = key.split(':')
     seeds.setdefault((name, variant), []).append(seed)
-  return [f'{name}:{variant}:{",".join(s)}' for (name, variant), s in seeds.items()]
+  out: dict[str, tuple[list[str], list[str]]] = {}
+  for (name, variant), s in seeds.items():
+    if name in merge_variants:
+      variants, merged_seeds = out.setdefault(name, ([], []))
+      variants.append(variant)
+      merged_seeds += [x for x in s if x not in merged_seeds]
+    else:
+      out[f'{name}:{variant}'] = ([variant], s)
+  return [f'{k.split(":")[0]}:{"+".join(v)}:{",".join(s)}' for k, (v, s) in out.items()]
 
 
 def adopt_all(experiments: dict, keys: list[str], root: Path, pattern: str) -> list[str]:

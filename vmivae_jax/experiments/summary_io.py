@@ -99,6 +99,21 @@ def in_suite_order(section: dict, experiments: list[suite_lib.Experiment]) -> di
   return out
 
 
+def hardware_of(records: list[dict]) -> list[str]:
+  """Where the records' runs trained (their ``hardware`` field; older records have none)."""
+  return sorted({r['hardware'] for r in records if r.get('hardware')})
+
+
+def provenance(summary_exp: dict) -> str:
+  """'Code version (commit): ...' of an experiment's variants, and where they trained
+  when recorded (runs trained on an accelerator say so; older records name nothing)."""
+  variants = summary_exp['variants'].values()
+  versions = sorted({c for v in variants for c in v['code_versions']})
+  hardware = sorted({h for v in variants for h in v.get('hardware', [])})
+  return (f'Code version (commit): {", ".join(versions)}.'
+          + (f' Trained on: {", ".join(hardware)}.' if hardware else ''))
+
+
 def flatten(metrics: dict, prefix: str = '') -> dict[str, float]:
   """Nested eval metrics as {'a/b': float}; non-numeric values are left out."""
   flat = {}
@@ -151,6 +166,7 @@ def collect(experiments: list[suite_lib.Experiment], root: Path) -> dict:
           'seeds_planned': list(exp.seeds),
           'mi_bound_entropy_kind': records[0]['metrics'].get('mi_bound_entropy_kind'),
           'code_versions': sorted({r.get('code_version', 'not recorded') for r in records}),
+          'hardware': hardware_of(records),
       }
     if variants or failed:
       summary[exp.name] = {'title': exp.title, 'config_file': exp.config_file,

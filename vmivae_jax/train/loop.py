@@ -99,10 +99,31 @@ class StopRequest:
       signal.signal(sig, handler)
 
 
+class NoEventsWriter:
+  """The writer interface with nothing behind it: where CLU's TensorBoard writer cannot be
+  imported (no TensorFlow, as on accelerator images that ship without it), a run still
+  trains and logs metrics.jsonl; only the event files are missing."""
+
+  def write_scalars(self, step, scalars):
+    del step, scalars
+
+  def flush(self):
+    pass
+
+  def close(self):
+    pass
+
+
 def metric_writer(workdir: Path):
-  """TensorBoard event files via CLU (the console line below replaces CLU's logging writer)."""
-  with console.silenced_native_stderr():  # TensorFlow's import notices
-    from clu import metric_writers  # pylint: disable=g-import-not-at-top  (imports TensorFlow)
+  """TensorBoard event files via CLU (the console line below replaces CLU's logging writer);
+  a NoEventsWriter, with a warning, when CLU or TensorFlow is not installed."""
+  try:
+    with console.silenced_native_stderr():  # TensorFlow's import notices
+      from clu import metric_writers  # pylint: disable=g-import-not-at-top  (imports TensorFlow)
+  except ImportError as e:
+    logging.warning('No TensorBoard event files in %s: %s (CLU\'s writer needs TensorFlow); '
+                    'metrics.jsonl is written as usual.', workdir, e)
+    return NoEventsWriter()
   if jax.process_index() > 0:
     return metric_writers.MultiWriter([])
   return metric_writers.SummaryWriter(str(workdir))
