@@ -254,6 +254,34 @@ def test_pages_say_where_runs_trained_when_the_records_say_it(tmp_path):
       'Code version (commit): x.')
 
 
+def test_a_stopped_run_without_checkpoints_is_recorded_partial_from_its_curve(tmp_path):
+  from vmivae_jax.experiments import report_class
+  root, results, docs = tmp_path / 'runs', tmp_path / 'results', tmp_path / 'docs'
+  exp = _class_experiment(curve=True)
+  workdir = reproduce.run_dir(root, exp.name, 'mi', 0)
+  with pytest.raises(ValueError, match='no eval/curve.json'):
+    reproduce.record_stopped(exp, 'mi', 0, root, code_version='abc', hardware='1 x GPU')
+  points = [{'step': s, 'examples_seen': 256 * s, 'accuracy_hungarian': a,
+             'accuracy_majority': a, 'nmi': 0.5, 'accuracy_majority_train': a + 0.01}
+            for s, a in ((100, 0.4), (0, 0.1), (200, 0.5))]   # any order on disk
+  (workdir / 'eval').mkdir(parents=True)
+  (workdir / 'eval' / 'curve.json').write_text(json.dumps({'points': points}))
+  with pytest.raises(ValueError, match='--trained_with'):
+    reproduce.record_stopped(exp, 'mi', 0, root, code_version='', hardware='1 x GPU')
+  record = reproduce.record_stopped(exp, 'mi', 0, root, code_version='abc', hardware='1 x GPU')
+  assert record['partial'] and record['step'] == 200 and record['metrics']['nmi'] == 0.5
+  assert record['metrics']['accuracy_hungarian'] == 0.5 and 'elbo' not in record['metrics']
+  assert [p['step'] for p in record['curve']] == [0, 100, 200]
+  assert 'stopped at step 200 of' in record['stopped']
+  with pytest.raises(ValueError, match='already recorded'):
+    reproduce.record_stopped(exp, 'mi', 0, root, code_version='abc', hardware='1 x GPU')
+  report_class.write('class', [exp], root=root, results_dir=results, docs_dir=docs)
+  page = (docs / 'results_class.md').read_text()
+  assert '| mi | 0 | 200 of ' in page and '| 50.00% | 51.00% | 0.500 | n/a |' in page
+  assert 'mi, seed 0: stopped at step 200 of' in page and 'Trained on: 1 x GPU.' in page
+  assert '| 0.05 | 200 | 50.0 (n=1) | 51.0 (n=1) |' in page   # the curve table
+
+
 def test_hardware_names_the_cpu_cores_not_the_forced_host_devices():
   assert reproduce.hardware() == f'{os.cpu_count()} CPU cores'
 

@@ -122,7 +122,7 @@ def collect(experiments: list[suite_lib.Experiment], root: Path) -> dict:
           'metrics': {n: summary_io.stats([f[n] for f in flat], seeds) for n in names},
           'partial': [{'seed': r['seed'], 'step': r['step'],
                        'num_train_steps': r.get('num_train_steps'),
-                       'adopted_from': r.get('adopted_from'),
+                       'adopted_from': r.get('adopted_from'), 'stopped': r.get('stopped'),
                        'metrics': {k: summary_io.flatten(r['metrics']).get(k) for k in ROWS}}
                       for r in partial],
           'commands': [summary_io.relative(r['command'], _run_dir(exp, variant, r))
@@ -191,7 +191,9 @@ def _partial_table(summary_exp: dict) -> list[str]:
                    (f'{100 * value:.2f}%' if name.startswith('accuracy') else f'{value:.3f}'))
     lines.append(f'| {variant} | {p["seed"]} | {p["step"]} of {p["num_train_steps"]} | '
                  + ' | '.join(cells) + ' |')
-  return lines + ['']
+  stopped = [f'{variant}, seed {p["seed"]}: {p["stopped"]}.' for variant, p in rows
+             if p.get('stopped')]
+  return lines + [''] + ([' '.join(stopped), ''] if stopped else [])
 
 
 def _curve_table(summary_exp: dict) -> list[str]:

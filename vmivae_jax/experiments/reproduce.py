@@ -71,6 +71,15 @@ _SWEEP_VARIANTS = flags.DEFINE_bool(
     'where the variants differ only in sweepable numbers (e.g. mi_weight): on an '
     'accelerator the lambda = 0 twin then trains in the same program as the MI run. Other '
     'experiments keep one sweep per variant.')
+_RECORD_STOPPED = flags.DEFINE_string(
+    'record_stopped', '', 'experiment:variant:seed of a run stopped before its last step whose '
+    'checkpoints are gone (e.g. left on a lent accelerator): records it as partial from its '
+    'eval/curve.json (the code metrics at its last measured checkpoint; no ELBO or IWAE). '
+    'Needs --trained_with and --trained_on, read off the training\'s own log.')
+_TRAINED_WITH = flags.DEFINE_string('trained_with', '',
+                                    'With --record_stopped: the training\'s code version.')
+_TRAINED_ON = flags.DEFINE_string('trained_on', '',
+                                  'With --record_stopped: the hardware it trained on.')
 _ADOPT = flags.DEFINE_string(
     'adopt', '', 'Adopt existing runs: a path pattern with {experiment}, {variant}, {seed} '
     '(symlinked, never written; see the module docstring).')
@@ -197,6 +206,44 @@ def _evaluate_adopted(experiment, variant, seed, workdir: Path, config) -> dict:
   }
   if experiment.curve:
     record['curve'] = _curve(workdir)
+  fileio.atomic_write(record_path, json.dumps(record, indent=2, sort_keys=True))
+  return record
+
+
+def record_stopped(experiment: suite_lib.Experiment, variant: str, seed: int, root: Path, *,
+                   code_version: str, hardware: str) -> dict:
+  """Records a run that stopped before ``num_train_steps`` and cannot be evaluated again
+  (its checkpoints are gone) as partial, from the accuracy curve measured while they
+  existed: the step and code metrics of its last curve point. Never overwrites a record.
+
+  Raises:
+    ValueError: no eval/curve.json, a record already there, or missing provenance.
+  """
+  from vmivae_jax.evaluation import curve  # pylint: disable=g-import-not-at-top
+  workdir = run_dir(root, experiment.name, variant, seed)
+  if not code_version or not hardware:
+    raise ValueError('--record_stopped needs --trained_with (code version) and --trained_on '
+                     '(hardware), read off the training\'s log')
+  record_path = workdir / 'suite_record.json'
+  if record_path.exists():
+    raise ValueError(f'{record_path} exists: the run is already recorded')
+  measured = curve.read_curve(workdir)
+  if not measured or not measured.get('points'):
+    raise ValueError(f'{workdir}: no eval/curve.json to record the stopped run from')
+  points = sorted(measured['points'], key=lambda p: p['step'])
+  last = points[-1]
+  config = load_config(experiment.config_file, {'seed': seed, **experiment.variant_overrides(variant)})
+  record = {
+      'experiment': experiment.name, 'variant': variant, 'seed': seed, 'step': last['step'],
+      'num_train_steps': int(config.num_train_steps), 'partial': True,
+      'stopped': f'stopped at step {last["step"]} of {int(config.num_train_steps)}; its '
+                 'checkpoints are gone, so only the accuracy curve measured from them is '
+                 'recorded (no ELBO, IWAE or fresh Q)',
+      'command': suite_lib.train_command(experiment, variant, seed, str(workdir)),
+      'eval_command': f'python -m vmivae_jax.experiments.curve --workdir={workdir}',
+      'train_seconds': 0.0, 'eval_seconds': 0.0, 'code_version': code_version,
+      'hardware': hardware, 'metrics': {k: last[k] for k in curve.METRICS}, 'curve': points,
+  }
   fileio.atomic_write(record_path, json.dumps(record, indent=2, sort_keys=True))
   return record
 
@@ -367,6 +414,11 @@ def main(argv):
   if _RUN_ONE.value:
     name, variant, seed = _RUN_ONE.value.split(':')
     run_one(experiments[name], variant, int(seed), root)
+    return
+  if _RECORD_STOPPED.value:
+    name, variant, seed = _RECORD_STOPPED.value.split(':')
+    record_stopped(experiments[name], variant, int(seed), root,
+                   code_version=_TRAINED_WITH.value, hardware=_TRAINED_ON.value)
     return
   if _RUN_SWEEP.value:
     name, variants, seeds = _RUN_SWEEP.value.split(':')
