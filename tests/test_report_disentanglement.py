@@ -7,8 +7,8 @@ from vmivae_jax.experiments import report_disentanglement as page
 from vmivae_jax.experiments import suite as suite_lib
 
 
-def _record(exp, variant, seed, *, mig, fvae, train_seconds=100.0):
-  return {'experiment': exp, 'variant': variant, 'seed': seed, 'step': 2000,
+def _record(exp, variant, seed, *, mig, fvae, train_seconds=100.0, resumed=False):
+  return {**({'train_time_complete': False} if resumed else {}),'experiment': exp, 'variant': variant, 'seed': seed, 'step': 2000,
           'command': f'python train.py --config=c.py --workdir=/x/{exp}/{variant}/seed{seed} '
                      f'--config.seed={seed}',
           'eval_command': f'python eval.py --workdir=/x/{exp}/{variant}/seed{seed}',
@@ -52,7 +52,8 @@ def test_page_tables_checks_and_time(tmp_path):
           'no (-0.100) |') in text
   assert '| beta_tcvae | tc_weight_6 | MIG | 0.300 (n=1) |' in text
   # Training time: summed over the 6 finished runs.
-  assert 'summed over the 6 finished runs of 12: **0.17 h**' in text
+  assert 'summed over the 6 finished runs of 12 that one process trained' in text
+  assert 'end: **0.17 h**' in text and 'resumed after an interruption' not in text
   # Relative commands, one figure per setting, the summary key written.
   assert '--workdir=$ROOT/beta_vae/beta_1/seed0' in text and '/x/' not in text
   assert '(figures/disentanglement/beta_vae/beta_1_traversal_all_dims_0.png)' in text
@@ -111,3 +112,18 @@ def test_a_partly_rerun_method_keeps_its_recorded_settings(tmp_path):
   assert '| beta_vae | beta_1 | 3 of 3 | 0.100 ± 0.000 |' in text
   assert '| beta_vae | beta_4 | 1 of 3 | 0.300 (n=1) |' in text
   assert '(figures/disentanglement/beta_vae/beta_1_traversal_all_dims_0.png)' in text
+
+
+def test_resumed_runs_are_left_out_of_the_training_time_and_counted_apart(tmp_path):
+  root = tmp_path / 'runs'
+  _write(root, 'beta_vae', 'beta_1', 0, mig=0.1, fvae=0.6, train_seconds=3600.0)
+  _write(root, 'beta_vae', 'beta_1', 1, mig=0.1, fvae=0.6, train_seconds=0.5, resumed=True)
+  section = page.write(_experiments(), root=root, results_dir=tmp_path / 'results',
+                       docs_dir=tmp_path / 'docs')
+  assert page.train_time(section) == (3600.0, 1, 1)
+  text = (tmp_path / 'docs' / 'results_disentanglement.md').read_text()
+  assert 'summed over the 1 finished runs of 12 that one process trained' in text
+  assert '**1.00 h**' in text and '1 more finished runs were resumed' in text
+  # Sections written before the field existed count every run as timed whole.
+  old = {'e': {'variants': {'v': {'train_seconds': [1.0, 2.0]}}}}
+  assert page.train_time(old) == (3.0, 2, 0)

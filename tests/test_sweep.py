@@ -415,6 +415,17 @@ def test_suite_sweep_of_variants_trains_the_twins_in_one_program_from_one_init(t
   initial = [_initial_vae(reproduce.run_dir(root, 'e', v, 0)) for v in ('elbo', 'mi')]
   assert _bitwise_equal(*initial)     # one seed: the same initial VAE
   assert reproduce.run_sweep(exp, ['elbo', 'mi'], [0], root) == records   # reused
+  assert all('train_time_complete' not in r for r in records)   # trained whole here
+
+
+def test_a_run_resumed_from_an_earlier_process_is_marked_as_not_timed_whole(tmp_path):
+  from vmivae_jax.experiments import reproduce  # pylint: disable=g-import-not-at-top
+  workdir = tmp_path / 'run'
+  assert not reproduce._resumed(workdir)                 # nothing there yet
+  (workdir / 'checkpoints' / '0').mkdir(parents=True)
+  assert not reproduce._resumed(workdir)                 # the step-0 checkpoint only
+  (workdir / 'checkpoints' / '5').mkdir()
+  assert reproduce._resumed(workdir)
 
 
 @needs_data

@@ -130,6 +130,7 @@ def collect(experiments: list[suite_lib.Experiment], root: Path) -> dict:
           'eval_commands': [summary_io.relative(r['eval_command'], _run_dir(exp, variant, r))
                             for r in done + partial],
           'train_seconds': [r['train_seconds'] for r in done],
+          'train_time_complete': [r.get('train_time_complete', True) for r in done],
           'eval_seconds': [r['eval_seconds'] for r in done],
           'seeds_planned': list(exp.seeds),
           'first_seed': (done + partial)[0]['seed'],

@@ -174,11 +174,16 @@ def published_table(section: dict) -> list[str]:
                   'with a finished run; `*` marks the others. ' + ' '.join(sources), '']
 
 
-def train_time(section: dict) -> tuple[float, int]:
-  """(seconds of training summed over the finished runs, number of such runs)."""
-  seconds = [s for exp in section.values() for v in exp.get('variants', {}).values()
-             for s in v.get('train_seconds', [])]
-  return sum(seconds), len(seconds)
+def train_time(section: dict) -> tuple[float, int, int]:
+  """(seconds of training summed over the finished runs timed whole, their number, the
+  number of finished runs resumed after an interruption, whose time is not known)."""
+  timed, resumed = [], 0
+  for exp in section.values():
+    for v in exp.get('variants', {}).values():
+      complete = v.get('train_time_complete') or [True] * len(v.get('train_seconds', []))
+      timed += [s for s, whole in zip(v.get('train_seconds', []), complete) if whole]
+      resumed += complete.count(False)
+  return sum(timed), len(timed), resumed
 
 
 def _copy_figures(section: dict, root: Path, docs_dir: Path) -> dict:
@@ -196,7 +201,7 @@ def _copy_figures(section: dict, root: Path, docs_dir: Path) -> dict:
 
 
 def render(section: dict, experiments: list[suite_lib.Experiment], figures: dict) -> str:
-  seconds, runs = train_time(section)
+  seconds, runs, resumed = train_time(section)
   planned = sum(len(e.seeds) * len(e.variants) for e in experiments)
   lines = [
       '# Results: the `disentanglement` suite', '',
@@ -232,10 +237,12 @@ def render(section: dict, experiments: list[suite_lib.Experiment], figures: dict
       'matched to the published model by name (beta = 4 stands for an unstated beta > 1, the '
       'larger weight for an unstated one).', '', *published_table(section),
       '## Training time', '',
-      f'Training, summed over the {runs} finished runs of {planned}: '
-      f'**{seconds / 3600:.2f} h** (budget for the whole suite: '
+      f'Training, summed over the {runs} finished runs of {planned} that one process '
+      f'trained from start to end: **{seconds / 3600:.2f} h** (budget for the whole suite: '
       f'{TRAIN_BUDGET_SECONDS / 3600:.0f} h on 2 CPU cores; a sweep member\'s time is its '
-      'sweep\'s divided by its members). Evaluation is not included.', '']
+      'sweep\'s divided by its members). Evaluation is not included.'
+      + (f' {resumed} more finished runs were resumed after an interruption; their '
+         'training time was not measured whole and is not counted.' if resumed else ''), '']
   for exp in experiments:
     summary_exp = section.get(exp.name)
     lines += [f'## {exp.title}', '', f'{exp.purpose}. Config: `{exp.config_file}`.', '']

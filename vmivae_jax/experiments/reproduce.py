@@ -269,6 +269,7 @@ def run_one(experiment: suite_lib.Experiment, variant: str, seed: int, root: Pat
     record = json.loads(record_path.read_text())
     if record.get('step') == config.num_train_steps:
       return record
+  resumed = _resumed(workdir)
   start = time.time()
   try:
     trainer.train(config, workdir)
@@ -279,7 +280,15 @@ def run_one(experiment: suite_lib.Experiment, variant: str, seed: int, root: Pat
     fileio.atomic_write(record_path, json.dumps(record, indent=2, sort_keys=True))
     return record
   return _evaluate_and_record(experiment, variant, seed, workdir, config,
-                              train_seconds=time.time() - start)
+                              train_seconds=time.time() - start,
+                              extra={'train_time_complete': False} if resumed else None)
+
+
+def _resumed(workdir: Path) -> bool:
+  """True when an earlier process already trained part (or all) of the run: the time this
+  process measures is then not the run's training time."""
+  from vmivae_jax.rundir import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  return any(step > 0 for step in workdir_lib.checkpoint_steps(workdir))
 
 
 def _evaluate_and_record(experiment, variant, seed, workdir: Path, config, *,
@@ -370,6 +379,7 @@ def run_sweep(experiment: suite_lib.Experiment, variants, seeds, root: Path) -> 
       overrides = _member_overrides(experiment, train)
     config = load_config(experiment.config_file, overrides)
     dirs = [run_dir(root, experiment.name, v, s) for v, s in train]
+    resumed = any(_resumed(d) for d in dirs)
     trained_variants = list(dict.fromkeys(v for v, _ in train))
     where = sweep_dir(root, experiment.name, trained_variants,
                       list(dict.fromkeys(s for _, s in train)))
@@ -393,7 +403,7 @@ def run_sweep(experiment: suite_lib.Experiment, variants, seeds, root: Path) -> 
       records[variant, seed] = _evaluate_and_record(
           experiment, variant, seed, workdir, member_config,
           train_seconds=seconds / len(train),  # its share: totals stay sums over runs
-          extra={'sweep': sweep})
+          extra={'sweep': sweep, **({'train_time_complete': False} if resumed else {})})
   return [records[m] for m in members]
 
 

@@ -162,6 +162,8 @@ def collect(experiments: list[suite_lib.Experiment], root: Path) -> dict:
           'eval_commands': [relative(r['eval_command'], run_dir(exp.name, variant, r['seed']))
                             for r in records],
           'train_seconds': [r['train_seconds'] for r in records],
+          # False: the run was resumed, its train_seconds only the resuming process's part.
+          'train_time_complete': [r.get('train_time_complete', True) for r in records],
           'eval_seconds': [r['eval_seconds'] for r in records],
           'seeds_planned': list(exp.seeds),
           'mi_bound_entropy_kind': records[0]['metrics'].get('mi_bound_entropy_kind'),
