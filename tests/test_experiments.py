@@ -8,6 +8,7 @@ import pytest
 
 from vmivae_jax.experiments import report
 from vmivae_jax.experiments import reproduce
+from vmivae_jax.experiments import suite_runs
 from vmivae_jax.experiments import suite as suite_lib
 from vmivae_jax.experiments import summary_io
 
@@ -30,7 +31,7 @@ def test_train_command_spells_every_override_as_a_flag():
 
 
 def test_load_config_applies_overrides_and_locks():
-  config = reproduce.load_config('configs/mnist_joint.py',
+  config = suite_runs.load_config('configs/mnist_joint.py',
                                  {'seed': 3, 'mi_weight': 0.0, 'model.q_hidden': [16]})
   assert (config.seed, config.mi_weight, tuple(config.model.q_hidden)) == (3, 0.0, (16,))
   with pytest.raises(AttributeError):
@@ -39,9 +40,9 @@ def test_load_config_applies_overrides_and_locks():
 
 def test_thesis_suite_pairs_every_seed_and_uses_real_configs():
   for exp in suite_lib.thesis_suite():
-    assert (reproduce.REPO_ROOT / exp.config_file).exists()
+    assert (suite_runs.REPO_ROOT / exp.config_file).exists()
     for variant, _ in exp.variants:
-      reproduce.load_config(exp.config_file, {'seed': 0, **exp.variant_overrides(variant)})
+      suite_runs.load_config(exp.config_file, {'seed': 0, **exp.variant_overrides(variant)})
   joint = {e.name: e for e in suite_lib.thesis_suite()}['joint_mnist']
   assert len(joint.seeds) >= 5 and {'elbo', 'mi'} <= {v for v, _ in joint.variants}
   # Every MI variant of a joint experiment has its lambda = 0 twin (identical otherwise).
@@ -113,7 +114,7 @@ def test_class_suite_experiments_as_specified():
   authors = exps['authors_budget']
   assert authors.config_file == 'configs/authors_mnist_joint.py' and authors.curve
   assert dict(authors.variants) == {'elbo': {'mi_weight': 0.0}, 'mi': {'mi_weight': 0.01}}
-  authors_config = reproduce.load_config(authors.config_file, authors.variant_overrides('mi'))
+  authors_config = suite_runs.load_config(authors.config_file, authors.variant_overrides('mi'))
   assert authors_config.num_train_steps == 150_000 and authors_config.batch_size == 124
   assert authors_config.mi_weight == 0.01   # the config's own (the authors') MI weight
   assert authors_config.num_train_steps // authors_config.checkpoint_every_steps <= (
@@ -134,7 +135,7 @@ def test_class_suite_experiments_as_specified():
   neighbours = exps['class_fashion_neighbours']
   assert neighbours.config_file == 'configs/fashion_class_neighbours.py'
   assert neighbours.seeds == (10, 11, 12, 13, 14)   # fresh: tuning used seed 100
-  neighbours_config = reproduce.load_config(neighbours.config_file, neighbours.overrides)
+  neighbours_config = suite_runs.load_config(neighbours.config_file, neighbours.overrides)
   assert neighbours_config.invariance.neighbour_weight == 10.0
   assert neighbours_config.num_train_steps == 2340   # the config's own 10 epochs
   ablation = exps['ablation_class_mnist']
@@ -171,7 +172,7 @@ def test_disentanglement_suite_experiments_as_specified():
   for name, exp in exps.items():
     assert exp.seeds == (0, 1, 2, 3, 4) and len(exp.variants) == 2
     for variant, _ in exp.variants:
-      config = reproduce.load_config(exp.config_file, {'seed': 0,
+      config = suite_runs.load_config(exp.config_file, {'seed': 0,
                                                        **exp.variant_overrides(variant)})
       validation.validate(config, check_paths=False)
       assert config.dataset == 'dsprites' and config.model.family == 'dlib_conv'
@@ -188,9 +189,9 @@ def test_disentanglement_suite_experiments_as_specified():
   assert grid['dip_vae_ii', 'dip_lambda_od_10'][2] == 10.0
   assert grid['vmi_all_dims', 'mi_weight_10'][3] == 10.0
   # beta = 1 is the VMI runs' lambda = 0 twin: the same model and training otherwise.
-  twin = reproduce.load_config(exps['beta_vae'].config_file,
+  twin = suite_runs.load_config(exps['beta_vae'].config_file,
                                {'seed': 0, **exps['beta_vae'].variant_overrides('beta_1')})
-  vmi = reproduce.load_config(exps['vmi_dims01'].config_file,
+  vmi = suite_runs.load_config(exps['vmi_dims01'].config_file,
                               {'seed': 0, **exps['vmi_dims01'].variant_overrides('mi_weight_1')})
   from vmivae_jax.rundir import extend
   assert sorted(extend.differing_keys(twin.to_dict(), vmi.to_dict())) == [
@@ -204,9 +205,9 @@ def test_thesis_budget_config_is_the_in_progress_runs_command_up_to_eval():
   budget = suite_lib.SUITES['class']()[0]
   for variant, weight in (('elbo', 0.0), ('mi', 10.0)):
     for seed in budget.seeds:
-      suite_config = reproduce.load_config(
+      suite_config = suite_runs.load_config(
           budget.config_file, {'seed': seed, **budget.variant_overrides(variant)})
-      trained = reproduce.load_config('configs/mnist_joint.py', {
+      trained = suite_runs.load_config('configs/mnist_joint.py', {
           'seed': seed, 'mi_weight': weight, 'num_train_steps': 72800,
           'checkpoint_every_steps': 5600, 'keep_checkpoints': 13, 'temperature.initial': 1.0,
           'temperature.anneal_rate': 0.0})
@@ -258,23 +259,23 @@ def test_a_stopped_run_without_checkpoints_is_recorded_partial_from_its_curve(tm
   from vmivae_jax.experiments import report_class
   root, results, docs = tmp_path / 'runs', tmp_path / 'results', tmp_path / 'docs'
   exp = _class_experiment(curve=True)
-  workdir = reproduce.run_dir(root, exp.name, 'mi', 0)
+  workdir = suite_runs.run_dir(root, exp.name, 'mi', 0)
   with pytest.raises(ValueError, match='no eval/curve.json'):
-    reproduce.record_stopped(exp, 'mi', 0, root, code_version='abc', hardware='1 x GPU')
+    suite_runs.record_stopped(exp, 'mi', 0, root, code_version='abc', hardware='1 x GPU')
   points = [{'step': s, 'examples_seen': 256 * s, 'accuracy_hungarian': a,
              'accuracy_majority': a, 'nmi': 0.5, 'accuracy_majority_train': a + 0.01}
             for s, a in ((100, 0.4), (0, 0.1), (200, 0.5))]   # any order on disk
   (workdir / 'eval').mkdir(parents=True)
   (workdir / 'eval' / 'curve.json').write_text(json.dumps({'points': points}))
   with pytest.raises(ValueError, match='--trained_with'):
-    reproduce.record_stopped(exp, 'mi', 0, root, code_version='', hardware='1 x GPU')
-  record = reproduce.record_stopped(exp, 'mi', 0, root, code_version='abc', hardware='1 x GPU')
+    suite_runs.record_stopped(exp, 'mi', 0, root, code_version='', hardware='1 x GPU')
+  record = suite_runs.record_stopped(exp, 'mi', 0, root, code_version='abc', hardware='1 x GPU')
   assert record['partial'] and record['step'] == 200 and record['metrics']['nmi'] == 0.5
   assert record['metrics']['accuracy_hungarian'] == 0.5 and 'elbo' not in record['metrics']
   assert [p['step'] for p in record['curve']] == [0, 100, 200]
   assert 'stopped at step 200 of' in record['stopped']
   with pytest.raises(ValueError, match='already recorded'):
-    reproduce.record_stopped(exp, 'mi', 0, root, code_version='abc', hardware='1 x GPU')
+    suite_runs.record_stopped(exp, 'mi', 0, root, code_version='abc', hardware='1 x GPU')
   report_class.write('class', [exp], root=root, results_dir=results, docs_dir=docs)
   page = (docs / 'results_class.md').read_text()
   assert '| mi | 0 | 200 of ' in page and '| 50.00% | 51.00% | 0.500 | n/a |' in page
@@ -283,7 +284,7 @@ def test_a_stopped_run_without_checkpoints_is_recorded_partial_from_its_curve(tm
 
 
 def test_hardware_names_the_cpu_cores_not_the_forced_host_devices():
-  assert reproduce.hardware() == f'{os.cpu_count()} CPU cores'
+  assert suite_runs.hardware() == f'{os.cpu_count()} CPU cores'
 
 
 def test_class_report_own_page_partial_runs_targets_and_keeps_other_keys(tmp_path):
@@ -410,7 +411,7 @@ def test_thesis_report_keeps_experiments_not_rerun_and_other_suites(tmp_path):
 import shutil  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-_DATA_DIR = Path(os.environ.get('VMIVAE_DATA_DIR') or reproduce.REPO_ROOT.parent / 'shared' /
+_DATA_DIR = Path(os.environ.get('VMIVAE_DATA_DIR') or suite_runs.REPO_ROOT.parent / 'shared' /
                  'datasets')
 _SMOKE = {'train_limit': 512, 'test_limit': 200, 'batch_size': 64, 'num_train_steps': 30,
           'steps_per_chunk': 5, 'checkpoint_every_steps': 10, 'keep_checkpoints': 5,
@@ -433,7 +434,7 @@ def test_adopted_runs_are_evaluated_never_trained_and_partial_ones_say_so(tmp_pa
   from vmivae_jax.experiments import report_class
   exp = _smoke_budget()
   # The "external" runs: trained with the suite's config but other eval settings.
-  trained_config = reproduce.load_config(exp.config_file, {
+  trained_config = suite_runs.load_config(exp.config_file, {
       'seed': 0, 'mi_weight': 10.0, **_SMOKE})
   full = tmp_path / 'elsewhere' / 'mi_s0'
   trainer.train(trained_config, full, num_devices=1)
@@ -452,7 +453,7 @@ def test_adopted_runs_are_evaluated_never_trained_and_partial_ones_say_so(tmp_pa
   assert keys == ['thesis_budget:mi:0', 'thesis_budget:mi:1']
   seed0 = root / 'thesis_budget' / 'mi' / 'seed0'
   assert (seed0 / 'checkpoints').is_symlink() and not seed0.is_symlink()
-  records = [reproduce.run_one(exp, 'mi', s, root) for s in (0, 1)]
+  records = [suite_runs.run_one(exp, 'mi', s, root) for s in (0, 1)]
   assert records[0]['step'] == 30 and not records[0]['partial']
   assert records[1]['step'] == 20 and records[1]['partial'] is True
   assert records[0]['adopted_from'] == str(full)
@@ -463,7 +464,7 @@ def test_adopted_runs_are_evaluated_never_trained_and_partial_ones_say_so(tmp_pa
                     for p in (full, partial)}
   assert (seed0 / 'eval' / 'metrics.json').exists() and not (full / 'eval').exists()
   # Reused while nothing changes.
-  assert reproduce.run_one(exp, 'mi', 1, root) == records[1]
+  assert suite_runs.run_one(exp, 'mi', 1, root) == records[1]
 
   section = report_class.write('class', [exp], root=root, results_dir=tmp_path / 'results',
                                docs_dir=tmp_path / 'docs')
@@ -476,8 +477,8 @@ def test_adopted_runs_are_evaluated_never_trained_and_partial_ones_say_so(tmp_pa
   # A config that differs outside eval.* is refused.
   config_json['mi_weight'] = 0.0
   (partial / 'config.json').write_text(json.dumps(config_json))
-  with pytest.raises(reproduce.AdoptError, match='differs in: mi_weight'):
-    reproduce.adopt_run(partial, tmp_path / 'other', reproduce.load_config(
+  with pytest.raises(suite_runs.AdoptError, match='differs in: mi_weight'):
+    suite_runs.adopt_run(partial, tmp_path / 'other', suite_runs.load_config(
         exp.config_file, {'seed': 1, **exp.variant_overrides('mi')}))
 
 

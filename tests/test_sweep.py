@@ -374,81 +374,82 @@ def test_suite_groups_seeds_into_one_sweep_per_variant():
 
 def test_suite_merges_an_experiments_variants_into_one_sweep_when_sweepable():
   from vmivae_jax.experiments import reproduce  # pylint: disable=g-import-not-at-top
+  from vmivae_jax.experiments import suite_runs  # pylint: disable=g-import-not-at-top
   from vmivae_jax.experiments import suite as suite_lib  # pylint: disable=g-import-not-at-top
   keys = [f'{e}:{v}:{s}' for e in ('e', 'f') for s in (0, 1) for v in ('elbo', 'mi')]
   assert reproduce.sweep_keys(keys, merge_variants={'e'}) == [
       'e:elbo+mi:0,1', 'f:elbo:0,1', 'f:mi:0,1']
   experiments = {e.name: e for e in suite_lib.class_suite() + suite_lib.disentanglement_suite()}
-  assert reproduce.variants_sweepable(experiments['authors_budget'])   # mi_weight only
-  assert reproduce.variants_sweepable(experiments['beta_vae'])         # beta
-  assert not reproduce.variants_sweepable(experiments['factor_vae'])   # tc_weight: a shape
-  assert not reproduce.variants_sweepable(experiments['ablation_class_mnist_imsat'])
+  assert suite_runs.variants_sweepable(experiments['authors_budget'])   # mi_weight only
+  assert suite_runs.variants_sweepable(experiments['beta_vae'])         # beta
+  assert not suite_runs.variants_sweepable(experiments['factor_vae'])   # tc_weight: a shape
+  assert not suite_runs.variants_sweepable(experiments['ablation_class_mnist_imsat'])
   with pytest.raises(ValueError, match='factor_vae.*cannot vary'):
-    reproduce._member_overrides(experiments['factor_vae'], [('tc_weight_10', 0)])
+    suite_runs._member_overrides(experiments['factor_vae'], [('tc_weight_10', 0)])
   # A variant that leaves a key alone takes the config's own value for its members.
-  overrides = reproduce._member_overrides(experiments['class_mnist'], [('mi', 0), ('elbo', 0)])
-  mi_weight = reproduce.load_config('configs/mnist_class.py', {}).mi_weight
+  overrides = suite_runs._member_overrides(experiments['class_mnist'], [('mi', 0), ('elbo', 0)])
+  mi_weight = suite_runs.load_config('configs/mnist_class.py', {}).mi_weight
   assert overrides['sweep.seed'] == (0, 0)
   assert overrides['sweep.mi_weight'] == (mi_weight, 0.0) and mi_weight > 0
 
 
 @needs_data
 def test_suite_sweep_of_variants_trains_the_twins_in_one_program_from_one_init(tmp_path):
-  from vmivae_jax.experiments import reproduce  # pylint: disable=g-import-not-at-top
+  from vmivae_jax.experiments import suite_runs  # pylint: disable=g-import-not-at-top
   from vmivae_jax.experiments import suite as suite_lib  # pylint: disable=g-import-not-at-top
   exp = suite_lib.Experiment(name='e', title='E', config_file='configs/mnist_joint.py',
                              seeds=(0,), variants=(('elbo', {'mi_weight': 0.0}), ('mi', {})),
                              overrides=_SUITE_SMOKE, purpose='test')
   root = tmp_path / 'suite'
-  records = reproduce.run_sweep(exp, ['elbo', 'mi'], [0], root)
+  records = suite_runs.run_sweep(exp, ['elbo', 'mi'], [0], root)
   assert [(r['variant'], r['seed']) for r in records] == [('elbo', 0), ('mi', 0)]
   for record in records:
-    workdir = reproduce.run_dir(root, 'e', record['variant'], 0)
+    workdir = suite_runs.run_dir(root, 'e', record['variant'], 0)
     assert record['sweep']['variants'] == ['elbo', 'mi'] and record['step'] == 10
-    config = reproduce.load_config(exp.config_file,
+    config = suite_runs.load_config(exp.config_file,
                                    {'seed': 0, **exp.variant_overrides(record['variant'])})
     assert (workdir / 'config.json').read_text() == workdir_lib.config_to_json(config)
   assert (root / 'e' / 'sweep_elbo+mi_s0' / 'members.json').exists()
-  elbo, mi = (json.loads((reproduce.run_dir(root, 'e', v, 0) / 'metrics.jsonl')
+  elbo, mi = (json.loads((suite_runs.run_dir(root, 'e', v, 0) / 'metrics.jsonl')
                          .read_text().splitlines()[-1]) for v in ('elbo', 'mi'))
   assert elbo['loss'] != mi['loss']   # lambda differs between the members
-  initial = [_initial_vae(reproduce.run_dir(root, 'e', v, 0)) for v in ('elbo', 'mi')]
+  initial = [_initial_vae(suite_runs.run_dir(root, 'e', v, 0)) for v in ('elbo', 'mi')]
   assert _bitwise_equal(*initial)     # one seed: the same initial VAE
-  assert reproduce.run_sweep(exp, ['elbo', 'mi'], [0], root) == records   # reused
+  assert suite_runs.run_sweep(exp, ['elbo', 'mi'], [0], root) == records   # reused
   assert all('train_time_complete' not in r for r in records)   # trained whole here
 
 
 def test_a_run_resumed_from_an_earlier_process_is_marked_as_not_timed_whole(tmp_path):
-  from vmivae_jax.experiments import reproduce  # pylint: disable=g-import-not-at-top
+  from vmivae_jax.experiments import suite_runs  # pylint: disable=g-import-not-at-top
   workdir = tmp_path / 'run'
-  assert not reproduce._resumed(workdir)                 # nothing there yet
+  assert not suite_runs._resumed(workdir)                 # nothing there yet
   (workdir / 'checkpoints' / '0').mkdir(parents=True)
-  assert not reproduce._resumed(workdir)                 # the step-0 checkpoint only
+  assert not suite_runs._resumed(workdir)                 # the step-0 checkpoint only
   (workdir / 'checkpoints' / '5').mkdir()
-  assert reproduce._resumed(workdir)
+  assert suite_runs._resumed(workdir)
 
 
 @needs_data
 def test_suite_sweep_writes_the_per_seed_run_directories_and_records(tmp_path):
-  from vmivae_jax.experiments import reproduce  # pylint: disable=g-import-not-at-top
+  from vmivae_jax.experiments import suite_runs  # pylint: disable=g-import-not-at-top
   from vmivae_jax.experiments import report_class  # pylint: disable=g-import-not-at-top
   from vmivae_jax.experiments import suite as suite_lib  # pylint: disable=g-import-not-at-top
   exp = suite_lib.Experiment(name='e', title='E', config_file='configs/mnist_joint.py',
                              seeds=(0, 1), variants=(('mi', {'mi_weight': 10.0}),),
                              overrides=_SUITE_SMOKE, purpose='test')
   root = tmp_path / 'suite'
-  records = reproduce.run_sweep(exp, 'mi', [0, 1], root)
+  records = suite_runs.run_sweep(exp, 'mi', [0, 1], root)
   for seed, record in zip((0, 1), records):
-    workdir = reproduce.run_dir(root, 'e', 'mi', seed)   # where --no_sweeps puts it
+    workdir = suite_runs.run_dir(root, 'e', 'mi', seed)   # where --no_sweeps puts it
     assert record['seed'] == seed and record['step'] == 10
     assert record['sweep']['seeds'] == [0, 1]
     assert json.loads((workdir / 'suite_record.json').read_text()) == record
     assert (workdir / 'eval' / 'metrics.json').exists()
-    config = reproduce.load_config(exp.config_file, {'seed': seed, **exp.variant_overrides('mi')})
+    config = suite_runs.load_config(exp.config_file, {'seed': seed, **exp.variant_overrides('mi')})
     assert (workdir / 'config.json').read_text() == workdir_lib.config_to_json(config)
   assert (root / 'e' / 'mi' / 'sweep_s0-1' / 'members.json').exists()
   # Finished runs are reused (nothing retrained), as on the per-seed path.
-  assert reproduce.run_sweep(exp, 'mi', [0, 1], root) == records
+  assert suite_runs.run_sweep(exp, 'mi', [0, 1], root) == records
   section = report_class.write('smoke', [exp], root=root, results_dir=tmp_path / 'results',
                                docs_dir=tmp_path / 'docs')
   assert section['e']['variants']['mi']['metrics']['accuracy_hungarian']['seeds'] == [0, 1]

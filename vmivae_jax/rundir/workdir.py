@@ -217,7 +217,7 @@ def _extension(workdir: Path, old_text: str, config: ml_collections.ConfigDict) 
     raise WorkdirError(str(e)) from e
 
 
-# experiments/reproduce.py names the config difference with this (the name it had here).
+# experiments/suite_runs.py names the config difference with this (the name it had here).
 
 
 def _delete_run(workdir: Path) -> None:
