@@ -127,3 +127,26 @@ def test_resumed_runs_are_left_out_of_the_training_time_and_counted_apart(tmp_pa
   # Sections written before the field existed count every run as timed whole.
   old = {'e': {'variants': {'v': {'train_seconds': [1.0, 2.0]}}}}
   assert page.train_time(old) == (3.0, 2, 0)
+
+
+def test_wall_time_is_the_union_of_the_training_intervals():
+  section = {'a': {'variants': {
+      'x': {'train_intervals': [[0.0, 100.0]] * 5},          # one sweep of 5 members
+      'y': {'train_intervals': [[50.0, 150.0], [400.0, 460.0]]}}},
+             'b': {'variants': {'z': {'train_seconds': [9.0]}}}}   # an older record
+  assert page.train_wall_time(section) == (210.0, 7)
+  assert page.train_wall_time({}) == (0.0, 0)
+
+
+def test_the_page_gives_the_wall_time_when_records_hold_intervals(tmp_path):
+  root = tmp_path / 'runs'
+  _write(root, 'beta_vae', 'beta_1', 0, mig=0.1, fvae=0.6)
+  record_path = root / 'beta_vae' / 'beta_1' / 'seed0' / 'suite_record.json'
+  record = json.loads(record_path.read_text())
+  record['train_interval'] = [1000.0, 1000.0 + 1800.0]
+  record_path.write_text(json.dumps(record))
+  page.write(_experiments(), root=root, results_dir=tmp_path / 'results',
+             docs_dir=tmp_path / 'docs')
+  text = (tmp_path / 'docs' / 'results_disentanglement.md').read_text()
+  assert 'any of the 1 runs that recorded their training interval' in text
+  assert '**0.50 h**.' in text

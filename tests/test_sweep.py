@@ -417,6 +417,9 @@ def test_suite_sweep_of_variants_trains_the_twins_in_one_program_from_one_init(t
   assert _bitwise_equal(*initial)     # one seed: the same initial VAE
   assert suite_runs.run_sweep(exp, ['elbo', 'mi'], [0], root) == records   # reused
   assert all('train_time_complete' not in r for r in records)   # trained whole here
+  assert records[0]['train_interval'] == records[1]['train_interval']   # one program
+  start, end = records[0]['train_interval']
+  assert 0 < end - start and abs((end - start) / 2 - records[0]['train_seconds']) < 0.2
 
 
 def test_a_run_resumed_from_an_earlier_process_is_marked_as_not_timed_whole(tmp_path):

@@ -131,6 +131,8 @@ def collect(experiments: list[suite_lib.Experiment], root: Path) -> dict:
                             for r in done + partial],
           'train_seconds': [r['train_seconds'] for r in done],
           'train_time_complete': [r.get('train_time_complete', True) for r in done],
+          # [start, end] (unix seconds) of the process's training: the suite's wall time.
+          'train_intervals': [r['train_interval'] for r in done if r.get('train_interval')],
           'eval_seconds': [r['eval_seconds'] for r in done],
           'seeds_planned': list(exp.seeds),
           'first_seed': (done + partial)[0]['seed'],

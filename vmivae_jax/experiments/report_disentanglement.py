@@ -186,6 +186,22 @@ def train_time(section: dict) -> tuple[float, int, int]:
   return sum(timed), len(timed), resumed
 
 
+def train_wall_time(section: dict) -> tuple[float, int]:
+  """(seconds during which any of the finished runs was training, the number of runs whose
+  records hold their training interval): the union of the intervals, so sweeps trained
+  side by side count once, and the gaps between them (evaluations) not at all."""
+  intervals = sorted({tuple(i) for exp in section.values()
+                      for v in exp.get('variants', {}).values()
+                      for i in v.get('train_intervals', [])})
+  runs = sum(len(v.get('train_intervals', [])) for exp in section.values()
+             for v in exp.get('variants', {}).values())
+  total, current_end = 0.0, float('-inf')
+  for start, end in intervals:
+    total += max(0.0, end - max(start, current_end))
+    current_end = max(current_end, end)
+  return total, runs
+
+
 def _copy_figures(section: dict, root: Path, docs_dir: Path) -> dict:
   out = {}
   for name, exp in section.items():
@@ -202,6 +218,7 @@ def _copy_figures(section: dict, root: Path, docs_dir: Path) -> dict:
 
 def render(section: dict, experiments: list[suite_lib.Experiment], figures: dict) -> str:
   seconds, runs, resumed = train_time(section)
+  wall, wall_runs = train_wall_time(section)
   planned = sum(len(e.seeds) * len(e.variants) for e in experiments)
   lines = [
       '# Results: the `disentanglement` suite', '',
@@ -242,7 +259,10 @@ def render(section: dict, experiments: list[suite_lib.Experiment], figures: dict
       f'{TRAIN_BUDGET_SECONDS / 3600:.0f} h on 2 CPU cores; a sweep member\'s time is its '
       'sweep\'s divided by its members). Evaluation is not included.'
       + (f' {resumed} more finished runs were resumed after an interruption; their '
-         'training time was not measured whole and is not counted.' if resumed else ''), '']
+         'training time was not measured whole and is not counted.' if resumed else '')
+      + (f' Wall-clock time during which any of the {wall_runs} runs that recorded their '
+         f'training interval was training (sweeps side by side counted once): '
+         f'**{wall / 3600:.2f} h**.' if wall_runs else ''), '']
   for exp in experiments:
     summary_exp = section.get(exp.name)
     lines += [f'## {exp.title}', '', f'{exp.purpose}. Config: `{exp.config_file}`.', '']

@@ -219,9 +219,11 @@ def run_one(experiment: suite_lib.Experiment, variant: str, seed: int, root: Pat
               'command': suite_lib.train_command(experiment, variant, seed, str(workdir))}
     fileio.atomic_write(record_path, json.dumps(record, indent=2, sort_keys=True))
     return record
-  return _evaluate_and_record(experiment, variant, seed, workdir, config,
-                              train_seconds=time.time() - start,
-                              extra={'train_time_complete': False} if resumed else None)
+  end = time.time()
+  return _evaluate_and_record(
+      experiment, variant, seed, workdir, config, train_seconds=end - start,
+      extra={'train_interval': [round(start, 1), round(end, 1)],
+             **({'train_time_complete': False} if resumed else {})})
 
 
 def _resumed(workdir: Path) -> bool:
@@ -332,7 +334,8 @@ def run_sweep(experiment: suite_lib.Experiment, variants, seeds, root: Path) -> 
       for variant, seed in train:
         records[variant, seed] = run_one(experiment, variant, seed, root)
       return [records[m] for m in members]
-    seconds = time.time() - start
+    end = time.time()
+    seconds = end - start
     for (variant, seed), workdir in zip(train, dirs):
       member_config = load_config(experiment.config_file,
                                   {'seed': seed, **experiment.variant_overrides(variant)})
@@ -343,5 +346,6 @@ def run_sweep(experiment: suite_lib.Experiment, variants, seeds, root: Path) -> 
       records[variant, seed] = _evaluate_and_record(
           experiment, variant, seed, workdir, member_config,
           train_seconds=seconds / len(train),  # its share: totals stay sums over runs
-          extra={'sweep': sweep, **({'train_time_complete': False} if resumed else {})})
+          extra={'sweep': sweep, 'train_interval': [round(start, 1), round(end, 1)],
+                 **({'train_time_complete': False} if resumed else {})})
   return [records[m] for m in members]
