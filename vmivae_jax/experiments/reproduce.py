@@ -18,7 +18,14 @@ sweep's own config.json and members.json go to ``.../<variant>/sweep_s<seeds>``)
 member equals the single run of its seed up to float rounding. ``--no_sweeps`` trains
 one process per seed, as before. A sweep that fails (a member diverged, or the seeds'
 run directories hold checkpoints at different steps) falls back to per-seed runs for
-that variant, so every seed still gets its own record.
+that variant, so every seed still gets its own record. ``--sweep_variants`` makes one
+sweep per experiment instead, its members every variant x seed, where the variants
+differ only in sweepable numbers (``suite_runs.variants_sweepable``): on an accelerator
+the lambda = 0 twin then costs about nothing beside the MI run.
+
+``--record_stopped=EXPERIMENT:VARIANT:SEED`` (with ``--trained_with`` and
+``--trained_on``) records a run that stopped early and whose checkpoints are gone as
+partial, from the accuracy curve measured while they existed (``suite_runs.record_stopped``).
 
 ``--adopt=PATTERN`` adopts runs trained elsewhere (``{experiment}``, ``{variant}``,
 ``{seed}`` are filled in) whose config.json equals the suite's config up to
