@@ -8,7 +8,6 @@ run's ``suite_record.json`` holds its metrics, commands, code version and hardwa
 (``reproduce.py``) schedules these; the reports read the records.
 """
 
-import functools
 import importlib.util
 import json
 import os
@@ -22,6 +21,7 @@ from vmivae_jax.config import config_lib
 from vmivae_jax.config import sections
 from vmivae_jax.experiments import suite as suite_lib
 from vmivae_jax.rundir import extend
+from vmivae_jax.rundir import sweep as sweep_lib
 from vmivae_jax.util import fileio
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -281,7 +281,7 @@ def _member_overrides(experiment: suite_lib.Experiment, members) -> dict:
   keys = sorted({k for _, changes in experiment.variants for k in changes} - {'seed'})
   overrides = {**experiment.overrides, 'sweep.seed': tuple(s for _, s in members)}
   for key in keys:
-    default = functools.reduce(lambda node, part: node[part], key.split('.'), base)
+    default = sweep_lib.get_dotted(base, key)
     overrides[f'sweep.{key}'] = tuple(dict(experiment.variants)[v].get(key, default)
                                       for v, _ in members)
   return overrides

@@ -42,7 +42,7 @@ ON_OFF_KEYS = ('capacity.gaussian.gamma', 'capacity.categorical.gamma',
 INTEGER_KEYS = ('seed', 'capacity.gaussian.steps', 'capacity.categorical.steps')
 
 
-def _get(config, dotted: str):
+def get_dotted(config, dotted: str):
   node = config
   for part in dotted.split('.'):
     node = node[part]
@@ -97,7 +97,7 @@ def check(config) -> None:
   for key, value in _leaves(section).items():
     if key not in config_lib.SWEEP_KEYS:
       try:
-        _get(base, key)
+        get_dotted(base, key)
         known = True
       except (KeyError, AttributeError):
         known = False
