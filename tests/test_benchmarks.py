@@ -188,3 +188,25 @@ def test_sweep_suite_check_counts_the_low_mode_with_fishers_exact_test():
   assert 'over 2 variants' in line and 'recorded 1 of 5 runs, through sweeps 3 of 5' in line, line
   assert "p = 0.52" in line, line
   assert 'no variant' in sweep_suite_check.low_mode_count(checked, 'mi_bound', 3.0)
+
+
+def test_dis_suite_budget_times_the_config_each_suite_member_trains():
+  """The benchmarked sweep is the suite's: every member's config (one train.py run of the
+  suite) is the sweep's with that member's seed, so the projection times the real step."""
+  sys.path.insert(0, str(ROOT))
+  from benchmarks import dis_suite_budget  # pylint: disable=g-import-not-at-top
+  from vmivae_jax.experiments import suite as suite_lib  # pylint: disable=g-import-not-at-top
+  from vmivae_jax.experiments import suite_runs  # pylint: disable=g-import-not-at-top
+  from vmivae_jax.rundir import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+
+  for experiment in suite_lib.disentanglement_suite():
+    variant = experiment.variants[0][0]
+    config = dis_suite_budget.sweep_config(experiment, variant)
+    assert tuple(config.sweep.seed) == tuple(experiment.seeds)
+    member = json.loads(workdir_lib.config_to_json(suite_runs.load_config(
+        experiment.config_file, {'seed': experiment.seeds[0],
+                                 **experiment.variant_overrides(variant)})))
+    swept = json.loads(workdir_lib.config_to_json(config))
+    swept['sweep'], member['sweep'] = None, None
+    swept['seed'] = member['seed']
+    assert swept == member, experiment.name

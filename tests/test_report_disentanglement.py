@@ -131,11 +131,27 @@ def test_resumed_runs_are_left_out_of_the_training_time_and_counted_apart(tmp_pa
 
 def test_wall_time_is_the_union_of_the_training_intervals():
   section = {'a': {'variants': {
-      'x': {'train_intervals': [[0.0, 100.0]] * 5},          # one sweep of 5 members
-      'y': {'train_intervals': [[50.0, 150.0], [400.0, 460.0]]}}},
+      'x': {'train_intervals': [[0.0, 100.0]] * 5, 'train_seconds': [20.0] * 5},  # a sweep
+      'y': {'train_intervals': [[50.0, 150.0], [400.0, 460.0]],
+            'train_seconds': [100.0, 60.0]}}},
              'b': {'variants': {'z': {'train_seconds': [9.0]}}}}   # an older record
-  assert page.train_wall_time(section) == (210.0, 7)
-  assert page.train_wall_time({}) == (0.0, 0)
+  assert page.train_wall_time(section) == (210.0, 7, 260.0)
+  assert page.train_wall_time({}) == (0.0, 0, 0)
+
+
+def test_sweep_times_sum_a_setting_and_leave_out_resumed_ones():
+  section = {'beta_vae': {'variants': {
+      'beta_1': {'train_seconds': [360.0] * 5, 'hardware': ['2 CPU cores'] * 5},
+      'beta_4': {'train_seconds': [0.5, 720.0], 'train_time_complete': [False, True]}}},
+             'dip_vae_i': {'variants': {'x': {'train_seconds': [1800.0] * 2}}}}
+  assert page.sweep_times(section) == [
+      ('beta_vae', 'beta_1', 1800.0, ['2 CPU cores']), ('beta_vae', 'beta_4', None, []),
+      ('dip_vae_i', 'x', 3600.0, [])]
+  text = '\n'.join(page.train_time_table(section, suite_lib.disentanglement_suite()))
+  assert '| beta_vae | beta_1 | 0.50 | 2 CPU cores |' in text
+  assert '| beta_vae | beta_4 | not timed whole (resumed) | not recorded |' in text
+  assert 'The 2 sweeps timed whole trained for **1.50 h**' in text
+  assert 'about half the sum: **0.75 h**' in text
 
 
 def test_the_page_gives_the_wall_time_when_records_hold_intervals(tmp_path):
@@ -149,4 +165,4 @@ def test_the_page_gives_the_wall_time_when_records_hold_intervals(tmp_path):
              docs_dir=tmp_path / 'docs')
   text = (tmp_path / 'docs' / 'results_disentanglement.md').read_text()
   assert 'any of the 1 runs that recorded their training interval' in text
-  assert '**0.50 h**.' in text
+  assert '**0.50 h** (half their summed training: 0.01 h)' in text   # train_seconds 100

@@ -186,20 +186,52 @@ def train_time(section: dict) -> tuple[float, int, int]:
   return sum(timed), len(timed), resumed
 
 
-def train_wall_time(section: dict) -> tuple[float, int]:
+def train_wall_time(section: dict) -> tuple[float, int, float]:
   """(seconds during which any of the finished runs was training, the number of runs whose
-  records hold their training interval): the union of the intervals, so sweeps trained
-  side by side count once, and the gaps between them (evaluations) not at all."""
-  intervals = sorted({tuple(i) for exp in section.values()
-                      for v in exp.get('variants', {}).values()
-                      for i in v.get('train_intervals', [])})
-  runs = sum(len(v.get('train_intervals', [])) for exp in section.values()
-             for v in exp.get('variants', {}).values())
+  records hold their training interval, those runs' training seconds summed): the union
+  of the intervals, so sweeps trained side by side count once, and the gaps between them
+  (evaluations) not at all."""
+  variants = [v for exp in section.values() for v in exp.get('variants', {}).values()]
+  intervals = sorted({tuple(i) for v in variants for i in v.get('train_intervals', [])})
+  runs = sum(len(v.get('train_intervals', [])) for v in variants)
+  summed = sum(s for v in variants if v.get('train_intervals')
+               for s in v.get('train_seconds', []))
   total, current_end = 0.0, float('-inf')
   for start, end in intervals:
     total += max(0.0, end - max(start, current_end))
     current_end = max(current_end, end)
-  return total, runs
+  return total, runs, summed
+
+
+def sweep_times(section: dict) -> list[tuple[str, str, float | None, list[str]]]:
+  """(method, setting, training seconds of the setting's runs summed, or None when one was
+  resumed and so not timed whole, hardware) per finished setting, in the section's order.
+  Each setting's seeds train as one sweep, so the sum is that sweep's training time."""
+  rows = []
+  for name, exp in section.items():
+    for variant, v in exp.get('variants', {}).items():
+      seconds = v.get('train_seconds', [])
+      complete = v.get('train_time_complete') or [True] * len(seconds)
+      rows.append((name, variant, float(sum(seconds)) if all(complete) else None,
+                   sorted(set(v.get('hardware') or []))))
+  return rows
+
+
+def train_time_table(section: dict, experiments: list[suite_lib.Experiment]) -> list[str]:
+  """Each setting's sweep training time (in the suite's order), and the wall-clock it
+  implies."""
+  order = {e.name: i for i, e in enumerate(experiments)}
+  rows = sorted(sweep_times(section), key=lambda row: order.get(row[0], len(order)))
+  lines = ['| method | setting | sweep training (h) | hardware |', '|---|---|---|---|']
+  for name, variant, seconds, hardware in rows:
+    cell = f'{seconds / 3600:.2f}' if seconds is not None else 'not timed whole (resumed)'
+    lines.append(f'| {name} | {variant} | {cell} | {", ".join(hardware) or "not recorded"} |')
+  timed = [s for *_, s, _ in rows if s is not None]
+  lines += ['', f'The {len(timed)} sweeps timed whole trained for **{sum(timed) / 3600:.2f} h** '
+            'in all. The suite runs two sweeps side by side (`--jobs=2`) on the 2 cores, so '
+            'each sweep trained with about half the machine, and the wall-clock of these '
+            f'sweeps is about half the sum: **{sum(timed) / 7200:.2f} h**.', '']
+  return lines
 
 
 def _copy_figures(section: dict, root: Path, docs_dir: Path) -> dict:
@@ -218,7 +250,7 @@ def _copy_figures(section: dict, root: Path, docs_dir: Path) -> dict:
 
 def render(section: dict, experiments: list[suite_lib.Experiment], figures: dict) -> str:
   seconds, runs, resumed = train_time(section)
-  wall, wall_runs = train_wall_time(section)
+  wall, wall_runs, wall_summed = train_wall_time(section)
   planned = sum(len(e.seeds) * len(e.variants) for e in experiments)
   lines = [
       '# Results: the `disentanglement` suite', '',
@@ -262,7 +294,9 @@ def render(section: dict, experiments: list[suite_lib.Experiment], figures: dict
          'training time was not measured whole and is not counted.' if resumed else '')
       + (f' Wall-clock time during which any of the {wall_runs} runs that recorded their '
          f'training interval was training (sweeps side by side counted once): '
-         f'**{wall / 3600:.2f} h**.' if wall_runs else ''), '']
+         f'**{wall / 3600:.2f} h** (half their summed training: {wall_summed / 7200:.2f} h).'
+         if wall_runs else ''), '',
+      *train_time_table(section, experiments)]
   for exp in experiments:
     summary_exp = section.get(exp.name)
     lines += [f'## {exp.title}', '', f'{exp.purpose}. Config: `{exp.config_file}`.', '']

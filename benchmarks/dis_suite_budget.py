@@ -1,0 +1,139 @@
+"""The disentanglement suite's training budget: each method's sweep step, timed as the suite
+trains it, and the suite's training time projected from it, beside the times its runs
+recorded.
+
+  PYTHONPATH=. python benchmarks/dis_suite_budget.py [--rounds 3] [--steps 10] [--out FILE]
+
+For each method of ``--suite=disentanglement`` the benchmark builds the sweep of its first
+variant exactly as the suite does (``suite_runs.load_config`` of the experiment's config
+and overrides, ``sweep.seed`` = its five seeds), compiles the trainer's sweep chunk once,
+and times ``--steps``-step calls in interleaved rounds (median), on random packed 64x64
+images (a step's cost does not depend on the pixels). A method's second variant differs
+only in the weight of one term (the same computation, the same cost), so the projection
+counts each method's sweep twice:
+
+  projected = sum over methods of 2 x num_train_steps x (sweep step seconds).
+
+That is the suite's training on the whole machine, one sweep at a time (``--jobs=1``);
+checkpointing and the metrics writer are left out (under 1% of a run). With ``--summary``
+(default ``results/summary.json``) each method's recorded sweep times are printed beside
+it: those sweeps ran two side by side (``--jobs=2``), so each had about half the machine.
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+  sys.path.insert(0, str(ROOT))
+
+from vmivae_jax.model import conv_ops  # noqa: E402
+
+conv_ops.apply_cpu_xla_flags()
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+
+from vmivae_jax.experiments import report_disentanglement  # noqa: E402
+from vmivae_jax.experiments import suite as suite_lib  # noqa: E402
+from vmivae_jax.experiments import suite_runs  # noqa: E402
+from vmivae_jax.train import build  # noqa: E402
+from vmivae_jax.train import sweep_step  # noqa: E402
+from vmivae_jax.util import parallel  # noqa: E402
+
+NUM_EXAMPLES = 4096
+TARGET_HOURS = 3.0
+
+
+def sweep_config(experiment: suite_lib.Experiment, variant: str):
+  """The config ``reproduce`` trains for one variant's seeds as one sweep."""
+  return suite_runs.load_config(experiment.config_file, {
+      **experiment.variant_overrides(variant), 'sweep.seed': tuple(experiment.seeds)})
+
+
+def _timed_sweep(config, steps: int, mesh, rng):
+  run = build.build_sweep(config, num_train_examples=NUM_EXAMPLES)
+  chunk = sweep_step.make_sweep_chunk(run.step_statics, mesh, steps)
+  images = jax.device_put(rng.integers(0, 256, (NUM_EXAMPLES, 512), dtype=np.uint8))
+  state = [sweep_step.stack_states([m.initial_state() for m in run.members])]
+
+  def call():
+    state[0], metrics = chunk(state[0], images, run.keys('step'), run.keys('data'),
+                              run.hparams)
+    metrics = jax.device_get(metrics)
+    if not all(np.all(np.isfinite(v)) for v in metrics.values()):
+      raise FloatingPointError('a benchmarked sweep step produced NaN/Inf metrics')
+  return call
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser.add_argument('--rounds', type=int, default=3)
+  parser.add_argument('--steps', type=int, default=10, help='sweep steps per timed call')
+  parser.add_argument('--only', default='', help='comma-separated methods (default: all)')
+  parser.add_argument('--summary', default=str(ROOT / 'results' / 'summary.json'))
+  parser.add_argument('--out', default='')
+  args = parser.parse_args(argv)
+  experiments = suite_lib.disentanglement_suite()
+  if args.only:
+    wanted = args.only.split(',')
+    unknown = sorted(set(wanted) - {e.name for e in experiments})
+    if unknown:
+      raise SystemExit(f'--only: unknown methods {unknown}; the suite has '
+                       f'{[e.name for e in experiments]}')
+    experiments = [e for e in experiments if e.name in wanted]
+  mesh = parallel.make_mesh(1)
+  rng = np.random.default_rng(0)
+  calls, compile_s, train_steps, variants = {}, {}, {}, {}
+  for experiment in experiments:
+    config = sweep_config(experiment, experiment.variants[0][0])
+    train_steps[experiment.name] = int(config.num_train_steps)
+    variants[experiment.name] = len(experiment.variants)
+    calls[experiment.name] = _timed_sweep(config, args.steps, mesh, rng)
+    t0 = time.perf_counter()
+    calls[experiment.name]()
+    compile_s[experiment.name] = time.perf_counter() - t0
+  times = {name: [] for name in calls}
+  for r in range(args.rounds):
+    order = list(calls)[r % len(calls):] + list(calls)[:r % len(calls)]
+    for name in order:
+      t0 = time.perf_counter()
+      calls[name]()
+      times[name].append((time.perf_counter() - t0) / args.steps)
+  step_s = {name: float(np.median(t)) for name, t in times.items()}
+  projected = {name: variants[name] * train_steps[name] * step_s[name] for name in calls}
+  summary = json.loads(Path(args.summary).read_text()) if Path(args.summary).exists() else {}
+  recorded = {name: [] for name in calls}
+  for name, _, seconds, _ in report_disentanglement.sweep_times(
+      summary.get(report_disentanglement.SUITE, {})):
+    if name in recorded and seconds is not None:
+      recorded[name].append(seconds)
+  total = sum(projected.values())
+  results = {
+      'meta': {'steps_per_call': args.steps, 'rounds': args.rounds, 'members': 5,
+               'cpu_count': os.cpu_count(), 'loadavg': os.getloadavg(),
+               'jax': jax.__version__, 'backend': jax.default_backend(),
+               'date': time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())},
+      'sweep_step_s': step_s, 'sweep_step_s_rounds': times, 'compile_s': compile_s,
+      'num_train_steps': train_steps, 'variants': variants,
+      'projected_train_s': projected, 'projected_total_h': total / 3600,
+      'recorded_sweep_s': recorded, 'target_h': TARGET_HOURS,
+  }
+  print(f"{'method':<14} {'sweep s/step':>12} {'compile s':>10} {'projected h':>12}  "
+        'recorded sweeps (h, two side by side)')
+  for name in calls:
+    rec = ', '.join(f'{s / 3600:.2f}' for s in recorded[name]) or '-'
+    print(f'{name:<14} {step_s[name]:12.3f} {compile_s[name]:10.1f} '
+          f'{projected[name] / 3600:12.2f}  {rec}')
+  print(f'projected suite training, one sweep at a time: {total / 3600:.2f} h '
+        f'(target {TARGET_HOURS:g} h)')
+  if args.out:
+    Path(args.out).write_text(json.dumps(results, indent=1) + '\n')
+
+
+if __name__ == '__main__':
+  main()
