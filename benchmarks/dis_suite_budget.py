@@ -31,9 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
   sys.path.insert(0, str(ROOT))
 
-from vmivae_jax.model import conv_ops  # noqa: E402
-
-conv_ops.apply_cpu_xla_flags()
+from benchmarks import dlib_conv_step  # noqa: E402  (sets the CPU XLA flags first)
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
@@ -41,11 +39,8 @@ import numpy as np  # noqa: E402
 from vmivae_jax.experiments import report_disentanglement  # noqa: E402
 from vmivae_jax.experiments import suite as suite_lib  # noqa: E402
 from vmivae_jax.experiments import suite_runs  # noqa: E402
-from vmivae_jax.train import build  # noqa: E402
-from vmivae_jax.train import sweep_step  # noqa: E402
 from vmivae_jax.util import parallel  # noqa: E402
 
-NUM_EXAMPLES = 4096
 TARGET_HOURS = 3.0
 
 
@@ -53,21 +48,6 @@ def sweep_config(experiment: suite_lib.Experiment, variant: str):
   """The config ``reproduce`` trains for one variant's seeds as one sweep."""
   return suite_runs.load_config(experiment.config_file, {
       **experiment.variant_overrides(variant), 'sweep.seed': tuple(experiment.seeds)})
-
-
-def _timed_sweep(config, steps: int, mesh, rng):
-  run = build.build_sweep(config, num_train_examples=NUM_EXAMPLES)
-  chunk = sweep_step.make_sweep_chunk(run.step_statics, mesh, steps)
-  images = jax.device_put(rng.integers(0, 256, (NUM_EXAMPLES, 512), dtype=np.uint8))
-  state = [sweep_step.stack_states([m.initial_state() for m in run.members])]
-
-  def call():
-    state[0], metrics = chunk(state[0], images, run.keys('step'), run.keys('data'),
-                              run.hparams)
-    metrics = jax.device_get(metrics)
-    if not all(np.all(np.isfinite(v)) for v in metrics.values()):
-      raise FloatingPointError('a benchmarked sweep step produced NaN/Inf metrics')
-  return call
 
 
 def main(argv=None):
@@ -93,10 +73,13 @@ def main(argv=None):
     config = sweep_config(experiment, experiment.variants[0][0])
     train_steps[experiment.name] = int(config.num_train_steps)
     variants[experiment.name] = len(experiment.variants)
-    calls[experiment.name] = _timed_sweep(config, args.steps, mesh, rng)
+    calls[experiment.name] = dlib_conv_step.sweep_call(config, args.steps, mesh, rng,
+                                                       seeds=tuple(config.sweep.seed))
     t0 = time.perf_counter()
-    calls[experiment.name]()
+    metrics = jax.device_get(calls[experiment.name]())
     compile_s[experiment.name] = time.perf_counter() - t0
+    if not all(np.all(np.isfinite(v)) for v in metrics.values()):
+      raise FloatingPointError(f'{experiment.name}: the sweep step gave NaN/Inf metrics')
   times = {name: [] for name in calls}
   for r in range(args.rounds):
     order = list(calls)[r % len(calls):] + list(calls)[:r % len(calls)]

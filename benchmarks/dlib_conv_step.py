@@ -80,7 +80,9 @@ def _plain(config, steps, mesh, rng):
   return call
 
 
-def _sweep(config, steps, mesh, rng, seeds=(0, 1), members='auto'):
+def sweep_call(config, steps, mesh, rng, seeds=(0, 1), members='auto'):
+  """A function running one ``steps``-step sweep chunk of ``config`` over ``seeds`` on
+  random data (compiled at its first call); returns the chunk's metrics."""
   config.sweep.seed = tuple(seeds)
   run = build.build_sweep(config, num_train_examples=NUM_EXAMPLES)
   chunk = sweep_step.make_sweep_chunk(run.step_statics, mesh, steps, members=members)
@@ -108,8 +110,8 @@ def main(argv=None):
     calls[label] = _plain(_config(name, overrides), args.steps, mesh, rng)
   # The trainer's program (members looped on CPU: sweep_step.member_strategy), and the
   # vmapped one it replaced (grouped convolutions).
-  calls['dlib_vmi_sweep2'] = _sweep(_config('dsprites_vmi'), args.steps, mesh, rng)
-  calls['dlib_vmi_sweep2_vmap'] = _sweep(_config('dsprites_vmi'), args.steps, mesh, rng,
+  calls['dlib_vmi_sweep2'] = sweep_call(_config('dsprites_vmi'), args.steps, mesh, rng)
+  calls['dlib_vmi_sweep2_vmap'] = sweep_call(_config('dsprites_vmi'), args.steps, mesh, rng,
                                          members='vmap')
   for label, call in calls.items():
     t0 = time.perf_counter()
