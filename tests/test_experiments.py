@@ -284,7 +284,10 @@ def test_a_stopped_run_without_checkpoints_is_recorded_partial_from_its_curve(tm
 
 
 def test_hardware_names_the_cpu_cores_not_the_forced_host_devices():
-  assert suite_runs.hardware() == f'{os.cpu_count()} CPU cores'
+  model = suite_runs.cpu_model()
+  assert suite_runs.hardware() == f'{os.cpu_count()} CPU cores' + (f' ({model})' if model else '')
+  if os.path.exists('/proc/cpuinfo'):
+    assert model and model in open('/proc/cpuinfo', encoding='utf-8').read()
 
 
 def test_class_report_own_page_partial_runs_targets_and_keeps_other_keys(tmp_path):

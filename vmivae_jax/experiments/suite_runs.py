@@ -55,12 +55,27 @@ def code_version() -> str:
   return commit + ('+dirty' if dirty.strip() else '')
 
 
+def cpu_model() -> str:
+  """The CPU's model name (/proc/cpuinfo), or '' where it cannot be read."""
+  try:
+    with open('/proc/cpuinfo', encoding='utf-8') as f:
+      for line in f:
+        if line.startswith('model name'):
+          return line.split(':', 1)[1].strip()
+  except OSError:
+    pass
+  return ''
+
+
 def hardware() -> str:
-  """What this process computes on, for the records: '2 CPU cores' or '1 x NVIDIA H200'."""
+  """What this process computes on, for the records: '2 CPU cores (AMD EPYC)' or
+  '1 x NVIDIA H200'. The CPU's model is part of it: the same number of cores of another
+  kind trains at another speed, and XLA:CPU's convolutions round differently on it."""
   import jax  # pylint: disable=g-import-not-at-top
   devices = jax.local_devices()
   if devices[0].platform == 'cpu':  # forced host devices share the machine's cores
-    return f'{os.cpu_count()} CPU cores'
+    model = cpu_model()
+    return f'{os.cpu_count()} CPU cores' + (f' ({model})' if model else '')
   return f'{len(devices)} x {devices[0].device_kind}'
 
 
