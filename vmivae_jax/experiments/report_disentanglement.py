@@ -230,7 +230,12 @@ def train_time_table(section: dict, experiments: list[suite_lib.Experiment]) -> 
   lines += ['', f'The {len(timed)} sweeps timed whole trained for **{sum(timed) / 3600:.2f} h** '
             'in all. The suite runs two sweeps side by side (`--jobs=2`) on the 2 cores, so '
             'each sweep trained with about half the machine, and the wall-clock of these '
-            f'sweeps is about half the sum: **{sum(timed) / 7200:.2f} h**.', '']
+            f'sweeps is about half the sum: **{sum(timed) / 7200:.2f} h**. The sweeps ran in '
+            'several sessions, on machines of different CPU kinds (the hardware column) and '
+            'sometimes beside other jobs; `benchmarks/dis_suite_budget.py` times every '
+            'method\'s sweep step in one run on one idle machine and projects the whole '
+            'suite from it ([benchmarks/README.md](../benchmarks/README.md#the-disentanglement-'
+            'suites-training-budget)).', '']
   return lines
 
 
