@@ -51,9 +51,10 @@ def test_page_tables_checks_and_time(tmp_path):
   assert ('| factor_vae | tc_weight_40 | FactorVAE score | 0.500 ± 0.000 | 0.600 ± 0.000 | '
           'no (-0.100) |') in text
   assert '| beta_tcvae | tc_weight_6 | MIG | 0.300 (n=1) |' in text
-  # Training time: summed over the 6 finished runs.
-  assert 'summed over the 6 finished runs of 12 that one process trained' in text
-  assert 'end: **0.17 h**' in text and 'resumed after an interruption' not in text
+  # Training time: a row per finished setting (3 + 2 + 1 runs of 100 s), summed.
+  assert '| factor_vae | tc_weight_40 | 0.06 | not recorded |' in text
+  assert 'The 3 sweeps timed whole trained for **0.17 h** in all' in text
+  assert 'resumed after an interruption' not in text
   # Relative commands, one figure per setting, the summary key written.
   assert '--workdir=$ROOT/beta_vae/beta_1/seed0' in text and '/x/' not in text
   assert '(figures/disentanglement/beta_vae/beta_1_traversal_all_dims_0.png)' in text
@@ -122,8 +123,8 @@ def test_resumed_runs_are_left_out_of_the_training_time_and_counted_apart(tmp_pa
                        docs_dir=tmp_path / 'docs')
   assert page.train_time(section) == (3600.0, 1, 1)
   text = (tmp_path / 'docs' / 'results_disentanglement.md').read_text()
-  assert 'summed over the 1 finished runs of 12 that one process trained' in text
-  assert '**1.00 h**' in text and '1 more finished runs were resumed' in text
+  assert '| beta_vae | beta_1 | not timed whole (resumed) |' in text
+  assert '1 finished runs were resumed after an interruption' in text
   # Sections written before the field existed count every run as timed whole.
   old = {'e': {'variants': {'v': {'train_seconds': [1.0, 2.0]}}}}
   assert page.train_time(old) == (3.0, 2, 0)
@@ -164,5 +165,6 @@ def test_the_page_gives_the_wall_time_when_records_hold_intervals(tmp_path):
   page.write(_experiments(), root=root, results_dir=tmp_path / 'results',
              docs_dir=tmp_path / 'docs')
   text = (tmp_path / 'docs' / 'results_disentanglement.md').read_text()
-  assert 'any of the 1 runs that recorded their training interval' in text
-  assert '**0.50 h** (half their summed training: 0.01 h)' in text   # train_seconds 100
+  assert 'for the 1 runs whose records hold their training interval' in text
+  assert '**0.50 h** of wall-clock' in text
+  assert 'half their summed training: 0.01 h' in text   # train_seconds 100

@@ -254,7 +254,7 @@ def _copy_figures(section: dict, root: Path, docs_dir: Path) -> dict:
 
 
 def render(section: dict, experiments: list[suite_lib.Experiment], figures: dict) -> str:
-  seconds, runs, resumed = train_time(section)
+  _, _, resumed = train_time(section)
   wall, wall_runs, wall_summed = train_wall_time(section)
   planned = sum(len(e.seeds) * len(e.variants) for e in experiments)
   lines = [
@@ -291,17 +291,18 @@ def render(section: dict, experiments: list[suite_lib.Experiment], figures: dict
       'matched to the published model by name (beta = 4 stands for an unstated beta > 1, the '
       'larger weight for an unstated one).', '', *published_table(section),
       '## Training time', '',
-      f'Training, summed over the {runs} finished runs of {planned} that one process '
-      f'trained from start to end: **{seconds / 3600:.2f} h** (budget for the whole suite: '
-      f'{TRAIN_BUDGET_SECONDS / 3600:.0f} h on 2 CPU cores; a sweep member\'s time is its '
-      'sweep\'s divided by its members). Evaluation is not included.'
-      + (f' {resumed} more finished runs were resumed after an interruption; their '
-         'training time was not measured whole and is not counted.' if resumed else '')
-      + (f' Wall-clock time during which any of the {wall_runs} runs that recorded their '
-         f'training interval was training (sweeps side by side counted once): '
-         f'**{wall / 3600:.2f} h** (half their summed training: {wall_summed / 7200:.2f} h).'
-         if wall_runs else ''), '',
-      *train_time_table(section, experiments)]
+      f'The budget: the whole suite\'s training in {TRAIN_BUDGET_SECONDS / 3600:.0f} h on 2 CPU '
+      'cores; evaluation is not included. Each row is one setting\'s seeds, trained as one '
+      'sweep.', '',
+      *train_time_table(section, experiments),
+      *([' '.join(
+          ([f'{resumed} finished runs were resumed after an interruption; their training '
+            'time was not measured whole.'] if resumed else [])
+          + ([f'Measured directly, for the {wall_runs} runs whose records hold their training '
+              'interval: **{:.2f} h** of wall-clock training (sweeps side by side counted '
+              'once), against half their summed training: {:.2f} h.'.format(
+                  wall / 3600, wall_summed / 7200)] if wall_runs else [])), '']
+        if resumed or wall_runs else [])]
   for exp in experiments:
     summary_exp = section.get(exp.name)
     lines += [f'## {exp.title}', '', f'{exp.purpose}. Config: `{exp.config_file}`.', '']
