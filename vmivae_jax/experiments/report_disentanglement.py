@@ -253,6 +253,22 @@ def _copy_figures(section: dict, root: Path, docs_dir: Path) -> dict:
   return out
 
 
+def _resumed_and_wall_clock(resumed: int, wall: float, wall_runs: int,
+                            wall_summed: float) -> list[str]:
+  """The training-time paragraph after the table: runs not timed whole, and the measured
+  wall-clock of the runs that recorded their intervals (none: no paragraph)."""
+  sentences = []
+  if resumed:
+    sentences.append(f'{resumed} finished runs were resumed after an interruption; their '
+                     'training time was not measured whole.')
+  if wall_runs:
+    sentences.append(f'Measured directly, for the {wall_runs} runs whose records hold their '
+                     f'training interval: **{wall / 3600:.2f} h** of wall-clock training '
+                     '(sweeps side by side counted once), against half their summed '
+                     f'training: {wall_summed / 7200:.2f} h.')
+  return [' '.join(sentences), ''] if sentences else []
+
+
 def render(section: dict, experiments: list[suite_lib.Experiment], figures: dict) -> str:
   _, _, resumed = train_time(section)
   wall, wall_runs, wall_summed = train_wall_time(section)
@@ -295,14 +311,7 @@ def render(section: dict, experiments: list[suite_lib.Experiment], figures: dict
       'cores; evaluation is not included. Each row is one setting\'s seeds, trained as one '
       'sweep.', '',
       *train_time_table(section, experiments),
-      *([' '.join(
-          ([f'{resumed} finished runs were resumed after an interruption; their training '
-            'time was not measured whole.'] if resumed else [])
-          + ([f'Measured directly, for the {wall_runs} runs whose records hold their training '
-              'interval: **{:.2f} h** of wall-clock training (sweeps side by side counted '
-              'once), against half their summed training: {:.2f} h.'.format(
-                  wall / 3600, wall_summed / 7200)] if wall_runs else [])), '']
-        if resumed or wall_runs else [])]
+      *_resumed_and_wall_clock(resumed, wall, wall_runs, wall_summed)]
   for exp in experiments:
     summary_exp = section.get(exp.name)
     lines += [f'## {exp.title}', '', f'{exp.purpose}. Config: `{exp.config_file}`.', '']
