@@ -126,3 +126,30 @@ def test_recommended_flags_parse_and_keep_convs_correct():
   out = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True,
                        timeout=300)
   assert out.returncode == 0 and 'ok' in out.stdout, out.stderr[-2000:]
+
+
+@pytest.mark.parametrize('c, o, narrow', [(1, 32, True), (3, 8, True), (4, 32, False),
+                                          (32, 64, False)])
+def test_auto_takes_the_patch_matrix_for_few_channels(c, o, narrow):
+  """'auto' runs the 1-channel image ends as matmuls (no convolution in the gradient's
+  program either), and wider layers as the lax custom-VJP convolution."""
+  x, k, g = _data(2, 8, c, o, 4)
+  grads = lambda x, k: _value_and_grads(conv_ops.make_conv('auto'), x, k, g)
+  jaxpr = str(jax.make_jaxpr(grads)(x, k))
+  assert ('conv_general_dilated' not in jaxpr) == narrow, jaxpr[:2000]
+  # The transpose conv is the adjoint: few *output* channels take the patch matrix.
+  xt, kt, gt = _data(2, 4, o, c, 8)
+  grads_t = lambda x, k: _value_and_grads(conv_ops.make_conv_transpose('auto'), x, k, gt)
+  jaxpr_t = str(jax.make_jaxpr(grads_t)(xt, kt))
+  assert ('conv_general_dilated' not in jaxpr_t) == narrow, jaxpr_t[:2000]
+
+
+def test_patch_matrix_adjoint_is_exact():
+  """<patches(x), z> = <x, col2im(z)>: the transpose conv's forward and the conv's input
+  gradient rest on it."""
+  rng = np.random.default_rng(3)
+  x = jnp.asarray(rng.standard_normal((2, 6, 8, 3)), jnp.float32)
+  z = jnp.asarray(rng.standard_normal((2, 3, 4, 48)), jnp.float32)
+  lhs = float(jnp.vdot(conv_ops._patches(x), z))
+  rhs = float(jnp.vdot(x, conv_ops._patches_adjoint(z, 6, 8)))
+  assert abs(lhs - rhs) <= 1e-4 * abs(lhs)

@@ -11,6 +11,7 @@ from vmivae_jax.experiments import reproduce
 from vmivae_jax.experiments import suite_runs
 from vmivae_jax.experiments import suite as suite_lib
 from vmivae_jax.experiments import summary_io
+from vmivae_jax.util import cpu_affinity
 
 
 def _experiment():
@@ -285,7 +286,8 @@ def test_a_stopped_run_without_checkpoints_is_recorded_partial_from_its_curve(tm
 
 def test_hardware_names_the_cpu_cores_not_the_forced_host_devices():
   model = suite_runs.cpu_model()
-  assert suite_runs.hardware() == f'{os.cpu_count()} CPU cores' + (f' ({model})' if model else '')
+  cores = suite_runs._cpu_cores(len(cpu_affinity.available_cpus()), os.cpu_count())
+  assert suite_runs.hardware() == cores + (f' ({model})' if model else '')
   if os.path.exists('/proc/cpuinfo'):
     assert model and model in open('/proc/cpuinfo', encoding='utf-8').read()
 

@@ -22,6 +22,7 @@ from vmivae_jax.config import sections
 from vmivae_jax.experiments import suite as suite_lib
 from vmivae_jax.rundir import extend
 from vmivae_jax.rundir import sweep as sweep_lib
+from vmivae_jax.util import cpu_affinity
 from vmivae_jax.util import fileio
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -68,15 +69,24 @@ def cpu_model() -> str:
 
 
 def hardware() -> str:
-  """What this process computes on, for the records: '2 CPU cores (AMD EPYC)' or
-  '1 x NVIDIA H200'. The CPU's model is part of it: the same number of cores of another
-  kind trains at another speed, and XLA:CPU's convolutions round differently on it."""
+  """What this process computes on, for the records: '2 CPU cores (AMD EPYC)',
+  '1 of 2 CPU cores (AMD EPYC)' for a process pinned to part of the machine
+  (``reproduce --jobs``), or '1 x NVIDIA H200'. The CPU's model is part of it: the same
+  number of cores of another kind trains at another speed, and XLA:CPU's convolutions
+  round differently on it (and with another number of threads)."""
   import jax  # pylint: disable=g-import-not-at-top
   devices = jax.local_devices()
   if devices[0].platform == 'cpu':  # forced host devices share the machine's cores
     model = cpu_model()
-    return f'{os.cpu_count()} CPU cores' + (f' ({model})' if model else '')
+    return _cpu_cores(len(cpu_affinity.available_cpus()), os.cpu_count() or 1) + (
+        f' ({model})' if model else '')
   return f'{len(devices)} x {devices[0].device_kind}'
+
+
+def _cpu_cores(usable: int, total: int) -> str:
+  if usable >= total:
+    return f'{total} CPU cores'
+  return f'{usable} of {total} CPU cores'
 
 
 def run_dir(root: Path, experiment: str, variant: str, seed: int) -> Path:

@@ -25,8 +25,18 @@ Formulations (``CONV_IMPLS``, ``DECONV_IMPLS``); the defaults are the fastest me
 * ``'adjoint_lax'``: the transpose conv as the exact adjoint of that strided conv with
   the flipped, in/out-swapped kernel (forward: the space-to-depth input adjoint;
   gradients: the strided forward conv and the canonical kernel-gradient conv), a custom
-  VJP. ``'auto'`` (default transpose conv): ``'adjoint_lax'``, or for fewer than 16
-  output channels (the decoder's last layer, 64 -> 1) ``'vjp:s2d'``.
+  VJP. ``'auto'`` (default transpose conv): ``'adjoint_lax'``, or ``'adjoint_patches'``
+  (below) for the decoder's 1-channel last layer.
+* ``'patches'``: for few channels (the encoder's and Q's first layer read one channel),
+  the space-to-depth patch matrix ``[B, H/2, W/2, 16C]`` times the ``[16C, O]`` kernel,
+  with a custom VJP: kernel gradient ``patches^T g`` (one matmul) and input gradient
+  ``col2im(g K^T)`` (one matmul, then the patch matrix's adjoint: four padded adds and
+  depth-to-space). XLA:CPU's convolutions with one input or output channel run at a
+  fifth of their rate on wide layers; with C = 1 the patch matrix is only 16x the image.
+  ``'auto'`` (default conv): ``'patches'`` for fewer than ``FEW_CHANNELS`` input
+  channels, else ``'lax_vjp'``. The transpose conv's ``'adjoint_patches'`` is its
+  adjoint (``col2im(x K)``), which ``'auto'`` picks for fewer than ``FEW_CHANNELS``
+  output channels (the decoder's last layer).
 * ``'lax'``: the plain lax reference (autodiff's input-dilated convolutions are slow).
 * ``'im2col'``: 16 strided slices of the padded input concatenated on channels, one
   matmul (the repo's earlier formulation).
@@ -54,11 +64,17 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from vmivae_jax.util import cpu_affinity
+
 DN = ('NHWC', 'HWIO', 'NHWC')
 
-CONV_IMPLS = ('lax', 'lax_vjp', 's2d_conv', 'im2col', 's2d', 's2d_taps', 'im2col_nchw')
-DECONV_IMPLS = ('lax', 'auto', 'adjoint_lax', 'vjp:s2d_conv', 'phases', 'adjoint', 'adjoint_phases', 'vjp:im2col',
-                'vjp:s2d', 'vjp:lax')
+CONV_IMPLS = ('lax', 'auto', 'lax_vjp', 'patches', 's2d_conv', 'im2col', 's2d', 's2d_taps',
+              'im2col_nchw')
+DECONV_IMPLS = ('lax', 'auto', 'adjoint_lax', 'adjoint_patches', 'vjp:s2d_conv', 'phases',
+                'adjoint', 'adjoint_phases', 'vjp:im2col', 'vjp:s2d', 'vjp:lax')
+# Layers with fewer channels than this on their narrow side (the 1-channel image ends of
+# the networks) take the patch-matrix formulations under 'auto' (benchmarks/CONV.md).
+FEW_CHANNELS = 4
 
 
 # ----------------------------------------------------------------------------------
@@ -81,11 +97,35 @@ def _s2d_kernel(kernel: jax.Array) -> jax.Array:
   return k.reshape(2, 2, 4 * c, o)
 
 
-def conv4x4_stride2(x: jax.Array, kernel: jax.Array, impl: str = 'lax_vjp') -> jax.Array:
+def _patches(x: jax.Array) -> jax.Array:
+  """The 4x4 stride-2 pad-1 patch matrix in space-to-depth order: [B, H/2, W/2, 16C],
+  channel (a, e, p, q, c) holding xpad[b, 2(i + a) + p, 2(j + e) + q, c] (the row order
+  of ``_s2d_kernel(kernel).reshape(16C, O)``)."""
+  h, w = x.shape[1:3]
+  s = _space_to_depth_padded(x)
+  return jnp.concatenate([s[:, a:a + h // 2, e:e + w // 2] for a in (0, 1) for e in (0, 1)],
+                         axis=-1)
+
+
+def _patches_adjoint(z: jax.Array, h: int, w: int) -> jax.Array:
+  """The adjoint of ``_patches`` (col2im): [B, H/2, W/2, 16C] -> [B, H, W, C]."""
+  b, ho, wo, k = z.shape
+  c = k // 16
+  s = None
+  for t, (a, e) in enumerate(((0, 0), (0, 1), (1, 0), (1, 1))):
+    piece = jnp.pad(z[..., 4 * c * t:4 * c * (t + 1)], ((0, 0), (a, 1 - a), (e, 1 - e), (0, 0)))
+    s = piece if s is None else s + piece                                  # [B, ho+1, wo+1, 4C]
+  s = s.reshape(b, ho + 1, wo + 1, 2, 2, c).transpose(0, 1, 3, 2, 4, 5)
+  return s.reshape(b, h + 2, w + 2, c)[:, 1:h + 1, 1:w + 1]
+
+
+def conv4x4_stride2(x: jax.Array, kernel: jax.Array, impl: str = 'auto') -> jax.Array:
   """``lax.conv_general_dilated(x, kernel, (2, 2), ((1, 1), (1, 1)))`` in NHWC/HWIO."""
   b, h, w, c = x.shape
   o = kernel.shape[-1]
   ho, wo = h // 2, w // 2
+  if impl == 'auto':
+    impl = 'patches' if c < FEW_CHANNELS else 'lax_vjp'
   if impl == 'lax' or h % 2 or w % 2:
     return jax.lax.conv_general_dilated(x, kernel, (2, 2), ((1, 1), (1, 1)),
                                         dimension_numbers=DN)
@@ -108,6 +148,8 @@ def conv4x4_stride2(x: jax.Array, kernel: jax.Array, impl: str = 'lax_vjp') -> j
     return jnp.dot(patches, _s2d_kernel(kernel).reshape(16 * c, o))
   if impl == 'lax_vjp':
     return _conv_lax(x, kernel)
+  if impl == 'patches':
+    return _conv_patches(x, _s2d_kernel(kernel).reshape(16 * c, o))
   if impl == 's2d_conv':
     return jax.lax.conv_general_dilated(_space_to_depth_padded(x), _s2d_kernel(kernel), (1, 1),
                                         'VALID', dimension_numbers=DN)
@@ -173,7 +215,6 @@ def _conv_input_adjoint(g: jax.Array, kernel: jax.Array, x_shape) -> jax.Array:
   followed by depth-to-space and the crop of the padding ring.
   """
   b, h, w, c = x_shape
-  o = kernel.shape[-1]
   k2 = _s2d_kernel(kernel)                                                 # [2, 2, 4C, O]
   kf = jnp.flip(k2, (0, 1)).transpose(0, 1, 3, 2)                          # [2, 2, O, 4C]
   ds = jax.lax.conv_general_dilated(g, kf, (1, 1), ((1, 1), (1, 1)), dimension_numbers=DN)
@@ -242,18 +283,64 @@ def _deconv_lax_adjoint_bwd(res, g):
 _deconv_lax_adjoint.defvjp(_deconv_lax_adjoint_fwd, _deconv_lax_adjoint_bwd)
 
 
+@jax.custom_vjp
+def _conv_patches(x: jax.Array, k_mat: jax.Array) -> jax.Array:
+  """conv4x4_stride2 as ``_patches(x) @ k_mat`` (k_mat: [16C, O], ``_s2d_kernel`` rows)."""
+  return jnp.dot(_patches(x), k_mat)
+
+
+def _conv_patches_fwd(x, k_mat):
+  p = _patches(x)
+  return jnp.dot(p, k_mat), (x, p, k_mat)
+
+
+def _conv_patches_bwd(res, g):
+  x, p, k_mat = res
+  dx = _patches_adjoint(jnp.dot(g, k_mat.T), *x.shape[1:3])
+  dk = jnp.einsum('bijk,bijo->ko', p, g)
+  return _like_primal(dx, x), _like_primal(dk, k_mat)
+
+
+_conv_patches.defvjp(_conv_patches_fwd, _conv_patches_bwd)
+
+
+@jax.custom_vjp
+def _deconv_patches(x: jax.Array, k_mat: jax.Array) -> jax.Array:
+  """conv_transpose4x4_stride2 as ``col2im(x @ k_mat)``: the adjoint of ``_conv_patches``
+  with k_mat [C, 16 O] the transposed ``_s2d_kernel`` rows of the adjoint kernel."""
+  h, w = x.shape[1:3]
+  return _patches_adjoint(jnp.dot(x, k_mat), 2 * h, 2 * w)
+
+
+def _deconv_patches_fwd(x, k_mat):
+  return _deconv_patches(x, k_mat), (x, k_mat)
+
+
+def _deconv_patches_bwd(res, g):
+  x, k_mat = res
+  pg = _patches(g)                                                         # [B, H, W, 16 O]
+  dx = jnp.dot(pg, k_mat.T)
+  # [16 O, C] then transposed: XLA:CPU runs this orientation as one library matmul,
+  # while 'bijc,bijk->ck' became a transpose of x and a slow generic dot.
+  dk = jnp.einsum('bijk,bijc->kc', pg, x).T
+  return _like_primal(dx, x), _like_primal(dk, k_mat)
+
+
+_deconv_patches.defvjp(_deconv_patches_fwd, _deconv_patches_bwd)
+
+
 def conv_transpose4x4_stride2(x: jax.Array, kernel: jax.Array, impl: str = 'auto'
                               ) -> jax.Array:
   """``lax.conv_transpose(x, kernel, (2, 2), 'SAME')`` in NHWC/HWIO."""
   b, h, w, c = x.shape
   o = kernel.shape[-1]
   if impl == 'auto':
-    # 'vjp:s2d' measured faster for few output channels (the decoder's last layer), but
-    # jax.linear_transpose rejects device-varying inputs inside shard_map (data-parallel
-    # training), so 'auto' is the adjoint for every width.
-    impl = 'adjoint_lax'
+    impl = 'adjoint_patches' if o < FEW_CHANNELS else 'adjoint_lax'
   if impl == 'adjoint_lax':
     return _deconv_lax_adjoint(x, kernel)
+  if impl == 'adjoint_patches':
+    k_mat = _s2d_kernel(_adjoint_kernel(kernel)).reshape(16 * o, c).T       # [C, 16 O]
+    return _deconv_patches(x, k_mat)
   if impl == 'lax':
     return jax.lax.conv_transpose(x, kernel, (2, 2), 'SAME', dimension_numbers=DN)
   if impl.startswith('vjp:'):
@@ -305,7 +392,7 @@ def conv_transpose4x4_stride2(x: jax.Array, kernel: jax.Array, impl: str = 'auto
 # ----------------------------------------------------------------------------------
 # Selection by name.
 
-DEFAULT_CONV = 'lax_vjp'
+DEFAULT_CONV = 'auto'
 DEFAULT_DECONV = 'auto'
 
 
@@ -343,18 +430,6 @@ def recommended_xla_flags(platform: str) -> str:
   return RECOMMENDED_CPU_XLA_FLAGS if platform == 'cpu' else ''
 
 
-def _default_platform() -> str:
-  import importlib.util  # pylint: disable=g-import-not-at-top
-  import os  # pylint: disable=g-import-not-at-top
-  env = os.environ.get('JAX_PLATFORMS', '')
-  if env:
-    return env.split(',')[0]
-  for plugin in ('jax_cuda12_plugin', 'jax_cuda13_plugin', 'jax_rocm7_plugin', 'libtpu'):
-    if importlib.util.find_spec(plugin) is not None:
-      return 'unknown'
-  return 'cpu'
-
-
 def apply_cpu_xla_flags(platform: str | None = None) -> str:
   """Appends ``recommended_xla_flags`` to ``$XLA_FLAGS`` when the run is CPU-only.
 
@@ -363,7 +438,7 @@ def apply_cpu_xla_flags(platform: str | None = None) -> str:
   a flag already present is not added twice. Returns the flags added.
   """
   import os  # pylint: disable=g-import-not-at-top
-  flags = recommended_xla_flags(platform or _default_platform())
+  flags = recommended_xla_flags(platform or cpu_affinity.expected_platform())
   current = os.environ.get('XLA_FLAGS', '')
   if not flags or flags.split('=')[0] in current:
     return ''

@@ -68,10 +68,10 @@ def conv_impls(backend: str | None = None) -> tuple[str, str]:
 # config.model.conv_impl / deconv_impl choices. conv_ops' own 'auto' (transpose conv) is
 # the CPU default, reached through AUTO; the 'vjp:<conv>' transposes exist for the conv
 # formulations without a custom VJP (jax.linear_transpose cannot transpose one).
-CONV_CHOICES = (AUTO,) + conv_ops.CONV_IMPLS
+CONV_CHOICES = (AUTO,) + tuple(c for c in conv_ops.CONV_IMPLS if c != 'auto')
 DECONV_CHOICES = (AUTO,) + tuple(d for d in conv_ops.DECONV_IMPLS if d != 'auto') + tuple(
     f'vjp:{c}' for c in conv_ops.CONV_IMPLS
-    if c != 'lax_vjp' and f'vjp:{c}' not in conv_ops.DECONV_IMPLS)
+    if c not in ('auto', 'lax_vjp', 'patches') and f'vjp:{c}' not in conv_ops.DECONV_IMPLS)
 
 
 def image_shape(family: str) -> tuple[int, int, int]:
