@@ -23,7 +23,8 @@ With ``--jobs N`` (N > 1) the benchmark runs as ``reproduce --suite=disentanglem
 CPUs (``cpu_affinity.cpu_shares``, as ``reproduce --pin_jobs``), each timing every
 method while the others do the same; a method's step is the median over workers. The
 projection is then the suite's wall-clock: the 2 x 7 sweeps handed out in the suite's
-order (``reproduce.sweep_keys``) to the first free of N slots (``makespan``). With ``--summary``
+order (``reproduce.sweep_keys``) to the first free of N slots (``makespan``). With
+``--no_pin`` the workers share all CPUs, as ``reproduce --nopin_jobs`` runs them. With ``--summary``
 (default ``results/summary.json``) each method's recorded sweep times are printed beside
 it: those sweeps ran two side by side (``--jobs=2``), so each had about half the machine.
 """
@@ -84,16 +85,19 @@ def _spawn_workers(args, jobs: int) -> list[dict]:
   import subprocess  # pylint: disable=g-import-not-at-top
   import tempfile  # pylint: disable=g-import-not-at-top
   shares = cpu_affinity.cpu_shares(jobs)
-  if not shares or not cpu_affinity.can_pin():
+  if args.no_pin:
+    shares = [None] * jobs
+  elif not shares or not cpu_affinity.can_pin():
     raise SystemExit(f'--jobs {jobs}: cannot give {jobs} workers their own CPUs here '
-                     f'(CPUs {list(cpu_affinity.available_cpus())})')
+                     f'(CPUs {list(cpu_affinity.available_cpus())}); try --no_pin')
   with tempfile.TemporaryDirectory() as tmp:
     procs, outs = [], []
     for i, share in enumerate(shares):
       outs.append(Path(tmp) / f'worker{i}.json')
       cmd = [sys.executable, __file__, '--rounds', str(args.rounds), '--steps', str(args.steps),
-             '--only', args.only, '--summary', args.summary, '--out', str(outs[-1]),
-             '--cpus', cpu_affinity.format_cpus(share)]
+             '--only', args.only, '--summary', args.summary, '--out', str(outs[-1])]
+      if share is not None:
+        cmd += ['--cpus', cpu_affinity.format_cpus(share)]
       procs.append(subprocess.Popen(cmd, cwd=ROOT))
     if any(p.wait() for p in procs):
       raise SystemExit('a benchmark worker failed')
@@ -109,6 +113,8 @@ def main(argv=None):
   parser.add_argument('--out', default='')
   parser.add_argument('--jobs', type=int, default=1,
                       help='workers side by side, each pinned to its own CPUs')
+  parser.add_argument('--no_pin', action='store_true',
+                      help='with --jobs: leave the workers unpinned (reproduce --nopin_jobs)')
   parser.add_argument('--cpus', default='', help='internal: pin this worker to these CPUs')
   args = parser.parse_args(argv)
   if args.cpus:
@@ -185,8 +191,9 @@ def _combine(args, workers: list[dict]) -> None:
   durations = [steps[name] * step_s[name] for name, _ in order]
   wall = makespan(durations, args.jobs)
   results = {
-      'meta': {**workers[0]['meta'], 'jobs': args.jobs,
-               'cpus_per_job': [len(s) for s in cpu_affinity.cpu_shares(args.jobs)],
+      'meta': {**workers[0]['meta'], 'jobs': args.jobs, 'pinned': not args.no_pin,
+               'cpus_per_job': ('all' if args.no_pin else
+                                [len(s) for s in cpu_affinity.cpu_shares(args.jobs)]),
                'loadavg': os.getloadavg()},
       'sweep_step_s': step_s,
       'sweep_step_s_workers': [w['sweep_step_s'] for w in workers],
@@ -199,7 +206,8 @@ def _combine(args, workers: list[dict]) -> None:
   for name in names:
     per = ', '.join(f"{w['sweep_step_s'][name]:.3f}" for w in workers)
     print(f'{name:<14} {step_s[name]:12.3f}  {per}')
-  print(f'{len(order)} sweeps on {args.jobs} pinned slots: {wall / 3600:.2f} h wall-clock '
+  kind = 'unpinned' if args.no_pin else 'pinned'
+  print(f'{len(order)} sweeps on {args.jobs} {kind} slots: {wall / 3600:.2f} h wall-clock '
         f'(summed {sum(durations) / 3600:.2f} h; target {TARGET_HOURS:g} h)')
   if args.out:
     Path(args.out).write_text(json.dumps(results, indent=1) + '\n')

@@ -1,6 +1,7 @@
 """Seconds per train step of the 64x64 dlib_conv model at batch 64, against the MNIST conv
-step in the same process, and a 2-member sweep's step against a plain one (members looped,
-as the trainer runs them on CPU, and vmapped).
+step in the same process, a 2-member sweep's step against a plain one (members looped,
+as the trainer runs them on CPU, and vmapped), and the steps with the networks' 1-channel
+ends as XLA convolutions against conv_ops' patch matrices (the CPU default).
 
   PYTHONPATH=. python benchmarks/dlib_conv_step.py [--rounds 5] [--steps 5] [--out FILE]
 
@@ -49,6 +50,7 @@ def _config(name: str, overrides=None):
   return config_lib.override(config, overrides or {})
 
 
+PREVIOUS_CONVS = {'model.conv_impl': 'lax_vjp', 'model.deconv_impl': 'adjoint_lax'}
 SETTINGS = {   # label -> (config file, overrides); what each is:
     # MNIST, the authors' conv nets (BatchNorm, 64/128 channels), MI on 2 dims (lambda 5e-4)
     'mnist_conv': ('mnist_conv', {}),
@@ -58,6 +60,12 @@ SETTINGS = {   # label -> (config file, overrides); what each is:
     'dlib_beta_vae': ('dsprites_beta_vae', {}),
     # dSprites dlib_conv VMI: lambda 1 on dims 0, 1
     'dlib_vmi': ('dsprites_vmi', {}),
+    # The same two steps with the 1-channel image ends (encoder's and Q's first conv, the
+    # decoder's last transpose conv) as XLA convolutions: the formulation before
+    # conv_ops' patch matrices ('auto' picks those below 4 channels).
+    'dlib_elbo_noq_convs': ('dsprites_beta_vae', {'mi.gaussian_indices': (), **PREVIOUS_CONVS}),
+    'dlib_vmi_convs': ('dsprites_vmi', PREVIOUS_CONVS),
+    'mnist_conv_convs': ('mnist_conv', PREVIOUS_CONVS),
 }
 
 
@@ -135,6 +143,9 @@ def main(argv=None):
       'ratio_to_mnist_conv': {k: v / base for k, v in step_s.items()},
       'sweep2_over_two_plain': step_s['dlib_vmi_sweep2'] / (2 * step_s['dlib_vmi']),
       'sweep2_vmap_over_two_plain': step_s['dlib_vmi_sweep2_vmap'] / (2 * step_s['dlib_vmi']),
+      'patches_speedup': {'elbo_noq': step_s['dlib_elbo_noq_convs'] / step_s['dlib_elbo_noq'],
+                          'vmi': step_s['dlib_vmi_convs'] / step_s['dlib_vmi'],
+                          'mnist_conv': step_s['mnist_conv_convs'] / step_s['mnist_conv']},
   }
   print(f"{'setting':<18} {'s/step':>8} {'x mnist_conv':>13} {'compile s':>10}")
   for label in calls:
@@ -142,6 +153,10 @@ def main(argv=None):
           f'{compile_s[label]:10.1f}')
   print(f"2-member sweep step / (2 x plain step): {results['sweep2_over_two_plain']:.2f} "
         f"(members looped; vmapped: {results['sweep2_vmap_over_two_plain']:.2f})")
+  print('1-channel ends as XLA convolutions / as patch matrices: '
+        f"ELBO-only {results['patches_speedup']['elbo_noq']:.2f}x, "
+        f"VMI {results['patches_speedup']['vmi']:.2f}x, "
+        f"MNIST conv {results['patches_speedup']['mnist_conv']:.2f}x")
   if args.out:
     Path(args.out).write_text(json.dumps(results, indent=1) + '\n')
 

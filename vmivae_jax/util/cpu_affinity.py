@@ -2,12 +2,11 @@
 
 XLA:CPU sizes a process's thread pool to the CPUs it may run on (its affinity mask).
 Two runs started side by side on a 2-core machine each get a 2-thread pool: 4 threads
-on 2 cores. Pinned to one core each, each runs one thread with no contention, and the
-pair trains faster than when sharing: XLA's own 2-thread parallelism of these small
-steps reaches about 82% of 2x one thread (benchmarks/README.md, "The disentanglement
-suite's training budget"). A pinned run has fewer threads, so its floats round
-differently from an unpinned one's (the records name the cores a run had,
-``suite_runs.hardware``).
+on 2 cores. Pinned to one core each, each runs one thread with no contention: the
+disentanglement suite's training projects to 2.67 h that way against 2.84 h unpinned
+(benchmarks/README.md, "The disentanglement suite's training budget"). A pinned run has
+fewer threads, so its floats round differently from an unpinned one's (the records name
+the cores a run had, ``suite_runs.hardware``).
 """
 
 import importlib.util
