@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from vmivae_jax.model import conv_ops
+from vmivae_jax.model import conv_patches
 
 # (batch, H, C, O): the authors' layers (encoder/Q conv 1->64 at 28, 64->128 at 14;
 # decoder transpose conv 128->64 at 7, 64->1 at 14), batch 1, odd small shapes.
@@ -150,6 +151,6 @@ def test_patch_matrix_adjoint_is_exact():
   rng = np.random.default_rng(3)
   x = jnp.asarray(rng.standard_normal((2, 6, 8, 3)), jnp.float32)
   z = jnp.asarray(rng.standard_normal((2, 3, 4, 48)), jnp.float32)
-  lhs = float(jnp.vdot(conv_ops._patches(x), z))
-  rhs = float(jnp.vdot(x, conv_ops._patches_adjoint(z, 6, 8)))
+  lhs = float(jnp.vdot(conv_patches.patches(x), z))
+  rhs = float(jnp.vdot(x, conv_patches.patches_adjoint(z, 6, 8)))
   assert abs(lhs - rhs) <= 1e-4 * abs(lhs)

@@ -64,6 +64,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from vmivae_jax.model import conv_patches
 from vmivae_jax.util import cpu_affinity
 
 DN = ('NHWC', 'HWIO', 'NHWC')
@@ -79,44 +80,6 @@ FEW_CHANNELS = 4
 
 # ----------------------------------------------------------------------------------
 # Strided conv: [B, H, W, C] x [4, 4, C, O], padding 1, stride 2 -> [B, H/2, W/2, O].
-
-
-def _space_to_depth_padded(x: jax.Array) -> jax.Array:
-  """Pad by 1, then s[b, u, v, (p, q, c)] = xp[b, 2u + p, 2v + q, c]: [B, H/2+1, W/2+1, 4C]."""
-  b, h, w, c = x.shape
-  xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
-  s = xp.reshape(b, h // 2 + 1, 2, w // 2 + 1, 2, c).transpose(0, 1, 3, 2, 4, 5)
-  return s.reshape(b, h // 2 + 1, w // 2 + 1, 4 * c)
-
-
-def _s2d_kernel(kernel: jax.Array) -> jax.Array:
-  """[4, 4, C, O] -> [2, 2, 4C, O]: tap (a, e) of the 2x2 conv on space-to-depth input,
-  channel (p, q, c), holds kernel[2a + p, 2e + q, c]."""
-  c, o = kernel.shape[2:]
-  k = kernel.reshape(2, 2, 2, 2, c, o).transpose(0, 2, 1, 3, 4, 5)   # [a, e, p, q, c, o]
-  return k.reshape(2, 2, 4 * c, o)
-
-
-def _patches(x: jax.Array) -> jax.Array:
-  """The 4x4 stride-2 pad-1 patch matrix in space-to-depth order: [B, H/2, W/2, 16C],
-  channel (a, e, p, q, c) holding xpad[b, 2(i + a) + p, 2(j + e) + q, c] (the row order
-  of ``_s2d_kernel(kernel).reshape(16C, O)``)."""
-  h, w = x.shape[1:3]
-  s = _space_to_depth_padded(x)
-  return jnp.concatenate([s[:, a:a + h // 2, e:e + w // 2] for a in (0, 1) for e in (0, 1)],
-                         axis=-1)
-
-
-def _patches_adjoint(z: jax.Array, h: int, w: int) -> jax.Array:
-  """The adjoint of ``_patches`` (col2im): [B, H/2, W/2, 16C] -> [B, H, W, C]."""
-  b, ho, wo, k = z.shape
-  c = k // 16
-  s = None
-  for t, (a, e) in enumerate(((0, 0), (0, 1), (1, 0), (1, 1))):
-    piece = jnp.pad(z[..., 4 * c * t:4 * c * (t + 1)], ((0, 0), (a, 1 - a), (e, 1 - e), (0, 0)))
-    s = piece if s is None else s + piece                                  # [B, ho+1, wo+1, 4C]
-  s = s.reshape(b, ho + 1, wo + 1, 2, 2, c).transpose(0, 1, 3, 2, 4, 5)
-  return s.reshape(b, h + 2, w + 2, c)[:, 1:h + 1, 1:w + 1]
 
 
 def conv4x4_stride2(x: jax.Array, kernel: jax.Array, impl: str = 'auto') -> jax.Array:
@@ -142,20 +105,21 @@ def conv4x4_stride2(x: jax.Array, kernel: jax.Array, impl: str = 'auto') -> jax.
     y = jnp.einsum('ok,bkp->bop', k, patches.reshape(b, 16 * c, ho * wo))
     return y.reshape(b, o, ho, wo).transpose(0, 2, 3, 1)
   if impl == 's2d':
-    s = _space_to_depth_padded(x)
+    s = conv_patches.space_to_depth_padded(x)
     patches = jnp.concatenate([s[:, a:a + ho, e:e + wo] for a in (0, 1) for e in (0, 1)],
                               axis=-1)                                       # [B, ho, wo, 16C]
-    return jnp.dot(patches, _s2d_kernel(kernel).reshape(16 * c, o))
+    return jnp.dot(patches, conv_patches.s2d_kernel(kernel).reshape(16 * c, o))
   if impl == 'lax_vjp':
     return _conv_lax(x, kernel)
   if impl == 'patches':
-    return _conv_patches(x, _s2d_kernel(kernel).reshape(16 * c, o))
+    return conv_patches.conv(x, conv_patches.s2d_kernel(kernel).reshape(16 * c, o))
   if impl == 's2d_conv':
-    return jax.lax.conv_general_dilated(_space_to_depth_padded(x), _s2d_kernel(kernel), (1, 1),
+    return jax.lax.conv_general_dilated(conv_patches.space_to_depth_padded(x),
+                                        conv_patches.s2d_kernel(kernel), (1, 1),
                                         'VALID', dimension_numbers=DN)
   if impl == 's2d_taps':
-    s = _space_to_depth_padded(x)
-    k = _s2d_kernel(kernel)
+    s = conv_patches.space_to_depth_padded(x)
+    k = conv_patches.s2d_kernel(kernel)
     y = None
     for a in (0, 1):
       for e in (0, 1):
@@ -223,27 +187,11 @@ def _conv_input_adjoint(g: jax.Array, kernel: jax.Array, x_shape) -> jax.Array:
   followed by depth-to-space and the crop of the padding ring.
   """
   b, h, w, c = x_shape
-  k2 = _s2d_kernel(kernel)                                                 # [2, 2, 4C, O]
+  k2 = conv_patches.s2d_kernel(kernel)                                     # [2, 2, 4C, O]
   kf = jnp.flip(k2, (0, 1)).transpose(0, 1, 3, 2)                          # [2, 2, O, 4C]
   ds = jax.lax.conv_general_dilated(g, kf, (1, 1), ((1, 1), (1, 1)), dimension_numbers=DN)
   ds = ds.reshape(b, h // 2 + 1, w // 2 + 1, 2, 2, c).transpose(0, 1, 3, 2, 4, 5)
   return ds.reshape(b, h + 2, w + 2, c)[:, 1:h + 1, 1:w + 1]
-
-
-def _varying_axes(value: jax.Array) -> frozenset:
-  manual = getattr(jax.typeof(value), 'manual_axis_type', None)
-  return getattr(manual, 'varying', frozenset())
-
-
-def _like_primal(grad: jax.Array, primal: jax.Array) -> jax.Array:
-  """Sums ``grad`` over the shard_map axes it varies over but ``primal`` does not.
-
-  Inside shard_map a replicated operand (a parameter) used with per-device data is
-  implicitly cast to device-varying; the transpose of that cast is a psum, which a
-  custom VJP has to apply itself (JAX checks that the cotangent's type matches).
-  """
-  extra = tuple(sorted(_varying_axes(grad) - _varying_axes(primal)))
-  return jax.lax.psum(grad, extra) if extra else grad
 
 
 @jax.custom_vjp
@@ -257,8 +205,8 @@ def _conv_lax_fwd(x, kernel):
 
 def _conv_lax_bwd(res, g):
   x, kernel = res
-  return (_like_primal(_conv_input_adjoint(g, kernel, x.shape), x),
-          _like_primal(_lax_conv_kernel_grad(x, g, materialize=True), kernel))
+  return (conv_patches.like_primal(_conv_input_adjoint(g, kernel, x.shape), x),
+          conv_patches.like_primal(_lax_conv_kernel_grad(x, g, materialize=True), kernel))
 
 
 _conv_lax.defvjp(_conv_lax_fwd, _conv_lax_bwd)
@@ -284,57 +232,11 @@ def _deconv_lax_adjoint_bwd(res, g):
   k_adj = _adjoint_kernel(kernel)
   dx = _lax_conv(g, k_adj)
   dk_adj = _lax_conv_kernel_grad(g, x)
-  return (_like_primal(dx, x),
-          _like_primal(jnp.flip(dk_adj, (0, 1)).transpose(0, 1, 3, 2), kernel))
+  return (conv_patches.like_primal(dx, x),
+          conv_patches.like_primal(jnp.flip(dk_adj, (0, 1)).transpose(0, 1, 3, 2), kernel))
 
 
 _deconv_lax_adjoint.defvjp(_deconv_lax_adjoint_fwd, _deconv_lax_adjoint_bwd)
-
-
-@jax.custom_vjp
-def _conv_patches(x: jax.Array, k_mat: jax.Array) -> jax.Array:
-  """conv4x4_stride2 as ``_patches(x) @ k_mat`` (k_mat: [16C, O], ``_s2d_kernel`` rows)."""
-  return jnp.dot(_patches(x), k_mat)
-
-
-def _conv_patches_fwd(x, k_mat):
-  p = _patches(x)
-  return jnp.dot(p, k_mat), (x, p, k_mat)
-
-
-def _conv_patches_bwd(res, g):
-  x, p, k_mat = res
-  dx = _patches_adjoint(jnp.dot(g, k_mat.T), *x.shape[1:3])
-  dk = jnp.einsum('bijk,bijo->ko', p, g)
-  return _like_primal(dx, x), _like_primal(dk, k_mat)
-
-
-_conv_patches.defvjp(_conv_patches_fwd, _conv_patches_bwd)
-
-
-@jax.custom_vjp
-def _deconv_patches(x: jax.Array, k_mat: jax.Array) -> jax.Array:
-  """conv_transpose4x4_stride2 as ``col2im(x @ k_mat)``: the adjoint of ``_conv_patches``
-  with k_mat [C, 16 O] the transposed ``_s2d_kernel`` rows of the adjoint kernel."""
-  h, w = x.shape[1:3]
-  return _patches_adjoint(jnp.dot(x, k_mat), 2 * h, 2 * w)
-
-
-def _deconv_patches_fwd(x, k_mat):
-  return _deconv_patches(x, k_mat), (x, k_mat)
-
-
-def _deconv_patches_bwd(res, g):
-  x, k_mat = res
-  pg = _patches(g)                                                         # [B, H, W, 16 O]
-  dx = jnp.dot(pg, k_mat.T)
-  # [16 O, C] then transposed: XLA:CPU runs this orientation as one library matmul,
-  # while 'bijc,bijk->ck' became a transpose of x and a slow generic dot.
-  dk = jnp.einsum('bijk,bijc->kc', pg, x).T
-  return _like_primal(dx, x), _like_primal(dk, k_mat)
-
-
-_deconv_patches.defvjp(_deconv_patches_fwd, _deconv_patches_bwd)
 
 
 def conv_transpose4x4_stride2(x: jax.Array, kernel: jax.Array, impl: str = 'auto'
@@ -347,8 +249,8 @@ def conv_transpose4x4_stride2(x: jax.Array, kernel: jax.Array, impl: str = 'auto
   if impl == 'adjoint_lax':
     return _deconv_lax_adjoint(x, kernel)
   if impl == 'adjoint_patches':
-    k_mat = _s2d_kernel(_adjoint_kernel(kernel)).reshape(16 * o, c).T       # [C, 16 O]
-    return _deconv_patches(x, k_mat)
+    k_mat = conv_patches.s2d_kernel(_adjoint_kernel(kernel)).reshape(16 * o, c).T   # [C, 16 O]
+    return conv_patches.conv_transpose(x, k_mat)
   if impl == 'lax':
     return jax.lax.conv_transpose(x, kernel, (2, 2), 'SAME', dimension_numbers=DN)
   if impl.startswith('vjp:'):
