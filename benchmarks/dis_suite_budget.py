@@ -24,7 +24,9 @@ CPUs (``cpu_affinity.cpu_shares``, as ``reproduce --pin_jobs``), each timing eve
 method while the others do the same; a method's step is the median over workers. The
 projection is then the suite's wall-clock: the 2 x 7 sweeps handed out in the suite's
 order (``reproduce.sweep_keys``) to the first free of N slots (``makespan``). With
-``--no_pin`` the workers share all CPUs, as ``reproduce --nopin_jobs`` runs them. With ``--summary``
+``--no_pin`` the workers share all CPUs, as ``reproduce --nopin_jobs`` runs them.
+
+With ``--summary``
 (default ``results/summary.json``) each method's recorded sweep times are printed beside
 it: those sweeps ran two side by side (``--jobs=2``), so each had about half the machine.
 """
@@ -63,8 +65,8 @@ def sweep_config(experiment: suite_lib.Experiment, variant: str):
 
 def suite_sweeps(experiments) -> list[tuple[str, str]]:
   """(method, variant) of each sweep, in the order ``reproduce`` hands them out."""
-  keys = [f'{e.name}:{v}:{s}' for e in experiments for s in e.seeds for v, _ in e.variants]
-  return [tuple(k.split(':')[:2]) for k in reproduce.sweep_keys(keys)]
+  keys = reproduce.sweep_keys(reproduce.run_keys(experiments))
+  return [tuple(k.split(':')[:2]) for k in keys]
 
 
 def makespan(durations: list[float], slots: int) -> float:
@@ -182,7 +184,8 @@ def main(argv=None):
 
 
 def _combine(args, workers: list[dict]) -> None:
-  """The suite's wall-clock with ``args.jobs`` pinned slots, from the workers' steps."""
+  """The suite's wall-clock on ``args.jobs`` slots (pinned unless --no_pin), from the
+  workers' steps."""
   names = list(workers[0]['sweep_step_s'])
   step_s = {n: float(np.median([w['sweep_step_s'][n] for w in workers])) for n in names}
   steps = workers[0]['num_train_steps']

@@ -132,7 +132,7 @@ def job_cpu_shares(jobs: int, pin: bool) -> 'queue.Queue | None':
   for s in shares:
     q.put(s)
   logging.info('pinning the %d parallel runs to CPUs %s', jobs,
-               ' | '.join(','.join(map(str, sorted(s))) for s in shares))
+               ' | '.join(cpu_affinity.format_cpus(s) for s in shares))
   return q
 
 
@@ -156,11 +156,7 @@ def main(argv):
     run_sweep(experiments[name], variants.split('+'), [int(s) for s in seeds.split(',')], root)
     return
   selected = [experiments[n] for n in (_ONLY.value or experiments)]
-  keys = []
-  for experiment in selected:
-    seeds = experiment.seeds[:_SEEDS.value] if _SEEDS.value else experiment.seeds
-    # Seed-major order: partial results always hold complete ELBO-vs-MI pairs.
-    keys += [f'{experiment.name}:{v}:{s}' for s in seeds for v, _ in experiment.variants]
+  keys = run_keys(selected, max_seeds=_SEEDS.value)
   what = 'run_one'
   if _ADOPT.value:  # evaluate the adopted runs only: never start the others' training
     keys = adopt_all(experiments, keys, root, _ADOPT.value)
@@ -179,6 +175,17 @@ def main(argv):
           logging.error('%s', e)
   write_report(_SUITE.value, list(experiments.values()), root=root,
                results_dir=Path(_RESULTS.value), docs_dir=Path(_DOCS.value))
+
+
+def run_keys(experiments, max_seeds: int = 0) -> list[str]:
+  """experiment:variant:seed of every run, in the order the suite starts them: seed-major
+  within an experiment, so partial results always hold complete ELBO-vs-MI pairs.
+  ``max_seeds`` > 0 keeps each experiment's first seeds."""
+  keys = []
+  for experiment in experiments:
+    seeds = experiment.seeds[:max_seeds] if max_seeds else experiment.seeds
+    keys += [f'{experiment.name}:{v}:{s}' for s in seeds for v, _ in experiment.variants]
+  return keys
 
 
 def sweep_keys(keys: list[str], merge_variants=frozenset()) -> list[str]:

@@ -32,7 +32,7 @@ Formulations (``CONV_IMPLS``, ``DECONV_IMPLS``); the defaults are the fastest me
   with a custom VJP: kernel gradient ``patches^T g`` (one matmul) and input gradient
   ``col2im(g K^T)`` (one matmul, then the patch matrix's adjoint: four padded adds and
   depth-to-space). XLA:CPU's convolutions with one input or output channel run at a
-  fifth of their rate on wide layers; with C = 1 the patch matrix is only 16x the image.
+  fraction of their rate on wide layers; with C = 1 the patch matrix is only 16x the image.
   ``'auto'`` (default conv): ``'patches'`` for fewer than ``FEW_CHANNELS`` input
   channels, else ``'lax_vjp'``. The transpose conv's ``'adjoint_patches'`` is its
   adjoint (``col2im(x K)``), which ``'auto'`` picks for fewer than ``FEW_CHANNELS``
@@ -162,8 +162,8 @@ def _lax_conv_kernel_grad(x: jax.Array, g: jax.Array, materialize: bool = False
   ho, wo = g.shape[1:3]
   if materialize:
     # x is a forward activation, relu(conv + bias): XLA fuses that elementwise producer
-    # into the transpose below, a fusion whose strided loop runs 3-4x slower than a plain
-    # transpose (the optimisation barriers are gone by then). A product with the identity
+    # into the transpose below, a fusion whose strided loop runs several times slower
+    # than a plain transpose (the optimisation barriers are gone by then). A product with the identity
     # (exact for finite x) is a library matmul XLA cannot fuse, so the transpose reads a
     # materialised x; it costs C multiply-adds per element, far less than it saves.
     x = jnp.dot(x, jnp.eye(x.shape[-1], dtype=x.dtype))

@@ -5,7 +5,7 @@ Pure JAX. ``conv(x, k_mat)`` is ``conv_ops.conv4x4_stride2`` as the patch matrix
 reshaped; ``conv_transpose(x, k_mat)`` is its adjoint, the transpose conv. Both have
 custom VJPs (one matmul per gradient, and the patch matrix or its adjoint). They serve
 layers with few channels on the narrow side: the networks' 1-channel image ends, which
-XLA:CPU's convolutions run at a fifth of their usual rate (benchmarks/CONV.md, "The
+XLA:CPU's convolutions run far below their usual rate (benchmarks/CONV.md, "The
 1-channel image ends"). ``conv_ops`` picks them (``'patches'``, ``'adjoint_patches'``)
 and shares the helpers here.
 """

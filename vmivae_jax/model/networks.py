@@ -65,8 +65,9 @@ def conv_impls(backend: str | None = None) -> tuple[str, str]:
   return 'lax', 'lax'
 
 
-# config.model.conv_impl / deconv_impl choices. conv_ops' own 'auto' (transpose conv) is
-# the CPU default, reached through AUTO; the 'vjp:<conv>' transposes exist for the conv
+# config.model.conv_impl / deconv_impl choices. conv_ops' own 'auto' (per layer: patch
+# matrices for the 1-channel ends, custom-VJP lax convolutions otherwise) is the CPU
+# default, reached through AUTO; the 'vjp:<conv>' transposes exist for the conv
 # formulations without a custom VJP (jax.linear_transpose cannot transpose one).
 CONV_CHOICES = (AUTO,) + tuple(c for c in conv_ops.CONV_IMPLS if c != 'auto')
 DECONV_CHOICES = (AUTO,) + tuple(d for d in conv_ops.DECONV_IMPLS if d != 'auto') + tuple(
